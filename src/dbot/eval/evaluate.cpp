@@ -1,0 +1,148 @@
+#include "dbot/eval/evaluate.h"
+
+#include "dbot/compat.h"
+#include "dbot/data/loader.h"
+#include "dbot/io/files.h"
+#include "dbot/mkd/distiller.h"
+#include "dbot/train/checkpoint.h"
+#include "dbot/train/optim.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+
+namespace dbot::eval {
+
+at::Tensor extract_features(model::VisionTransformer& encoder, const at::Tensor& images_u8, const data::DataConfig& dc,
+                            int64_t batch_size, bool bf16) {
+  at::NoGradGuard no_grad;
+  encoder->eval();
+  std::vector<at::Tensor> out;
+  for (int64_t start = 0; start < images_u8.size(0); start += batch_size) {
+    auto x = data::normalize(images_u8.slice(0, start, start + batch_size), dc.mean, dc.std);
+    compat::AutocastGuard autocast(bf16);
+    auto tokens = encoder->forward_features(x, /*final_norm=*/true).to(at::kFloat);  // [B, 1+L, D]
+    out.push_back(at::cat({tokens.select(1, 0), tokens.slice(1, 1).mean(1)}, 1));    // [B, 2D]
+  }
+  return at::cat(out, 0);
+}
+
+double knn_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const at::Tensor& test_f,
+                    const at::Tensor& test_y, int64_t num_classes, int64_t k, double temperature) {
+  at::NoGradGuard no_grad;
+  TORCH_CHECK(k >= 1 && k <= train_f.size(0), "eval.knn_k must be in [1, number of training images]");
+  auto l2n = [](const at::Tensor& f) { return f / f.norm(2, {1}, true).clamp_min(1e-12); };
+  auto train_n = l2n(train_f), test_n = l2n(test_f);
+  int64_t correct = 0;
+  constexpr int64_t kChunk = 500;
+  for (int64_t s = 0; s < test_n.size(0); s += kChunk) {
+    auto sim = at::matmul(test_n.slice(0, s, s + kChunk), train_n.t());  // [B, Ntrain]
+    auto top = at::topk(sim, k, 1);
+    auto sims = std::get<0>(top), idx = std::get<1>(top);            // [B, k]
+    auto labels = train_y.index_select(0, idx.reshape(-1)).view_as(idx);
+    auto votes = at::zeros({sims.size(0), num_classes}, sims.options());
+    votes.scatter_add_(1, labels, (sims / temperature).exp());
+    correct += votes.argmax(1).eq(test_y.slice(0, s, s + kChunk)).sum().item<int64_t>();
+  }
+  return static_cast<double>(correct) / static_cast<double>(test_f.size(0));
+}
+
+double linprobe_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const at::Tensor& test_f,
+                         const at::Tensor& test_y, int64_t num_classes, const io::EvalConfig& cfg, uint64_t seed) {
+  auto mean = train_f.mean(0, true), std = train_f.std(0, true, true) + 1e-6;
+  auto xtr = (train_f - mean) / std, xte = (test_f - mean) / std;
+  const int64_t N = xtr.size(0), B = cfg.linprobe_batch_size;
+  TORCH_CHECK(B > 0 && B <= N, "eval.linprobe_batch_size must be in [1, number of training images]");
+  auto weight = at::zeros({num_classes, xtr.size(1)}).requires_grad_(true);
+  auto bias = at::zeros({num_classes}).requires_grad_(true);
+  train::AdamWConfig oc;
+  oc.weight_decay = cfg.linprobe_weight_decay;
+  oc.beta2 = 0.999;
+  train::AdamW opt({{"head.weight", weight}, {"head.bias", bias}}, oc);
+  const int64_t ipe = N / B, total = cfg.linprobe_epochs * ipe;
+  for (int64_t epoch = 0; epoch < cfg.linprobe_epochs; ++epoch) {
+    auto gen = mkd::derive_generator(seed, mkd::RngPurpose::kEval, static_cast<uint64_t>(epoch));
+    auto perm = at::randperm(N, gen, at::TensorOptions().dtype(at::kLong));
+    for (int64_t it = 0; it < ipe; ++it) {
+      auto idx = perm.slice(0, it * B, (it + 1) * B);
+      auto logits = at::linear(xtr.index_select(0, idx), weight, bias);
+      auto loss = at::cross_entropy_loss(logits, train_y.index_select(0, idx));
+      opt.zero_grad();
+      loss.backward();
+      const double progress = static_cast<double>(epoch * ipe + it) / static_cast<double>(total);
+      opt.step(cfg.linprobe_lr * 0.5 * (1.0 + std::cos(M_PI * progress)));
+    }
+  }
+  at::NoGradGuard no_grad;
+  auto pred = at::linear(xte, weight, bias).argmax(1);
+  return pred.eq(test_y).to(at::kDouble).mean().item<double>();
+}
+
+model::VisionTransformer load_encoder(const std::string& path, const std::string& which) {
+  const train::Checkpoint ckpt = train::load_checkpoint(path);
+  const io::RunConfig cfg = io::config_from_yaml(ckpt.config, path + " (config)");
+  const train::TensorMap& state = which == "teacher" ? ckpt.teacher : ckpt.model;
+  model::VitConfig vc = cfg.model;
+  vc.depth = train::count_blocks(state);
+  vc.drop_path_rate = 0.0;
+  model::VisionTransformer encoder(vc);
+  train::load_state_dict(*encoder, state, path + " (" + which + ")");
+  encoder->eval();
+  return encoder;
+}
+
+std::string results_markdown(const std::vector<StageResult>& rows, const std::string& title) {
+  std::string md = "| stage | network | k-NN top-1 (%) | linear probe top-1 (%) |\n|---|---|---|---|\n";
+  char line[256];
+  for (const auto& r : rows) {
+    std::snprintf(line, sizeof(line), "| %lld | %s | %.2f | %.2f |\n", static_cast<long long>(r.stage),
+                  r.source.c_str(), 100.0 * r.knn, 100.0 * r.linprobe);
+    md += line;
+  }
+  return (title.empty() ? "" : "## " + title + "\n\n") + md;
+}
+
+std::vector<StageResult> evaluate_run(const std::string& run_dir, const io::RunConfig& cfg, bool bf16, bool quiet) {
+  namespace fs = std::filesystem;
+  std::vector<std::pair<std::string, StageResult>> todo;  // (checkpoint, row)
+  if (!fs::exists(run_dir + "/stage-1.pt")) throw std::runtime_error(run_dir + ": no stage-1.pt to evaluate");
+  todo.push_back({run_dir + "/stage-1.pt", {0, "stage-1.pt:teacher"}});
+  for (int64_t k = 1; fs::exists(run_dir + "/stage-" + std::to_string(k) + ".pt"); ++k) {
+    todo.push_back({run_dir + "/stage-" + std::to_string(k) + ".pt", {k, "stage-" + std::to_string(k) + ".pt:model"}});
+  }
+  const data::Dataset train_set = data::load_dataset(cfg.data, "train");
+  const data::Dataset test_set = data::load_dataset(cfg.data, "test");
+  std::vector<StageResult> rows;
+  for (auto& [path, row] : todo) {
+    auto encoder = load_encoder(path, row.stage == 0 ? "teacher" : "model");
+    auto ftr = extract_features(encoder, train_set.images, cfg.data, cfg.eval.batch_size, bf16);
+    auto fte = extract_features(encoder, test_set.images, cfg.data, cfg.eval.batch_size, bf16);
+    row.knn = knn_accuracy(ftr, train_set.labels, fte, test_set.labels, train_set.num_classes, cfg.eval.knn_k,
+                           cfg.eval.knn_temperature);
+    row.linprobe = linprobe_accuracy(ftr, train_set.labels, fte, test_set.labels, train_set.num_classes, cfg.eval,
+                                     cfg.train.seed);
+    if (!quiet) {
+      std::printf("stage %lld (%s): k-NN %.2f%%  linear probe %.2f%%\n", static_cast<long long>(row.stage),
+                  row.source.c_str(), 100 * row.knn, 100 * row.linprobe);
+      std::fflush(stdout);
+    }
+    rows.push_back(row);
+  }
+  nlohmann::json j;
+  j["model"] = cfg.model.name;
+  j["train_images"] = train_set.size();
+  j["test_images"] = test_set.size();
+  j["protocol"] = {{"features", "final norm, CLS concat mean(patches)"},
+                   {"knn_k", cfg.eval.knn_k},
+                   {"knn_temperature", cfg.eval.knn_temperature},
+                   {"linprobe_epochs", cfg.eval.linprobe_epochs}};
+  for (const auto& r : rows) j["stages"].push_back({{"stage", r.stage}, {"source", r.source}, {"knn", r.knn}, {"linprobe", r.linprobe}});
+  io::write_atomic(run_dir + "/results.json", j.dump(2) + "\n");
+  io::write_atomic(run_dir + "/results.md", results_markdown(rows, "dbot per-stage evaluation: " + cfg.model.name));
+  return rows;
+}
+
+}  // namespace dbot::eval

@@ -1,0 +1,48 @@
+// Evaluation of frozen encoders: k-NN and linear probe on cached features.
+//
+// Features (the default protocol): the encoder's final-norm output on the full image, CLS token
+// concatenated with the mean of the patch tokens: [N, 2D].
+// k-NN (DINO's protocol): cosine similarity to all training features, k nearest, each votes for its class
+// with weight exp(sim / T); k = 20, T = 0.07.
+// Linear probe: features standardized with the training mean/std, one Linear layer trained with AdamW on
+// softmax cross-entropy (mini-batches, cosine lr), accuracy on the test set.
+#pragma once
+
+#include "dbot/data/dataset.h"
+#include "dbot/io/config.h"
+#include "dbot/model/vit.h"
+
+#include <string>
+#include <vector>
+
+namespace dbot::eval {
+
+// [N, 2D] fp32 features of uint8 images (normalized with mean/std), in batches, without autograd.
+at::Tensor extract_features(model::VisionTransformer& encoder, const at::Tensor& images_u8, const data::DataConfig& dc,
+                            int64_t batch_size, bool bf16);
+
+// Accuracy in [0, 1].
+double knn_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const at::Tensor& test_f,
+                    const at::Tensor& test_y, int64_t num_classes, int64_t k, double temperature);
+
+double linprobe_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const at::Tensor& test_f,
+                         const at::Tensor& test_y, int64_t num_classes, const io::EvalConfig& cfg, uint64_t seed);
+
+// An encoder from a checkpoint: which = "model" (the student) or "teacher". The architecture comes from
+// the checkpoint's config; the depth from the tensors (a zero-block teacher has none).
+model::VisionTransformer load_encoder(const std::string& checkpoint_path, const std::string& which);
+
+struct StageResult {
+  int64_t stage;
+  std::string source;  // e.g. "stage-1.pt:teacher"
+  double knn = -1, linprobe = -1;
+};
+
+// Evaluates stage 0 (stage-1.pt's teacher) and every stage-k.pt student of a run folder; writes
+// results.json and results.md there (atomically) and returns the rows.
+std::vector<StageResult> evaluate_run(const std::string& run_dir, const io::RunConfig& cfg, bool bf16, bool quiet);
+
+// Markdown table of the rows.
+std::string results_markdown(const std::vector<StageResult>& rows, const std::string& title);
+
+}  // namespace dbot::eval

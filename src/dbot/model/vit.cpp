@@ -1,0 +1,184 @@
+#include "dbot/model/vit.h"
+
+#include "dbot/compat.h"
+#include "dbot/model/pos_embed.h"
+
+#include <torch/nn/functional/activation.h>
+
+#include <cmath>
+#include <stdexcept>
+
+namespace dbot::model {
+
+namespace nn = torch::nn;
+
+void VitConfig::validate() const {
+  auto fail = [&](const std::string& what) { throw std::invalid_argument("model '" + name + "': " + what); };
+  if (patch_size <= 0 || img_size <= 0) fail("img_size and patch_size must be positive");
+  if (img_size % patch_size != 0) {
+    fail("image size " + std::to_string(img_size) + " is not divisible by patch size " + std::to_string(patch_size));
+  }
+  if (in_chans <= 0) fail("in_chans must be positive");
+  if (num_heads <= 0 || embed_dim % num_heads != 0) {
+    fail("embed_dim " + std::to_string(embed_dim) + " is not divisible by num_heads " + std::to_string(num_heads));
+  }
+  if (embed_dim % 4 != 0) fail("embed_dim must be divisible by 4 (sin-cos position embedding)");
+  if (depth < 0) fail("depth must be >= 0");
+  if (drop_path_rate < 0 || drop_path_rate >= 1) fail("drop_path must be in [0, 1)");
+}
+
+at::Tensor drop_path(const at::Tensor& x, double rate, at::Generator* gen) {
+  if (gen == nullptr || rate <= 0.0) return x;
+  const double keep = 1.0 - rate;
+  // One Bernoulli draw per sample, broadcast over tokens and channels.
+  auto mask = at::empty({x.size(0), 1, 1}, x.options().dtype(at::kFloat)).bernoulli_(keep, *gen);
+  return x * mask.div_(keep).to(x.scalar_type());
+}
+
+AttentionImpl::AttentionImpl(int64_t dim, int64_t heads)
+    : qkv(register_module("qkv", nn::Linear(nn::LinearOptions(dim, 3 * dim).bias(true)))),
+      proj(register_module("proj", nn::Linear(dim, dim))),
+      num_heads(heads) {}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x) {
+  const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
+  // [N, T, 3D] -> [3, N, h, T, D/h]
+  auto qkv_out = qkv(x).reshape({N, T, 3, num_heads, D / num_heads}).permute({2, 0, 3, 1, 4});
+  auto out = compat::scaled_dot_product_attention(qkv_out[0], qkv_out[1], qkv_out[2]);  // [N, h, T, D/h]
+  return proj(out.transpose(1, 2).reshape({N, T, D}));
+}
+
+MlpImpl::MlpImpl(int64_t dim, int64_t hidden)
+    : fc1(register_module("fc1", nn::Linear(dim, hidden))), fc2(register_module("fc2", nn::Linear(hidden, dim))) {}
+
+at::Tensor MlpImpl::forward(const at::Tensor& x) { return fc2(at::gelu(fc1(x))); }
+
+BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, double dpr)
+    : norm1(register_module("norm1", nn::LayerNorm(nn::LayerNormOptions({dim}).eps(1e-6)))),
+      norm2(nullptr),
+      attn(register_module("attn", Attention(dim, heads))),
+      mlp(nullptr),
+      drop_path_rate(dpr) {
+  // Registration order = timm's state-dict order: norm1, attn, norm2, mlp.
+  norm2 = register_module("norm2", nn::LayerNorm(nn::LayerNormOptions({dim}).eps(1e-6)));
+  mlp = register_module("mlp", Mlp(dim, static_cast<int64_t>(dim * mlp_ratio)));
+}
+
+at::Tensor BlockImpl::forward(const at::Tensor& x, at::Generator* gen) {
+  auto y = x + drop_path(attn(norm1(x)), drop_path_rate, gen);
+  return y + drop_path(mlp(norm2(y)), drop_path_rate, gen);
+}
+
+BlockStack::BlockStack(nn::Module& owner, const std::string& prefix, int64_t depth, int64_t dim, int64_t heads,
+                       double mlp_ratio, double drop_path_rate) {
+  auto list = owner.register_module(prefix, nn::ModuleList());
+  for (int64_t i = 0; i < depth; ++i) {
+    // Stochastic depth decay rule: linear from 0 at the first block to drop_path_rate at the last.
+    const double rate = depth > 1 ? drop_path_rate * static_cast<double>(i) / static_cast<double>(depth - 1) : 0.0;
+    blocks.emplace_back(dim, heads, mlp_ratio, rate);
+    list->push_back(blocks.back());
+  }
+}
+
+at::Tensor BlockStack::forward(at::Tensor x, at::Generator* gen) {
+  for (auto& block : blocks) x = block->forward(x, gen);
+  return x;
+}
+
+PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size)
+    : proj(register_module("proj",
+                           nn::Conv2d(nn::Conv2dOptions(in_chans, embed_dim, patch_size).stride(patch_size)))) {}
+
+at::Tensor PatchEmbedImpl::forward(const at::Tensor& imgs) {
+  return proj(imgs).flatten(2).transpose(1, 2);  // [N, D, g, g] -> [N, L, D]
+}
+
+VisionTransformerImpl::VisionTransformerImpl(VitConfig config)
+    : cfg((config.validate(), std::move(config))),
+      patch_embed(register_module("patch_embed", PatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.patch_size))),
+      cls_token(register_parameter("cls_token", at::zeros({1, 1, cfg.embed_dim}))),
+      pos_embed(register_buffer("pos_embed",
+                                get_2d_sincos_pos_embed(cfg.embed_dim, cfg.grid_size(), true).unsqueeze(0))),
+      blocks(*this, "blocks", cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.drop_path_rate),
+      norm(register_module("norm", nn::LayerNorm(nn::LayerNormOptions({cfg.embed_dim}).eps(1e-6)))) {}
+
+at::Tensor VisionTransformerImpl::embed_patches(const at::Tensor& imgs) {
+  TORCH_CHECK(imgs.dim() == 4 && imgs.size(1) == cfg.in_chans && imgs.size(2) == cfg.img_size &&
+                  imgs.size(3) == cfg.img_size,
+              "model '", cfg.name, "' expects images [N, ", cfg.in_chans, ", ", cfg.img_size, ", ", cfg.img_size,
+              "], got ", imgs.sizes());
+  return patch_embed(imgs) + pos_embed.slice(1, 1);
+}
+
+at::Tensor VisionTransformerImpl::cls_with_pos() { return cls_token + pos_embed.slice(1, 0, 1); }
+
+at::Tensor VisionTransformerImpl::forward_blocks(const at::Tensor& x, at::Generator* gen) {
+  return blocks.forward(x, gen);
+}
+
+at::Tensor VisionTransformerImpl::forward_features(const at::Tensor& imgs, bool final_norm) {
+  auto x = embed_patches(imgs);
+  x = at::cat({cls_with_pos().expand({x.size(0), -1, -1}), x}, 1);  // [N, 1+L, D]
+  x = forward_blocks(x);
+  return final_norm ? norm(x) : x;
+}
+
+void xavier_uniform_(at::Tensor w, int64_t fan_in, int64_t fan_out, at::Generator& gen) {
+  const double bound = std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
+  w.uniform_(-bound, bound, gen);
+}
+
+void init_linear(nn::Linear& linear, at::Generator& gen) {
+  xavier_uniform_(linear->weight, linear->weight.size(1), linear->weight.size(0), gen);
+  if (linear->bias.defined()) linear->bias.zero_();
+}
+
+void init_layer_norm(nn::LayerNorm& ln) {
+  ln->weight.fill_(1.0);
+  ln->bias.zero_();
+}
+
+void init_block(Block& block, at::Generator& gen) {
+  init_layer_norm(block->norm1);
+  init_linear(block->attn->qkv, gen);
+  init_linear(block->attn->proj, gen);
+  init_layer_norm(block->norm2);
+  init_linear(block->mlp->fc1, gen);
+  init_linear(block->mlp->fc2, gen);
+}
+
+void VisionTransformerImpl::initialize_weights(at::Generator& gen, bool reset_patch_bias) {
+  at::NoGradGuard no_grad;
+  pos_embed.copy_(get_2d_sincos_pos_embed(cfg.embed_dim, cfg.grid_size(), true).unsqueeze(0));
+  auto& w = patch_embed->proj->weight;  // [D, C, p, p], initialized as the Linear [D, C*p*p]
+  const int64_t fan_in = w.size(1) * w.size(2) * w.size(3);
+  xavier_uniform_(w, fan_in, w.size(0), gen);
+  if (reset_patch_bias) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));  // PyTorch's Conv2d default
+    patch_embed->proj->bias.uniform_(-bound, bound, gen);
+  }
+  cls_token.normal_(0.0, 0.02, gen);
+  for (auto& block : blocks.blocks) init_block(block, gen);
+  init_layer_norm(norm);
+}
+
+void copy_state(nn::Module& dst, const nn::Module& src, bool allow_missing) {
+  at::NoGradGuard no_grad;
+  auto src_params = src.named_parameters(true);
+  auto src_buffers = src.named_buffers(true);
+  auto copy = [&](const std::string& name, at::Tensor& to) {
+    const at::Tensor* from = src_params.find(name);
+    if (from == nullptr) from = src_buffers.find(name);
+    if (from == nullptr) {
+      if (allow_missing) return;
+      throw std::runtime_error("copy_state: source has no tensor '" + name + "'");
+    }
+    TORCH_CHECK(from->sizes() == to.sizes(), "copy_state: '", name, "' has shape ", from->sizes(), ", expected ",
+                to.sizes());
+    to.copy_(*from);
+  };
+  for (auto& item : dst.named_parameters(true)) copy(item.key(), item.value());
+  for (auto& item : dst.named_buffers(true)) copy(item.key(), item.value());
+}
+
+}  // namespace dbot::model

@@ -1,0 +1,124 @@
+// Vision Transformer (timm's VisionTransformer layout and parameter names, MAE's fixed sin-cos positions).
+//
+// Shapes: N batch, C channels, H = W = img_size, p patch, g = H / p, L = g*g patches, T tokens,
+// D width, h heads. Parameter names are exactly timm's (cls_token, pos_embed, patch_embed.proj.*,
+// blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*), so a state dict loads
+// into timm.create_model(name, num_classes=0) strictly. pos_embed is a buffer: it is fixed, never trained.
+//
+// Randomness (drop path) comes only from the generator passed to forward; nullptr means eval mode.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <string>
+#include <vector>
+
+namespace dbot::model {
+
+struct VitConfig {
+  std::string name;  // registry name, e.g. vit_base_patch16_224
+  int64_t img_size = 224;
+  int64_t patch_size = 16;
+  int64_t in_chans = 3;
+  int64_t embed_dim = 768;
+  int64_t depth = 12;
+  int64_t num_heads = 12;
+  double mlp_ratio = 4.0;
+  double drop_path_rate = 0.0;  // linear ramp 0 -> rate over the blocks
+
+  int64_t grid_size() const { return img_size / patch_size; }
+  int64_t num_patches() const { return grid_size() * grid_size(); }
+  void validate() const;  // throws std::invalid_argument naming the bad field
+};
+
+// Per-sample stochastic depth: drops the whole residual branch of a sample with probability `rate`
+// and scales the kept ones by 1/(1 - rate). Identity when gen == nullptr or rate == 0.
+at::Tensor drop_path(const at::Tensor& x, double rate, at::Generator* gen);
+
+// Multi-head self-attention with one fused qkv projection [3D, D], read as (3, heads, head_dim).
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(int64_t dim, int64_t num_heads);
+  at::Tensor forward(const at::Tensor& x);  // [N, T, D] -> [N, T, D]
+  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  int64_t num_heads;
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(int64_t dim, int64_t hidden);
+  at::Tensor forward(const at::Tensor& x);  // fc1 -> exact (erf) GELU -> fc2
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+// Pre-norm transformer block: x + dp(attn(norm1(x))), then x + dp(mlp(norm2(x))), LayerNorm eps 1e-6.
+class BlockImpl : public torch::nn::Module {
+ public:
+  BlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio, double drop_path_rate);
+  at::Tensor forward(const at::Tensor& x, at::Generator* gen = nullptr);  // [N, T, D]
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  Attention attn{nullptr};
+  Mlp mlp{nullptr};
+  double drop_path_rate;
+};
+TORCH_MODULE(Block);
+
+// A stack of blocks registered under `prefix` ("blocks" or "decoder_blocks") with a drop-path ramp.
+struct BlockStack {
+  BlockStack(torch::nn::Module& owner, const std::string& prefix, int64_t depth, int64_t dim, int64_t heads,
+             double mlp_ratio, double drop_path_rate);
+  at::Tensor forward(at::Tensor x, at::Generator* gen);
+  std::vector<Block> blocks;
+};
+
+class PatchEmbedImpl : public torch::nn::Module {
+ public:
+  PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size);
+  at::Tensor forward(const at::Tensor& imgs);  // [N, C, H, W] -> [N, L, D]
+  torch::nn::Conv2d proj{nullptr};
+};
+TORCH_MODULE(PatchEmbed);
+
+class VisionTransformerImpl : public torch::nn::Module {
+ public:
+  explicit VisionTransformerImpl(VitConfig cfg);
+
+  // Patch embedding plus position code, no CLS: [N, C, H, W] -> [N, L, D].
+  at::Tensor embed_patches(const at::Tensor& imgs);
+  // The CLS token with its (zero) position slot: [1, 1, D].
+  at::Tensor cls_with_pos();
+  at::Tensor forward_blocks(const at::Tensor& x, at::Generator* gen = nullptr);  // [N, T, D]
+  // Full image: [N, C, H, W] -> [N, 1+L, D]; after the final norm, or before it (the dBOT target).
+  at::Tensor forward_features(const at::Tensor& imgs, bool final_norm = true);
+
+  // The official initialization (METHOD.md): xavier_uniform Linear weights (fused qkv shape), zero
+  // biases, patch conv weight xavier on its [D, C*p*p] view, LayerNorm (1, 0), cls_token N(0, 0.02).
+  // The patch conv bias keeps its value unless reset_patch_bias (PyTorch's default uniform init).
+  void initialize_weights(at::Generator& gen, bool reset_patch_bias);
+
+  VitConfig cfg;
+  PatchEmbed patch_embed{nullptr};
+  at::Tensor cls_token;  // [1, 1, D]
+  at::Tensor pos_embed;  // [1, 1+L, D], buffer
+  BlockStack blocks;
+  torch::nn::LayerNorm norm{nullptr};
+};
+TORCH_MODULE(VisionTransformer);
+
+// Shared initializers (also used by the decoder), drawing from an explicit generator.
+void xavier_uniform_(at::Tensor w, int64_t fan_in, int64_t fan_out, at::Generator& gen);
+void init_linear(torch::nn::Linear& linear, at::Generator& gen);
+void init_layer_norm(torch::nn::LayerNorm& ln);
+void init_block(Block& block, at::Generator& gen);
+
+// Copies every tensor of `src` into the tensor of the same name in `dst` (parameters and buffers).
+// Names in dst missing from src are an error unless allow_missing.
+void copy_state(torch::nn::Module& dst, const torch::nn::Module& src, bool allow_missing = false);
+
+}  // namespace dbot::model

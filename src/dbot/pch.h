@@ -1,0 +1,3 @@
+// Precompiled header: the heavy LibTorch headers, parsed once per target.
+#pragma once
+#include <torch/torch.h>

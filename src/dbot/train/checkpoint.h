@@ -1,0 +1,53 @@
+// Checkpoints: one pickled plain dict that Python opens with torch.load (no dbot code needed):
+//   {"format_version": 1, "model": {student encoder (timm names) + decoder (dBOT names)},
+//    "teacher": {teacher encoder, timm names}, "optimizer": {"step", "exp_avg": {name: T},
+//    "exp_avg_sq": {name: T}, "weight_decay", "betas", "eps"}, "stage", "epoch", "iteration",
+//    "rng": {"scheme": "derived", "seed"}, "config": "<resolved recipe, YAML>"}
+// epoch/iteration say where training continues: epoch `epoch`, iteration `iteration` within it.
+// All randomness derives from (seed, purpose, index), so rng holds only the seed.
+// Files are written atomically (temporary file + rename).
+#pragma once
+
+#include "dbot/mkd/distiller.h"
+#include "dbot/train/optim.h"
+
+#include <map>
+#include <string>
+
+namespace dbot::train {
+
+constexpr int64_t kCheckpointFormatVersion = 1;
+
+using TensorMap = std::map<std::string, at::Tensor>;
+
+struct Checkpoint {
+  int64_t format_version = kCheckpointFormatVersion;
+  TensorMap model, teacher;
+  bool has_optimizer = false;
+  int64_t optimizer_step = 0;
+  TensorMap exp_avg, exp_avg_sq;
+  int64_t stage = 1, epoch = 0, iteration = 0;
+  uint64_t seed = 0;
+  std::string config;  // YAML
+};
+
+// Parameters and buffers of a module, by name, detached contiguous CPU copies.
+TensorMap state_dict(const torch::nn::Module& module);
+
+void save_checkpoint(const std::string& path, const mkd::Distiller& distiller, const AdamW* optimizer, int64_t epoch,
+                     int64_t iteration, const std::string& config_yaml);
+
+// Throws std::runtime_error naming the file when it is missing, truncated, not a dbot checkpoint, or of
+// an unsupported format_version.
+Checkpoint load_checkpoint(const std::string& path);
+
+// Loads student, decoder, teacher (rebuilt with the saved depth) and stage; then the optimizer state.
+void restore(mkd::Distiller& distiller, AdamW* optimizer, const Checkpoint& ckpt, const std::string& path);
+
+// Copies a state dict into a module; every module tensor must be present with the same shape.
+void load_state_dict(torch::nn::Module& module, const TensorMap& state, const std::string& what);
+
+// Number of blocks in an encoder state dict ("blocks.{i}." prefixes).
+int64_t count_blocks(const TensorMap& state, const std::string& prefix = "blocks.");
+
+}  // namespace dbot::train
