@@ -55,12 +55,16 @@ def norm_layer(dim, **kwargs):
 
 # ---------------------------------------------------------------- given values
 def fill_values(name, shape):
-    """v_j = 0.2*sin(0.7*j + 0.01*(crc32(name) % 997) + 1.0), float64 -> float32."""
+    """v_j = a*sin(0.7*j + 0.01*(crc32(name) % 997) + 1.0), float64 -> float32.
+
+    a = 1.0 for names ending in "qkv.weight" (so that attention is far from uniform and the q/k path is
+    exercised), 0.2 otherwise."""
     n = 1
     for s in shape:
         n *= s
     off = 0.01 * (zlib.crc32(name.encode()) % 997) + 1.0
-    vals = [0.2 * math.sin(0.7 * j + off) for j in range(n)]
+    amp = 1.0 if name.endswith('qkv.weight') else 0.2
+    vals = [amp * math.sin(0.7 * j + off) for j in range(n)]
     return torch.tensor(vals, dtype=torch.float64).reshape(shape).to(torch.float32)
 
 

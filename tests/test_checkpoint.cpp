@@ -1,0 +1,131 @@
+// Checkpoints: exact round trip, and clear errors for truncated or foreign files.
+#include "dbot/io/files.h"
+#include "dbot/train/checkpoint.h"
+#include "test_util.h"
+
+#include <torch/serialize.h>
+
+using namespace dbot;
+
+namespace {
+model::VitConfig small_vit() {
+  model::VitConfig c;
+  c.name = "vit_tiny_patch2_8";
+  c.img_size = 8;
+  c.patch_size = 2;
+  c.in_chans = 1;
+  c.embed_dim = 16;
+  c.depth = 2;
+  c.num_heads = 2;
+  return c;
+}
+mkd::MkdConfig small_mkd() {
+  mkd::MkdConfig m;
+  m.decoder.embed_dim = 8;
+  m.decoder.depth = 1;
+  m.decoder.num_heads = 2;
+  return m;
+}
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+}  // namespace
+
+TEST(Checkpoint, RoundTripRestoresEverything) {
+  test::TempDir dir;
+  mkd::Distiller d(small_vit(), small_mkd(), 5);
+  train::AdamW opt(d.named_student_parameters(), {});
+  auto gen = mkd::derive_generator(5, mkd::RngPurpose::kStep, 0);
+  d.forward(at::randn({4, 1, 8, 8}), gen).backward();
+  opt.step(1e-3);
+  d.next_stage();  // stage 2, full-depth teacher
+  const std::string path = dir.str() + "/ckpt.pt";
+  train::save_checkpoint(path, d, &opt, 7, 3, "model:\n  depth: 2\n");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+
+  const auto c = train::load_checkpoint(path);
+  EXPECT_EQ(c.stage, 2);
+  EXPECT_EQ(c.epoch, 7);
+  EXPECT_EQ(c.iteration, 3);
+  EXPECT_EQ(c.seed, 5u);
+  EXPECT_EQ(c.config, "model:\n  depth: 2\n");
+  EXPECT_EQ(c.optimizer_step, 1);
+  EXPECT_TRUE(c.model.count("blocks.1.mlp.fc2.weight") && c.model.count("decoder_predp.weight") &&
+              c.model.count("mask_token") && c.model.count("pos_embed") && c.model.count("decoder_pos_embed"));
+  EXPECT_EQ(c.teacher.count("decoder_embed.weight"), 0u);
+
+  mkd::Distiller fresh(small_vit(), small_mkd(), 99);
+  train::AdamW fresh_opt(fresh.named_student_parameters(), {});
+  train::restore(fresh, &fresh_opt, c, path);
+  EXPECT_EQ(fresh.stage(), 2);
+  const auto a = d.named_student_parameters(), b = fresh.named_student_parameters();
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(a[i].second.equal(b[i].second)) << a[i].first;
+    EXPECT_TRUE(opt.exp_avg()[i].equal(fresh_opt.exp_avg()[i])) << a[i].first;
+    EXPECT_TRUE(opt.exp_avg_sq()[i].equal(fresh_opt.exp_avg_sq()[i])) << a[i].first;
+  }
+  for (const auto& item : d.teacher->named_parameters()) {
+    EXPECT_TRUE(item.value().equal(*fresh.teacher->named_parameters().find(item.key()))) << item.key();
+  }
+  EXPECT_EQ(fresh_opt.step_count(), 1);
+}
+
+TEST(Checkpoint, ZeroBlockTeacherRestoresWithItsDepth) {
+  test::TempDir dir;
+  auto m = small_mkd();
+  m.teacher_depth = 0;
+  mkd::Distiller d(small_vit(), m, 1);
+  train::save_checkpoint(dir.str() + "/z.pt", d, nullptr, 0, 0, "");
+  const auto c = train::load_checkpoint(dir.str() + "/z.pt");
+  EXPECT_EQ(train::count_blocks(c.teacher), 0);
+  EXPECT_FALSE(c.has_optimizer);
+  mkd::Distiller fresh(small_vit(), small_mkd(), 2);
+  train::restore(fresh, nullptr, c, "z.pt");
+  EXPECT_EQ(fresh.teacher->blocks.blocks.size(), 0u);
+}
+
+TEST(Checkpoint, BadFilesAreClearErrors) {
+  test::TempDir dir;
+  mkd::Distiller d(small_vit(), small_mkd(), 1);
+  const std::string good = dir.str() + "/good.pt";
+  train::save_checkpoint(good, d, nullptr, 0, 0, "");
+  const auto bytes = io::read_file(good);
+  const std::string cut = dir.str() + "/cut.pt";
+  io::write_atomic(cut, bytes.data(), bytes.size() / 2);
+  const auto e1 = error_of([&] { train::load_checkpoint(cut); });
+  EXPECT_NE(e1.find("cut.pt"), std::string::npos) << e1;
+  EXPECT_NE(e1.find("not a readable checkpoint"), std::string::npos) << e1;
+
+  c10::impl::GenericDict other(c10::StringType::get(), c10::AnyType::get());
+  other.insert("weights", at::zeros({2}));
+  const auto foreign = torch::pickle_save(other);
+  io::write_atomic(dir.str() + "/foreign.pt", foreign.data(), foreign.size());
+  const auto e2 = error_of([&] { train::load_checkpoint(dir.str() + "/foreign.pt"); });
+  EXPECT_NE(e2.find("not a dbot checkpoint (no 'format_version')"), std::string::npos) << e2;
+
+  const auto e3 = error_of([&] { train::load_checkpoint(dir.str() + "/absent.pt"); });
+  EXPECT_NE(e3.find("absent.pt"), std::string::npos) << e3;
+
+  // A state dict of the wrong architecture names the tensor and both shapes.
+  auto c = train::load_checkpoint(good);
+  auto wide = small_vit();
+  wide.embed_dim = 32;
+  mkd::Distiller other_arch(wide, small_mkd(), 1);
+  const auto e4 = error_of([&] { train::restore(other_arch, nullptr, c, good); });
+  EXPECT_NE(e4.find("has shape"), std::string::npos) << e4;
+}
+
+TEST(Files, WriteAtomicLeavesOldFileOnFailure) {
+  test::TempDir dir;
+  const std::string path = dir.str() + "/f.txt";
+  io::write_atomic(path, "old");
+  std::filesystem::create_directories(path + ".tmp");  // makes the temporary unwritable
+  EXPECT_THROW(io::write_atomic(path, "new"), std::runtime_error);
+  const auto bytes = io::read_file(path);
+  EXPECT_EQ(std::string(bytes.begin(), bytes.end()), "old");
+}

@@ -1,0 +1,197 @@
+// The distiller (masking, decoder, teacher target, loss, gradients, stage rule) against the independent
+// PyTorch reference (tests/reference/make_golden.py) and the stage semantics of METHOD.md.
+#include "dbot/mkd/distiller.h"
+#include "test_util.h"
+
+using namespace dbot;
+using dbot::test::all_close;
+using dbot::test::close_to_scale;
+using dbot::test::golden_tensor;
+
+namespace {
+model::VitConfig tiny_vit() {
+  model::VitConfig c;
+  c.name = "golden";
+  c.img_size = 8;
+  c.patch_size = 2;
+  c.in_chans = 3;
+  c.embed_dim = 16;
+  c.depth = 2;
+  c.num_heads = 2;
+  return c;
+}
+mkd::MkdConfig tiny_mkd() {
+  mkd::MkdConfig m;
+  m.decoder.embed_dim = 8;
+  m.decoder.depth = 1;
+  m.decoder.num_heads = 2;
+  return m;
+}
+// The reference's weights: every parameter from the closed-form fill; teacher under "teacher.".
+void fill_golden(mkd::Distiller& d) {
+  test::fill_parameters(*d.student);
+  test::fill_parameters(*d.decoder);
+  test::fill_parameters(*d.teacher, "teacher.");
+}
+}  // namespace
+
+TEST(RandomMasking, MatchesReference) {
+  auto x = at::arange(2 * 16 * 3, at::kFloat).reshape({2, 16, 3});
+  auto m = mkd::random_masking(x, test::given_noise(), 0.75);
+  EXPECT_TRUE(m.ids_keep.equal(golden_tensor("mask_ids_keep", at::kLong)));
+  EXPECT_TRUE(m.ids_restore.equal(golden_tensor("mask_ids_restore", at::kLong)));
+  EXPECT_TRUE(m.mask.equal(golden_tensor("mask")));
+  // The kept tokens are the rows named by ids_keep, in noise order.
+  EXPECT_TRUE(m.x_masked[1][0].equal(x[1][m.ids_keep[1][0].item<int64_t>()]));
+}
+
+TEST(RandomMasking, HandChecked) {
+  // L = 4, ratio 0.5: keep the two smallest noises (patches 2 and 0, in that order).
+  auto x = at::arange(4, at::kFloat).reshape({1, 4, 1});
+  auto noise = at::tensor({0.3f, 0.9f, 0.1f, 0.5f}).reshape({1, 4});
+  auto m = mkd::random_masking(x, noise, 0.5);
+  EXPECT_EQ(m.x_masked.reshape(-1)[0].item<float>(), 2.0f);
+  EXPECT_EQ(m.x_masked.reshape(-1)[1].item<float>(), 0.0f);
+  EXPECT_TRUE(m.mask.equal(at::tensor({0.f, 1.f, 0.f, 1.f}).reshape({1, 4})));
+  // ViT-B/16 at 224: keep int(196 * 0.25) = 49.
+  auto big = mkd::random_masking(at::zeros({1, 196, 2}), at::rand({1, 196}), 0.75);
+  EXPECT_EQ(big.x_masked.size(1), 49);
+  EXPECT_EQ(big.mask.sum().item<float>(), 147.0f);
+}
+
+TEST(TargetNormalization, UnbiasedPerToken) {
+  EXPECT_TRUE(all_close(mkd::normalize_target(golden_tensor("teacher_out")), golden_tensor("target_norm"), 1e-5, 1e-5));
+  // Hand check: [1, 2, 3] -> mean 2, unbiased var 1 -> [-1, 0, 1] / sqrt(1 + 1e-6).
+  auto t = mkd::normalize_target(at::tensor({1.f, 2.f, 3.f}).reshape({1, 1, 3}));
+  EXPECT_NEAR(t.reshape(-1)[0].item<float>(), -1.0 / std::sqrt(1.0 + 1e-6), 1e-6);
+  EXPECT_NEAR(t.reshape(-1)[2].item<float>(), 1.0 / std::sqrt(1.0 + 1e-6), 1e-6);
+}
+
+TEST(ForwardLoss, HandChecked) {
+  // One image, L = 2 patches, D = 2; pred = normalized target + a chosen difference per element.
+  auto target = at::tensor({0.f, 2.f, 5.f, 1.f, 3.f, 7.f}).reshape({1, 3, 2});
+  auto tn = mkd::normalize_target(target);
+  auto diff = at::tensor({0.5f, -1.f, 3.f, 4.f, 10.f, 10.f}).reshape({1, 3, 2});  // CLS, patch 0, patch 1
+  auto mask = at::tensor({1.f, 0.f}).reshape({1, 2});                             // patch 0 masked
+  auto loss = mkd::forward_loss(target, tn + diff, mask).item<double>();
+  // SmoothL1 beta 2: 0.25 d^2 for |d| < 2, |d| - 1 otherwise. CLS: (0.0625 + 0.25) / 2; patch 0: (2 + 3) / 2.
+  const double expected = ((0.0625 + 0.25) / 2 + (2.0 + 3.0) / 2) / 2;  // visible patch 1 has weight 0
+  EXPECT_NEAR(loss, expected, 1e-5);
+}
+
+TEST(Distiller, ForwardLossAndGradientsMatchReference) {
+  mkd::Distiller d(tiny_vit(), tiny_mkd(), 0);
+  fill_golden(d);
+  const auto imgs = test::given_images();
+  auto enc = d.forward_encoder(imgs, test::given_noise(), nullptr);
+  auto pred = d.forward_decoder(enc.latent, enc.ids_restore, nullptr);
+  auto target = d.forward_teacher(imgs);
+  EXPECT_FALSE(target.requires_grad());
+  EXPECT_TRUE(all_close(target, golden_tensor("teacher_out"), 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(pred, golden_tensor("pred"), 1e-5, 1e-6));
+  auto loss = mkd::forward_loss(target, pred, enc.mask);
+  EXPECT_NEAR(loss.item<double>(), golden_tensor("loss", at::kDouble).item<double>(), 1e-6);
+  loss.backward();
+  auto params = d.named_student_parameters();
+  auto grad_of = [&](const std::string& name) {
+    for (const auto& [n, p] : params)
+      if (n == name) return p.grad();
+    throw std::runtime_error("no parameter " + name);
+  };
+  // Gradients: reductions reorder between LibTorch and PyTorch kernels; compare to 1e-4 of each tensor's scale.
+  for (const std::string name : {"norm.weight", "decoder_predp.bias", "cls_token", "mask_token", "patch_embed.proj.bias",
+                                 "decoder_embed.weight", "blocks.0.attn.qkv.weight"}) {
+    EXPECT_TRUE(close_to_scale(grad_of(name), golden_tensor("grad." + name), 1e-4)) << name;
+  }
+  // The q/k rows of qkv are ~50x smaller than the v rows: check them against their own scale too.
+  auto qk = grad_of("blocks.0.attn.qkv.weight").slice(0, 0, 32);
+  EXPECT_TRUE(close_to_scale(qk, golden_tensor("grad.blocks.0.attn.qkv.weight").slice(0, 0, 32), 1e-3));
+}
+
+TEST(Distiller, StageZeroTeacherIsTheStudentsInitialization) {
+  mkd::Distiller d(tiny_vit(), tiny_mkd(), 7);
+  EXPECT_EQ(d.stage(), 1);
+  for (const auto& item : d.teacher->named_parameters()) {
+    EXPECT_TRUE(item.value().equal(*d.student->named_parameters().find(item.key()))) << item.key();
+    EXPECT_FALSE(item.value().requires_grad());
+  }
+}
+
+TEST(Distiller, ZeroBlockTeacherTargetIsPatchEmbeddingPlusPosition) {
+  auto m = tiny_mkd();
+  m.teacher_depth = 0;
+  mkd::Distiller d(tiny_vit(), m, 1);
+  EXPECT_EQ(d.teacher->blocks.blocks.size(), 0u);
+  const auto imgs = test::given_images();
+  auto target = d.forward_teacher(imgs);
+  at::NoGradGuard no_grad;
+  auto expected = at::cat({d.student->cls_with_pos().expand({2, -1, -1}), d.student->embed_patches(imgs)}, 1);
+  EXPECT_TRUE(all_close(target, expected, 1e-6, 1e-7));
+}
+
+TEST(Distiller, StageSwitchFollowsOfficialRule) {
+  mkd::Distiller d(tiny_vit(), tiny_mkd(), 11);
+  // Train-like perturbation so the student differs from any initialization.
+  {
+    at::NoGradGuard no_grad;
+    for (auto& [name, p] : d.named_student_parameters()) p.add_(0.01);
+  }
+  std::map<std::string, at::Tensor> before;
+  for (auto& [name, p] : d.named_student_parameters()) before[name] = p.detach().clone();
+  const void* impl_before = d.student->cls_token.unsafeGetTensorImpl();
+
+  d.next_stage();
+  EXPECT_EQ(d.stage(), 2);
+  // 1. The teacher's tensors equal the previous student's encoder; it is frozen and full depth.
+  for (const auto& item : d.teacher->named_parameters()) {
+    EXPECT_TRUE(item.value().equal(before.at(item.key()))) << item.key();
+    EXPECT_FALSE(item.value().requires_grad());
+  }
+  EXPECT_EQ(d.teacher->blocks.blocks.size(), 2u);
+  // 2. The student equals a fresh initialization from derive_generator(seed, kInit, 2), except the patch conv
+  //    bias, which carries over (official behaviour). Parameters are updated in place (optimizer state kept).
+  model::VisionTransformer fresh(tiny_vit());
+  mkd::Decoder fresh_dec(tiny_mkd().decoder, 16, 16, 4);
+  auto gen = mkd::derive_generator(11, mkd::RngPurpose::kInit, 2);
+  fresh->initialize_weights(gen, false);
+  fresh_dec->initialize_weights(gen);
+  for (const auto& item : fresh->named_parameters()) {
+    const auto& now = *d.student->named_parameters().find(item.key());
+    if (item.key() == "patch_embed.proj.bias") {
+      EXPECT_TRUE(now.equal(before.at(item.key())));
+    } else {
+      EXPECT_TRUE(now.equal(item.value())) << item.key();
+    }
+  }
+  for (const auto& item : fresh_dec->named_parameters()) {
+    EXPECT_TRUE(d.decoder->named_parameters().find(item.key())->equal(item.value())) << item.key();
+  }
+  EXPECT_EQ(d.student->cls_token.unsafeGetTensorImpl(), impl_before);
+}
+
+TEST(Distiller, ResetPatchBiasOption) {
+  auto m = tiny_mkd();
+  m.reset_patch_bias = true;
+  mkd::Distiller d(tiny_vit(), m, 11);
+  {
+    at::NoGradGuard no_grad;
+    d.student->patch_embed->proj->bias.fill_(5.0);
+  }
+  d.next_stage();
+  EXPECT_LT(d.student->patch_embed->proj->bias.abs().max().item<double>(), 1.0);
+}
+
+TEST(Distiller, TrainingForwardIsReproducibleFromTheGenerator) {
+  auto v = tiny_vit();
+  v.drop_path_rate = 0.2;
+  auto m = tiny_mkd();
+  m.decoder.drop_path_rate = 0.2;
+  mkd::Distiller d(v, m, 3);
+  auto g1 = mkd::derive_generator(3, mkd::RngPurpose::kStep, 5);
+  auto g2 = mkd::derive_generator(3, mkd::RngPurpose::kStep, 5);
+  auto g3 = mkd::derive_generator(3, mkd::RngPurpose::kStep, 6);
+  const auto imgs = test::given_images();
+  const double a = d.forward(imgs, g1).item<double>();
+  EXPECT_EQ(a, d.forward(imgs, g2).item<double>());
+  EXPECT_NE(a, d.forward(imgs, g3).item<double>());
+}
