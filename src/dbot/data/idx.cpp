@@ -27,6 +27,9 @@ std::vector<uint8_t> read_maybe_gz(const std::string& path) {
     if (n == 0) break;
     out.insert(out.end(), chunk.begin(), chunk.begin() + n);
   }
+  int err = Z_OK;
+  gzerror(f.get(), &err);
+  if (err == Z_BUF_ERROR) throw std::runtime_error(path + ": truncated gzip stream (unexpected end of file)");
   return out;
 }
 

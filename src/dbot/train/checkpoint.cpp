@@ -2,6 +2,9 @@
 
 #include "dbot/io/files.h"
 
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/serialize.h>
 
 #include <set>
@@ -31,6 +34,26 @@ TensorMap to_map(const c10::IValue& v, const std::string& path, const std::strin
 
 }  // namespace
 
+std::vector<char> pickle_plain(const c10::IValue& value) {
+  // As torch::pickle_save, but without the type tags LibTorch adds to dicts and lists
+  // (torch.jit._pickle.restore_type_tag), which torch.load(weights_only=True) rejects.
+  std::vector<char> pickle_data;
+  torch::jit::Pickler pickler([&](const char* buf, size_t size) { pickle_data.insert(pickle_data.end(), buf, buf + size); },
+                              nullptr, nullptr, nullptr, nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(value);
+  pickler.stop();
+  std::vector<char> container;
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* bytes, size_t len) {
+    const char* b = static_cast<const char*>(bytes);
+    container.insert(container.end(), b, b + len);
+    return len;
+  });
+  torch::jit::writeArchiveAndTensors("data", pickle_data.data(), pickle_data.size(), pickler.tensorData(), writer);
+  writer.writeEndOfFile();
+  return container;
+}
+
 TensorMap state_dict(const torch::nn::Module& module) {
   TensorMap out;
   for (const auto& item : module.named_parameters(true)) out[item.key()] = item.value().detach().contiguous().clone();
@@ -57,7 +80,10 @@ void save_checkpoint(const std::string& path, const mkd::Distiller& d, const Ada
     opt.insert("exp_avg", to_dict(m));
     opt.insert("exp_avg_sq", to_dict(v));
     opt.insert("weight_decay", optimizer->config().weight_decay);
-    opt.insert("betas", std::vector<double>{optimizer->config().beta1, optimizer->config().beta2});
+    c10::impl::GenericList betas(c10::AnyType::get());  // a plain list (typed lists pickle with JIT helpers)
+    betas.push_back(optimizer->config().beta1);
+    betas.push_back(optimizer->config().beta2);
+    opt.insert("betas", betas);
     opt.insert("eps", optimizer->config().eps);
     ckpt.insert("optimizer", opt);
   }
@@ -69,7 +95,7 @@ void save_checkpoint(const std::string& path, const mkd::Distiller& d, const Ada
   rng.insert("seed", static_cast<int64_t>(d.seed));
   ckpt.insert("rng", rng);
   ckpt.insert("config", config_yaml);
-  const std::vector<char> bytes = torch::pickle_save(c10::IValue(ckpt));
+  const std::vector<char> bytes = pickle_plain(c10::IValue(ckpt));
   io::write_atomic(path, bytes.data(), bytes.size());
 }
 

@@ -31,6 +31,10 @@ struct Checkpoint {
   std::string config;  // YAML
 };
 
+// torch.save-compatible bytes (zip container) of a value made of dicts, lists, strings, numbers and
+// tensors, readable by Python's torch.load with its default weights_only=True.
+std::vector<char> pickle_plain(const c10::IValue& value);
+
 // Parameters and buffers of a module, by name, detached contiguous CPU copies.
 TensorMap state_dict(const torch::nn::Module& module);
 

@@ -112,6 +112,8 @@ PretrainSummary pretrain(const io::RunConfig& cfg, const PretrainOptions& opts) 
       if (opts.stop_after >= 0 && summary.iterations >= opts.stop_after) {
         save_checkpoint(last_path, distiller, &optimizer, epoch, it, config_yaml);
         summary.seconds = since(t_start);
+        summary.images_per_s = static_cast<double>(summary.iterations * cfg.optim.batch_size) / summary.seconds;
+        summary.stages_done = distiller.stage() - 1;
         return summary;
       }
       at::Generator gen = mkd::derive_generator(seed, mkd::RngPurpose::kStep, static_cast<uint64_t>(global));

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what dbot needs on Debian 12, idempotently: Debian packages by name, and with --pypi the PyPI
+# torch wheel (LibTorch 2.x) plus timm for the reference/interop tests.
+#   scripts/install-deps.sh           Debian packages only (LibTorch 1.13 CPU build)
+#   scripts/install-deps.sh --pypi    also PyPI torch + timm (a few GB)
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ccache pkg-config
+  libtorch-dev libopenblas0-openmp        # LibTorch 1.13 (CPU) with a fast BLAS (the reference BLAS is ~20x slower)
+  libcli11-dev libyaml-cpp-dev nlohmann-json3-dev zlib1g-dev
+  googletest libgtest-dev
+  dataset-fashion-mnist                   # /usr/share/datasets/fashion-mnist/
+  python3 python3-pip
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: Debian packages present"
+fi
+
+if [[ "${1:-}" == "--pypi" ]]; then
+  if python3 -c 'import torch, timm' 2>/dev/null; then
+    echo "install-deps: PyPI torch $(python3 -c 'import torch; print(torch.__version__)') and timm present"
+  else
+    echo "install-deps: pip install torch timm (several GB)"
+    python3 -m pip install --quiet torch timm || python3 -m pip install --quiet --break-system-packages torch timm
+  fi
+fi

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# End-to-end checks of the dbot command: bad input gives one line naming the file/key and a non-zero exit;
+# a short two-stage run on a Fashion-MNIST subset writes the documented run folder; eval works on it.
+#   tests/e2e.sh <path to dbot> <work dir>
+set -uo pipefail
+dbot="$1"
+work="$2"
+src="$(cd "$(dirname "$0")/.." && pwd)"
+fmnist=/usr/share/datasets/fashion-mnist
+rm -rf "$work" && mkdir -p "$work"
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+# expect_error "<stderr substring>" dbot args...: non-zero exit, exactly one stderr line containing it.
+expect_error() {
+  local want="$1"
+  shift
+  "$dbot" "$@" >"$work/out" 2>"$work/err"
+  local rc=$?
+  if [[ $rc -eq 0 ]]; then fail "expected failure: $*"; return; fi
+  if [[ $(wc -l <"$work/err") -ne 1 ]]; then fail "expected one stderr line for: $*"; cat "$work/err"; return; fi
+  grep -qF -- "$want" "$work/err" || { fail "stderr lacks '$want': $(cat "$work/err")"; return; }
+  echo "ok: error '$(cat "$work/err")'"
+}
+
+tiny=(--set model.name=vit_tiny_patch7_28 --set model.embed_dim=32 --set model.depth=2 --set model.num_heads=2
+      --set mkd.decoder_embed_dim=16 --set mkd.decoder_depth=1 --set mkd.decoder_num_heads=2 --threads 2)
+recipe="$src/recipes/fmnist_vit_tiny.yaml"
+
+# --- bad input ---
+printf 'optim:\n  lrr: 1\n' >"$work/bad.yaml"
+expect_error "unknown recipe key 'optim.lrr'" pretrain --config "$work/bad.yaml" --output "$work/r0"
+expect_error "unknown recipe key 'optim.nope'" pretrain --config "$recipe" --output "$work/r0" --set optim.nope=1
+expect_error "image size 28 is not divisible by patch size 5" pretrain --config "$recipe" --output "$work/r0" \
+  --set model.name=vit_tiny_patch5_28
+expect_error "$work/nodata/train-images-idx3-ubyte.gz: not found" pretrain --config "$recipe" --output "$work/r0" \
+  --set data.root="$work/nodata"
+mkdir -p "$work/baddata"
+cp "$fmnist"/*.gz "$work/baddata/" 2>/dev/null || { fail "Fashion-MNIST not installed at $fmnist"; }
+if [[ -f "$work/baddata/train-labels-idx1-ubyte.gz" ]]; then
+  # Wrong magic: a labels file where the images file should be.
+  cp "$work/baddata/train-labels-idx1-ubyte.gz" "$work/baddata/train-images-idx3-ubyte.gz"
+  expect_error "train-images-idx3-ubyte.gz: bad IDX magic 0x00000801 (expected 0x00000803)" pretrain \
+    --config "$recipe" --output "$work/r0" --set data.root="$work/baddata"
+  # Truncated gzip.
+  head -c 100000 "$fmnist/train-images-idx3-ubyte.gz" >"$work/baddata/train-images-idx3-ubyte.gz"
+  expect_error "train-images-idx3-ubyte.gz: truncated" pretrain --config "$recipe" --output "$work/r0" \
+    --set data.root="$work/baddata"
+fi
+head -c 1000 "$src/tests/reference/golden.json" >"$work/notackpt.pt"
+expect_error "notackpt.pt: not a readable checkpoint" eval knn --checkpoint "$work/notackpt.pt"
+
+# --- a short two-stage run ---
+run="$work/run"
+"$dbot" pretrain --config "$recipe" --output "$run" "${tiny[@]}" --set data.train_limit=512 --set data.test_limit=200 \
+  --set "mkd.stage_epochs=[0, 1, 2]" --set optim.batch_size=64 --set train.log_every=4 --set train.checkpoint_every=5 \
+  --set eval.linprobe_epochs=2 --precision fp32 >"$work/run.log" 2>&1 || { fail "pretrain failed"; cat "$work/run.log"; }
+for f in config.yaml metrics.jsonl checkpoint-last.pt stage-1.pt stage-2.pt results.md results.json; do
+  [[ -s "$run/$f" ]] || fail "run folder lacks $f"
+done
+ls "$run"/*.tmp >/dev/null 2>&1 && fail "temporary files left in $run"
+grep -q '"type":"epoch"' "$run/metrics.jsonl" || fail "metrics.jsonl has no epoch lines"
+grep -q 'lrr\|nope' "$run/config.yaml" && fail "config.yaml has junk"
+grep -q 'embed_dim: 32' "$run/config.yaml" || fail "config.yaml lacks the override"
+for stage in 0 1 2; do grep -q "\"stage\": $stage" "$run/results.json" || fail "results.json lacks stage $stage"; done
+grep -q "| 2 | stage-2.pt:model |" "$run/results.md" || fail "results.md lacks the stage-2 row"
+expect_error "exists: pass --resume" pretrain --config "$recipe" --output "$run" "${tiny[@]}"
+"$dbot" eval knn --checkpoint "$run/stage-2.pt" --train-limit 512 --test-limit 200 >"$work/eval.log" 2>&1 ||
+  fail "eval knn failed: $(cat "$work/eval.log")"
+grep -q "top-1" "$work/eval.log" || fail "eval printed no accuracy"
+cat "$work/eval.log"
+
+# --- Python interop: torch.load + timm strict load ---
+if python3 -c 'import torch' 2>/dev/null; then
+  python3 "$src/tests/reference/check_checkpoint.py" "$run" || fail "Python torch.load check failed"
+elif [[ "${DBOT_REQUIRE_PYTHON_TORCH:-0}" == 1 ]]; then
+  fail "python3 has no torch, but DBOT_REQUIRE_PYTHON_TORCH=1"
+else
+  echo "note: python3 has no torch; skipped the torch.load interop check"
+fi
+
+if ((fails)); then
+  echo "$fails e2e check(s) failed"
+  exit 1
+fi
+echo "e2e: all checks passed"
