@@ -6,34 +6,11 @@
 #include <torch/serialize.h>
 
 using namespace dbot;
+using dbot::test::error_of;
 
 namespace {
-model::VitConfig small_vit() {
-  model::VitConfig c;
-  c.name = "vit_tiny_patch2_8";
-  c.img_size = 8;
-  c.patch_size = 2;
-  c.in_chans = 1;
-  c.embed_dim = 16;
-  c.depth = 2;
-  c.num_heads = 2;
-  return c;
-}
-mkd::MkdConfig small_mkd() {
-  mkd::MkdConfig m;
-  m.decoder.embed_dim = 8;
-  m.decoder.depth = 1;
-  m.decoder.num_heads = 2;
-  return m;
-}
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+model::VitConfig small_vit() { return test::tiny_vit(1); }
+mkd::MkdConfig small_mkd() { return test::tiny_mkd(); }
 }  // namespace
 
 TEST(Checkpoint, RoundTripRestoresEverything) {

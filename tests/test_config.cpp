@@ -4,17 +4,8 @@
 #include "test_util.h"
 
 using namespace dbot;
+using dbot::test::error_of;
 
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-}  // namespace
 
 TEST(Config, RecipeAndOverridesLayerOnDefaults) {
   test::TempDir dir;

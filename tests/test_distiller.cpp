@@ -7,33 +7,10 @@ using namespace dbot;
 using dbot::test::all_close;
 using dbot::test::close_to_scale;
 using dbot::test::golden_tensor;
+using dbot::test::fill_golden;
+using dbot::test::tiny_mkd;
+using dbot::test::tiny_vit;
 
-namespace {
-model::VitConfig tiny_vit() {
-  model::VitConfig c;
-  c.name = "golden";
-  c.img_size = 8;
-  c.patch_size = 2;
-  c.in_chans = 3;
-  c.embed_dim = 16;
-  c.depth = 2;
-  c.num_heads = 2;
-  return c;
-}
-mkd::MkdConfig tiny_mkd() {
-  mkd::MkdConfig m;
-  m.decoder.embed_dim = 8;
-  m.decoder.depth = 1;
-  m.decoder.num_heads = 2;
-  return m;
-}
-// The reference's weights: every parameter from the closed-form fill; teacher under "teacher.".
-void fill_golden(mkd::Distiller& d) {
-  test::fill_parameters(*d.student);
-  test::fill_parameters(*d.decoder);
-  test::fill_parameters(*d.teacher, "teacher.");
-}
-}  // namespace
 
 TEST(RandomMasking, MatchesReference) {
   auto x = at::arange(2 * 16 * 3, at::kFloat).reshape({2, 16, 3});

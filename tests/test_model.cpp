@@ -9,19 +9,6 @@ using namespace dbot;
 using dbot::test::all_close;
 using dbot::test::golden_tensor;
 
-namespace {
-model::VitConfig tiny_cfg() {
-  model::VitConfig c;
-  c.name = "golden";
-  c.img_size = 8;
-  c.patch_size = 2;
-  c.in_chans = 3;
-  c.embed_dim = 16;
-  c.depth = 2;
-  c.num_heads = 2;
-  return c;
-}
-}  // namespace
 
 TEST(PosEmbed, MatchesReferenceTables) {
   // Computed in float64 on both sides and cast to fp32: equal up to fp32 rounding.
@@ -43,7 +30,7 @@ TEST(PosEmbed, HandCheckedEntries) {
 }
 
 TEST(VisionTransformer, ForwardMatchesTimm) {
-  model::VisionTransformer vit(tiny_cfg());
+  model::VisionTransformer vit(test::tiny_vit());
   test::fill_parameters(*vit);
   at::NoGradGuard no_grad;
   const auto imgs = test::given_images();
@@ -54,7 +41,7 @@ TEST(VisionTransformer, ForwardMatchesTimm) {
 }
 
 TEST(VisionTransformer, ParameterNamesAreTimms) {
-  model::VisionTransformer vit(tiny_cfg());
+  model::VisionTransformer vit(test::tiny_vit());
   std::vector<std::string> names;
   for (const auto& p : vit->named_parameters(true)) names.push_back(p.key());
   const std::vector<std::string> block = {"norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias",
@@ -73,7 +60,7 @@ TEST(VisionTransformer, ParameterNamesAreTimms) {
 }
 
 TEST(VisionTransformer, InitializationFollowsOfficialCode) {
-  auto cfg = tiny_cfg();
+  auto cfg = test::tiny_vit();
   cfg.embed_dim = 64;
   cfg.num_heads = 4;
   model::VisionTransformer vit(cfg);
@@ -108,7 +95,7 @@ TEST(VisionTransformer, DropPathIsPerSampleAndScaled) {
 }
 
 TEST(VisionTransformer, BadShapesAreClearErrors) {
-  auto cfg = tiny_cfg();
+  auto cfg = test::tiny_vit();
   cfg.img_size = 9;
   try {
     cfg.validate();
@@ -116,7 +103,7 @@ TEST(VisionTransformer, BadShapesAreClearErrors) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("not divisible by patch size"), std::string::npos) << e.what();
   }
-  model::VisionTransformer vit(tiny_cfg());
+  model::VisionTransformer vit(test::tiny_vit());
   EXPECT_THROW(vit->forward_features(at::zeros({1, 1, 8, 8})), c10::Error);
 }
 

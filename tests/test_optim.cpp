@@ -31,22 +31,8 @@ TEST(AdamW, HandCheckedFirstStep) {
 }
 
 TEST(AdamW, ThreeStepsMatchTorchOptimAdamW) {
-  model::VitConfig v;
-  v.name = "golden";
-  v.img_size = 8;
-  v.patch_size = 2;
-  v.in_chans = 3;
-  v.embed_dim = 16;
-  v.depth = 2;
-  v.num_heads = 2;
-  mkd::MkdConfig m;
-  m.decoder.embed_dim = 8;
-  m.decoder.depth = 1;
-  m.decoder.num_heads = 2;
-  mkd::Distiller d(v, m, 0);
-  test::fill_parameters(*d.student);
-  test::fill_parameters(*d.decoder);
-  test::fill_parameters(*d.teacher, "teacher.");
+  mkd::Distiller d(test::tiny_vit(), test::tiny_mkd(), 0);
+  test::fill_golden(d);
   train::AdamW opt(d.named_student_parameters(), train::AdamWConfig{0.05, 0.9, 0.95, 1e-8});
   const auto imgs = test::given_images();
   const auto noise = test::given_noise();

@@ -2,6 +2,8 @@
 // closed-form "given" tensors the reference uses, and tolerance checks that report the worst element.
 #pragma once
 
+#include "dbot/mkd/distiller.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
@@ -9,6 +11,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <string>
 
@@ -80,6 +83,43 @@ inline ::testing::AssertionResult all_close(const at::Tensor& actual, const at::
 inline ::testing::AssertionResult close_to_scale(const at::Tensor& actual, const at::Tensor& expected, double rel) {
   const double scale = expected.abs().max().item<double>();
   return all_close(actual, expected, 0.0, rel * scale);
+}
+
+// The reference's tiny configuration: 8x8 images, patch 2 (L = 16), 3 channels, width 16, depth 2, 2 heads;
+// decoder width 8, 1 block, 2 heads.
+inline model::VitConfig tiny_vit(int64_t in_chans = 3) {
+  model::VitConfig c;
+  c.name = "vit_tiny_patch2_8";
+  c.img_size = 8;
+  c.patch_size = 2;
+  c.in_chans = in_chans;
+  c.embed_dim = 16;
+  c.depth = 2;
+  c.num_heads = 2;
+  return c;
+}
+inline mkd::MkdConfig tiny_mkd() {
+  mkd::MkdConfig m;
+  m.decoder.embed_dim = 8;
+  m.decoder.depth = 1;
+  m.decoder.num_heads = 2;
+  return m;
+}
+// The reference's weights: every parameter from the closed-form fill; the teacher's under "teacher.".
+inline void fill_golden(mkd::Distiller& d) {
+  fill_parameters(*d.student);
+  fill_parameters(*d.decoder);
+  fill_parameters(*d.teacher, "teacher.");
+}
+
+// The message of the exception f throws ("<no error>" when it does not throw).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "<no error>";
 }
 
 // A fresh temporary folder, removed at scope exit.
