@@ -1,5 +1,11 @@
 // dbot: the command line. Thin: parses options, calls the library, turns every error into one line on
 // stderr and a non-zero exit code.
+#include <ATen/Parallel.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <thread>
+
 #include "dbot/compat.h"
 #include "dbot/data/dataset.h"
 #include "dbot/eval/evaluate.h"
@@ -8,17 +14,11 @@
 #include "dbot/train/checkpoint.h"
 #include "dbot/train/engine.h"
 
-#include <ATen/Parallel.h>
-#include <CLI/CLI.hpp>
-
-#include <cstdio>
-#include <thread>
-
 namespace {
 
 struct RuntimeFlags {
-  int64_t threads = -1;  // -1 = from the recipe (train.threads; 0 there = all cores)
-  int64_t seed = -1;     // -1 = from the recipe
+  int64_t threads = -1;   // -1 = from the recipe (train.threads; 0 there = all cores)
+  int64_t seed = -1;      // -1 = from the recipe
   std::string precision;  // empty = from the recipe
 };
 
@@ -54,8 +54,10 @@ std::string models_help() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"dbot: self-supervised ViT pretraining by multi-stage masked knowledge distillation (dBOT, "
-               "arXiv 2209.03917), on LibTorch " + dbot::compat::torch_version()};
+  CLI::App app{
+      "dbot: self-supervised ViT pretraining by multi-stage masked knowledge distillation (dBOT, "
+      "arXiv 2209.03917), on LibTorch " +
+      dbot::compat::torch_version()};
   app.require_subcommand(1);
   app.footer("Models (vit_<tiny|small|base|large|huge>_patch<p>_<img>):\n" + models_help() +
              "\nExample: dbot pretrain --config recipes/fmnist_vit_tiny.yaml --output runs/demo");
@@ -65,7 +67,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   bool resume = false, no_eval = false;
   int64_t stop_after = -1;
-  auto* pre = app.add_subcommand("pretrain", "multi-stage dBOT pretraining, then per-stage k-NN and linear-probe evaluation");
+  auto* pre =
+      app.add_subcommand("pretrain", "multi-stage dBOT pretraining, then per-stage k-NN and linear-probe evaluation");
   pre->add_option("--config", config_path, "YAML recipe (keys and defaults: README.md, 'Recipes')")
       ->required()
       ->check(CLI::ExistingFile);
@@ -115,8 +118,8 @@ int main(int argc, char** argv) {
       opts.bf16 = bf16;
       opts.stop_after = stop_after;
       const auto summary = dbot::train::pretrain(cfg, opts);
-      std::printf("pretraining: %lld iterations in %.1f s, %.1f images/s\n",
-                  static_cast<long long>(summary.iterations), summary.seconds, summary.images_per_s);
+      std::printf("pretraining: %lld iterations in %.1f s, %.1f images/s\n", static_cast<long long>(summary.iterations),
+                  summary.seconds, summary.images_per_s);
       if (summary.finished && !no_eval) {
         const auto rows = dbot::eval::evaluate_run(output_dir, cfg, bf16, false);
         std::printf("\n%s\nwritten: %s/results.md, %s/results.json\n",
@@ -137,14 +140,13 @@ int main(int argc, char** argv) {
       const auto test_set = dbot::data::load_dataset(cfg.data, "test");
       auto ftr = dbot::eval::extract_features(encoder, train_set.images, cfg.data, cfg.eval.batch_size, bf16);
       auto fte = dbot::eval::extract_features(encoder, test_set.images, cfg.data, cfg.eval.batch_size, bf16);
-      const double acc =
-          protocol == "knn"
-              ? dbot::eval::knn_accuracy(ftr, train_set.labels, fte, test_set.labels, train_set.num_classes,
-                                         cfg.eval.knn_k, cfg.eval.knn_temperature)
-              : dbot::eval::linprobe_accuracy(ftr, train_set.labels, fte, test_set.labels, train_set.num_classes,
-                                              cfg.eval, cfg.train.seed);
-      std::printf("%s %s (%s): top-1 %.2f%% on %lld test images\n", protocol.c_str(), checkpoint.c_str(),
-                  which.c_str(), 100.0 * acc, static_cast<long long>(test_set.size()));
+      const double acc = protocol == "knn"
+                             ? dbot::eval::knn_accuracy(ftr, train_set.labels, fte, test_set.labels,
+                                                        train_set.num_classes, cfg.eval.knn_k, cfg.eval.knn_temperature)
+                             : dbot::eval::linprobe_accuracy(ftr, train_set.labels, fte, test_set.labels,
+                                                             train_set.num_classes, cfg.eval, cfg.train.seed);
+      std::printf("%s %s (%s): top-1 %.2f%% on %lld test images\n", protocol.c_str(), checkpoint.c_str(), which.c_str(),
+                  100.0 * acc, static_cast<long long>(test_set.size()));
     }
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "dbot: error: %s\n", e.what_without_backtrace());

@@ -1,9 +1,9 @@
 // Checkpoints: exact round trip, and clear errors for truncated or foreign files.
+#include <torch/serialize.h>
+
 #include "dbot/io/files.h"
 #include "dbot/train/checkpoint.h"
 #include "test_util.h"
-
-#include <torch/serialize.h>
 
 using namespace dbot;
 using dbot::test::error_of;

@@ -6,11 +6,10 @@
 using namespace dbot;
 using dbot::test::all_close;
 using dbot::test::close_to_scale;
-using dbot::test::golden_tensor;
 using dbot::test::fill_golden;
+using dbot::test::golden_tensor;
 using dbot::test::tiny_mkd;
 using dbot::test::tiny_vit;
-
 
 TEST(RandomMasking, MatchesReference) {
   auto x = at::arange(2 * 16 * 3, at::kFloat).reshape({2, 16, 3});
@@ -76,8 +75,8 @@ TEST(Distiller, ForwardLossAndGradientsMatchReference) {
     throw std::runtime_error("no parameter " + name);
   };
   // Gradients: reductions reorder between LibTorch and PyTorch kernels; compare to 1e-4 of each tensor's scale.
-  for (const std::string name : {"norm.weight", "decoder_predp.bias", "cls_token", "mask_token", "patch_embed.proj.bias",
-                                 "decoder_embed.weight", "blocks.0.attn.qkv.weight"}) {
+  for (const std::string name : {"norm.weight", "decoder_predp.bias", "cls_token", "mask_token",
+                                 "patch_embed.proj.bias", "decoder_embed.weight", "blocks.0.attn.qkv.weight"}) {
     EXPECT_TRUE(close_to_scale(grad_of(name), golden_tensor("grad." + name), 1e-4)) << name;
   }
   // The q/k rows of qkv are ~50x smaller than the v rows: check them against their own scale too.

@@ -1,22 +1,22 @@
 // The pretraining engine on a small synthetic Fashion-MNIST-format dataset: run folder contents, stage
 // semantics seen through the saved files, exact resume, and refusing to overwrite a run.
+#include <ATen/Parallel.h>
+
 #include "dbot/io/config.h"
 #include "dbot/train/checkpoint.h"
 #include "dbot/train/engine.h"
 #include "test_util.h"
 
-#include <ATen/Parallel.h>
-
 using namespace dbot;
 
 namespace {
 io::RunConfig tiny_run(const std::string& data_dir) {
-  return io::load_config("", {"model.name=vit_tiny_patch2_8", "model.embed_dim=16", "model.depth=2",
-                              "model.num_heads=2", "model.drop_path=0.1", "mkd.decoder_embed_dim=8",
-                              "mkd.decoder_depth=1", "mkd.decoder_num_heads=2", "mkd.stage_epochs=[0, 2, 4]",
-                              "data.root=" + data_dir, "optim.batch_size=16", "optim.lr=1e-3",
-                              "optim.warmup_epochs=1", "optim.clip_grad=1.0", "train.log_every=1",
-                              "train.checkpoint_every=3", "train.precision=fp32"});
+  return io::load_config(
+      "", {"model.name=vit_tiny_patch2_8", "model.embed_dim=16", "model.depth=2", "model.num_heads=2",
+           "model.drop_path=0.1", "mkd.decoder_embed_dim=8", "mkd.decoder_depth=1", "mkd.decoder_num_heads=2",
+           "mkd.stage_epochs=[0, 2, 4]", "data.root=" + data_dir, "optim.batch_size=16", "optim.lr=1e-3",
+           "optim.warmup_epochs=1", "optim.clip_grad=1.0", "train.log_every=1", "train.checkpoint_every=3",
+           "train.precision=fp32"});
 }
 train::PretrainOptions options(const std::string& run_dir) {
   train::PretrainOptions o;

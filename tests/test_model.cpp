@@ -9,7 +9,6 @@ using namespace dbot;
 using dbot::test::all_close;
 using dbot::test::golden_tensor;
 
-
 TEST(PosEmbed, MatchesReferenceTables) {
   // Computed in float64 on both sides and cast to fp32: equal up to fp32 rounding.
   EXPECT_TRUE(all_close(model::get_2d_sincos_pos_embed(16, 4, true), golden_tensor("sincos_16_4"), 1e-6, 1e-7));
@@ -44,9 +43,9 @@ TEST(VisionTransformer, ParameterNamesAreTimms) {
   model::VisionTransformer vit(test::tiny_vit());
   std::vector<std::string> names;
   for (const auto& p : vit->named_parameters(true)) names.push_back(p.key());
-  const std::vector<std::string> block = {"norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias",
-                                          "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias",
-                                          "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"};
+  const std::vector<std::string> block = {"norm1.weight",     "norm1.bias",     "attn.qkv.weight", "attn.qkv.bias",
+                                          "attn.proj.weight", "attn.proj.bias", "norm2.weight",    "norm2.bias",
+                                          "mlp.fc1.weight",   "mlp.fc1.bias",   "mlp.fc2.weight",  "mlp.fc2.bias"};
   std::vector<std::string> expected = {"patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token"};
   for (int i = 0; i < 2; ++i)
     for (const auto& b : block) expected.push_back("blocks." + std::to_string(i) + "." + b);

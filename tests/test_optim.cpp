@@ -45,7 +45,8 @@ TEST(AdamW, ThreeStepsMatchTorchOptimAdamW) {
   for (int step = 1; step <= 3; ++step) {
     opt.zero_grad();
     auto enc = d.forward_encoder(imgs, noise, nullptr);
-    auto loss = mkd::forward_loss(d.forward_teacher(imgs), d.forward_decoder(enc.latent, enc.ids_restore, nullptr), enc.mask);
+    auto loss =
+        mkd::forward_loss(d.forward_teacher(imgs), d.forward_decoder(enc.latent, enc.ids_restore, nullptr), enc.mask);
     EXPECT_NEAR(loss.item<double>(), losses[step - 1].item<double>(), 2e-6) << "step " << step;
     loss.backward();
     opt.step(1e-3);

@@ -2,18 +2,18 @@
 // closed-form "given" tensors the reference uses, and tolerance checks that report the worst element.
 #pragma once
 
-#include "dbot/mkd/distiller.h"
-
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <zlib.h>
 
 #include <cmath>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
+
+#include "dbot/mkd/distiller.h"
 
 namespace dbot::test {
 
@@ -49,7 +49,8 @@ inline at::Tensor fill_values(const std::string& name, at::IntArrayRef shape) {
 
 inline void fill_parameters(torch::nn::Module& m, const std::string& prefix = "") {
   at::NoGradGuard no_grad;
-  for (auto& item : m.named_parameters(true)) item.value().copy_(fill_values(prefix + item.key(), item.value().sizes()));
+  for (auto& item : m.named_parameters(true))
+    item.value().copy_(fill_values(prefix + item.key(), item.value().sizes()));
 }
 
 inline at::Tensor given_images() {  // [2, 3, 8, 8]: 1.5 sin(0.3 j + 0.5)

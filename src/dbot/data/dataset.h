@@ -12,8 +12,8 @@ namespace dbot::data {
 struct DataConfig {
   std::string dataset = "fashion_mnist";
   std::string root = "/usr/share/datasets/fashion-mnist";
-  int64_t train_limit = 0;  // use the first N training images (0 = all)
-  int64_t test_limit = 0;   // use the first N test images (0 = all)
+  int64_t train_limit = 0;                      // use the first N training images (0 = all)
+  int64_t test_limit = 0;                       // use the first N test images (0 = all)
   std::vector<double> crop_scale = {0.2, 1.0};  // RandomResizedCrop area range (bicubic)
   bool hflip = true;
   std::vector<double> mean = {0.2860};

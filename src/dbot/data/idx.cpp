@@ -1,11 +1,11 @@
-#include "dbot/data/dataset.h"
-
 #include <zlib.h>
 
 #include <cstring>
 #include <fstream>
 #include <memory>
 #include <stdexcept>
+
+#include "dbot/data/dataset.h"
 
 namespace dbot::data {
 
@@ -85,7 +85,8 @@ std::string find_file(const std::string& root, const std::string& name) {
   for (const auto& candidate : {root + "/" + name + ".gz", root + "/" + name}) {
     if (std::ifstream(candidate).good()) return candidate;
   }
-  throw std::runtime_error(root + "/" + name + ".gz: not found (install Debian's dataset-fashion-mnist or set data.root)");
+  throw std::runtime_error(root + "/" + name +
+                           ".gz: not found (install Debian's dataset-fashion-mnist or set data.root)");
 }
 }  // namespace
 

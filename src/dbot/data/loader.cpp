@@ -1,9 +1,9 @@
 #include "dbot/data/loader.h"
 
-#include "dbot/mkd/distiller.h"
-
 #include <cmath>
 #include <stdexcept>
+
+#include "dbot/mkd/distiller.h"
 
 namespace dbot::data {
 
@@ -64,8 +64,8 @@ TrainLoader::TrainLoader(const Dataset& ds, const DataConfig& cfg, int64_t batch
     throw std::invalid_argument("optim.batch_size " + std::to_string(batch_size) + " exceeds the " +
                                 std::to_string(ds.size()) + " training images");
   }
-  if (cfg.crop_scale.size() != 2 || !(cfg.crop_scale[0] > 0 && cfg.crop_scale[0] <= cfg.crop_scale[1] &&
-                                      cfg.crop_scale[1] <= 1.0)) {
+  if (cfg.crop_scale.size() != 2 ||
+      !(cfg.crop_scale[0] > 0 && cfg.crop_scale[0] <= cfg.crop_scale[1] && cfg.crop_scale[1] <= 1.0)) {
     throw std::invalid_argument("data.crop_scale must be [min, max] with 0 < min <= max <= 1");
   }
 }

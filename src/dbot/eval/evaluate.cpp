@@ -1,18 +1,17 @@
 #include "dbot/eval/evaluate.h"
 
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
 #include "dbot/compat.h"
 #include "dbot/data/loader.h"
 #include "dbot/io/files.h"
 #include "dbot/mkd/distiller.h"
 #include "dbot/train/checkpoint.h"
 #include "dbot/train/optim.h"
-
-#include <nlohmann/json.hpp>
-
-#include <cmath>
-#include <cstdio>
-#include <filesystem>
-#include <stdexcept>
 
 namespace dbot::eval {
 
@@ -41,7 +40,7 @@ double knn_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const 
   for (int64_t s = 0; s < test_n.size(0); s += kChunk) {
     auto sim = at::matmul(test_n.slice(0, s, s + kChunk), train_n.t());  // [B, Ntrain]
     auto top = at::topk(sim, k, 1);
-    auto sims = std::get<0>(top), idx = std::get<1>(top);            // [B, k]
+    auto sims = std::get<0>(top), idx = std::get<1>(top);  // [B, k]
     auto labels = train_y.index_select(0, idx.reshape(-1)).view_as(idx);
     auto votes = at::zeros({sims.size(0), num_classes}, sims.options());
     votes.scatter_add_(1, labels, (sims / temperature).exp());
@@ -122,8 +121,8 @@ std::vector<StageResult> evaluate_run(const std::string& run_dir, const io::RunC
     auto fte = extract_features(encoder, test_set.images, cfg.data, cfg.eval.batch_size, bf16);
     row.knn = knn_accuracy(ftr, train_set.labels, fte, test_set.labels, train_set.num_classes, cfg.eval.knn_k,
                            cfg.eval.knn_temperature);
-    row.linprobe = linprobe_accuracy(ftr, train_set.labels, fte, test_set.labels, train_set.num_classes, cfg.eval,
-                                     cfg.train.seed);
+    row.linprobe =
+        linprobe_accuracy(ftr, train_set.labels, fte, test_set.labels, train_set.num_classes, cfg.eval, cfg.train.seed);
     if (!quiet) {
       std::printf("stage %lld (%s): k-NN %.2f%%  linear probe %.2f%%\n", static_cast<long long>(row.stage),
                   row.source.c_str(), 100 * row.knn, 100 * row.linprobe);
@@ -139,7 +138,8 @@ std::vector<StageResult> evaluate_run(const std::string& run_dir, const io::RunC
                    {"knn_k", cfg.eval.knn_k},
                    {"knn_temperature", cfg.eval.knn_temperature},
                    {"linprobe_epochs", cfg.eval.linprobe_epochs}};
-  for (const auto& r : rows) j["stages"].push_back({{"stage", r.stage}, {"source", r.source}, {"knn", r.knn}, {"linprobe", r.linprobe}});
+  for (const auto& r : rows)
+    j["stages"].push_back({{"stage", r.stage}, {"source", r.source}, {"knn", r.knn}, {"linprobe", r.linprobe}});
   io::write_atomic(run_dir + "/results.json", j.dump(2) + "\n");
   io::write_atomic(run_dir + "/results.md", results_markdown(rows, "dbot per-stage evaluation: " + cfg.model.name));
   return rows;

@@ -8,12 +8,12 @@
 // softmax cross-entropy (mini-batches, cosine lr), accuracy on the test set.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "dbot/data/dataset.h"
 #include "dbot/io/config.h"
 #include "dbot/model/vit.h"
-
-#include <string>
-#include <vector>
 
 namespace dbot::eval {
 

@@ -1,11 +1,12 @@
 #include "dbot/io/config.h"
 
-#include "dbot/model/registry.h"
-#include "dbot/train/schedule.h"
-
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+#include "dbot/io/files.h"
+#include "dbot/model/registry.h"
+#include "dbot/train/schedule.h"
 
 namespace dbot::io {
 
@@ -65,7 +66,8 @@ eval:
 )";
 
 void merge(YAML::Node dst, const YAML::Node& src, const std::string& prefix, const std::string& origin) {
-  if (!src.IsMap()) throw std::runtime_error(origin + ": '" + (prefix.empty() ? "<root>" : prefix) + "' must be a mapping");
+  if (!src.IsMap())
+    throw std::runtime_error(origin + ": '" + (prefix.empty() ? "<root>" : prefix) + "' must be a mapping");
   for (const auto& kv : src) {
     const auto key = kv.first.as<std::string>();
     const std::string path = prefix.empty() ? key : prefix + "." + key;
@@ -233,32 +235,36 @@ RunConfig build_config(const YAML::Node& tree, const std::string& origin) {
   return c;
 }
 
-RunConfig load_config(const std::string& recipe_path, const std::vector<std::string>& overrides) {
-  YAML::Node tree = default_tree();
-  if (!recipe_path.empty()) {
-    if (!std::ifstream(recipe_path).good()) throw std::runtime_error(recipe_path + ": cannot open recipe");
-    YAML::Node recipe;
-    try {
-      recipe = YAML::LoadFile(recipe_path);
-    } catch (const YAML::Exception& e) {
-      throw std::runtime_error(recipe_path + ": invalid YAML: " + e.what());
-    }
-    if (!recipe.IsNull()) merge(tree, recipe, "", recipe_path);
-  }
-  for (const auto& o : overrides) apply_override(tree, o);
-  return build_config(tree, recipe_path.empty() ? "<defaults>" : recipe_path);
-}
-
-RunConfig config_from_yaml(const std::string& yaml_text, const std::string& origin) {
+namespace {
+// The defaults with a YAML document (a recipe, or a checkpoint's config) merged on top.
+YAML::Node layered_on_defaults(const std::string& yaml_text, const std::string& origin) {
   YAML::Node tree = default_tree();
   YAML::Node given;
   try {
     given = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
-    throw std::runtime_error(origin + ": invalid YAML config: " + e.what());
+    throw std::runtime_error(origin + ": invalid YAML: " + e.what());
   }
   if (!given.IsNull()) merge(tree, given, "", origin);
+  return tree;
+}
+}  // namespace
+
+RunConfig load_config(const std::string& recipe_path, const std::vector<std::string>& overrides) {
+  std::string text;
+  if (!recipe_path.empty()) {
+    if (!std::ifstream(recipe_path).good()) throw std::runtime_error(recipe_path + ": cannot open recipe");
+    const auto bytes = read_file(recipe_path);
+    text.assign(bytes.begin(), bytes.end());
+  }
+  const std::string origin = recipe_path.empty() ? "<defaults>" : recipe_path;
+  YAML::Node tree = layered_on_defaults(text, origin);
+  for (const auto& o : overrides) apply_override(tree, o);
   return build_config(tree, origin);
+}
+
+RunConfig config_from_yaml(const std::string& yaml_text, const std::string& origin) {
+  return build_config(layered_on_defaults(yaml_text, origin), origin);
 }
 
 }  // namespace dbot::io

@@ -3,14 +3,14 @@
 // names it and the file. The resolved tree is what gets saved as <run>/config.yaml and in checkpoints.
 #pragma once
 
-#include "dbot/data/dataset.h"
-#include "dbot/mkd/distiller.h"
-#include "dbot/train/optim.h"
-
 #include <yaml-cpp/yaml.h>
 
 #include <string>
 #include <vector>
+
+#include "dbot/data/dataset.h"
+#include "dbot/mkd/distiller.h"
+#include "dbot/train/optim.h"
 
 namespace dbot::io {
 

@@ -2,9 +2,8 @@
 // so that a killed run keeps every line it printed. Resumed runs append to the same file.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace dbot::io {

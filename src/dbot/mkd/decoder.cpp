@@ -23,10 +23,10 @@ at::Tensor DecoderImpl::forward(const at::Tensor& latent, const at::Tensor& ids_
   const int64_t N = x.size(0), L = ids_restore.size(1), K = x.size(1) - 1;
   // Append a mask token for every removed patch, then unshuffle back to the patch order (CLS stays first).
   auto mask_tokens = mask_token.to(x.scalar_type()).expand({N, L - K, -1});
-  auto shuffled = at::cat({x.slice(1, 1), mask_tokens}, 1);                                   // [N, L, Dd]
-  auto index = ids_restore.unsqueeze(-1).expand({-1, -1, x.size(2)});                         // [N, L, Dd]
-  auto unshuffled = at::gather(shuffled, 1, index);                                           // [N, L, Dd]
-  x = at::cat({x.slice(1, 0, 1), unshuffled}, 1) + decoder_pos_embed;                         // [N, 1+L, Dd]
+  auto shuffled = at::cat({x.slice(1, 1), mask_tokens}, 1);            // [N, L, Dd]
+  auto index = ids_restore.unsqueeze(-1).expand({-1, -1, x.size(2)});  // [N, L, Dd]
+  auto unshuffled = at::gather(shuffled, 1, index);                    // [N, L, Dd]
+  x = at::cat({x.slice(1, 0, 1), unshuffled}, 1) + decoder_pos_embed;  // [N, 1+L, Dd]
   x = decoder_blocks.forward(x, gen);
   return decoder_predp(decoder_norm(x));  // [N, 1+L, D_teacher]
 }

@@ -1,8 +1,8 @@
 #include "dbot/mkd/distiller.h"
 
-#include "dbot/compat.h"
-
 #include <stdexcept>
+
+#include "dbot/compat.h"
 
 namespace dbot::mkd {
 

@@ -13,12 +13,12 @@
 // from (seed, purpose, index) so that a run resumes exactly.
 #pragma once
 
-#include "dbot/mkd/decoder.h"
-#include "dbot/model/vit.h"
-
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "dbot/mkd/decoder.h"
+#include "dbot/model/vit.h"
 
 namespace dbot::mkd {
 

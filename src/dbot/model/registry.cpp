@@ -12,7 +12,7 @@ struct Size {
 };
 const std::map<std::string, Size>& sizes() {
   static const std::map<std::string, Size> table = {
-      {"tiny", {192, 12, 3}},    {"small", {384, 12, 6}},   {"base", {768, 12, 12}},
+      {"tiny", {192, 12, 3}},    {"small", {384, 12, 6}},  {"base", {768, 12, 12}},
       {"large", {1024, 24, 16}}, {"huge", {1280, 32, 16}},
   };
   return table;
@@ -25,8 +25,8 @@ VitConfig vit_config(const std::string& name) {
   if (!std::regex_match(name, m, pattern) || sizes().count(m[1].str()) == 0) {
     std::string known;
     for (const auto& n : registered_models()) known += (known.empty() ? "" : ", ") + n;
-    throw std::invalid_argument("unknown model '" + name + "': expected vit_<tiny|small|base|large|huge>_patch<p>_<img>, e.g. " +
-                                known);
+    throw std::invalid_argument("unknown model '" + name +
+                                "': expected vit_<tiny|small|base|large|huge>_patch<p>_<img>, e.g. " + known);
   }
   const Size s = sizes().at(m[1].str());
   VitConfig cfg;

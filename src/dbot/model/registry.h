@@ -5,10 +5,10 @@
 // vit_tiny_patch4_28 (Fashion-MNIST). A recipe may override the width, depth and heads.
 #pragma once
 
-#include "dbot/model/vit.h"
-
 #include <string>
 #include <vector>
+
+#include "dbot/model/vit.h"
 
 namespace dbot::model {
 

@@ -1,12 +1,12 @@
 #include "dbot/model/vit.h"
 
-#include "dbot/compat.h"
-#include "dbot/model/pos_embed.h"
-
 #include <torch/nn/functional/activation.h>
 
 #include <cmath>
 #include <stdexcept>
+
+#include "dbot/compat.h"
+#include "dbot/model/pos_embed.h"
 
 namespace dbot::model {
 
@@ -86,8 +86,8 @@ at::Tensor BlockStack::forward(at::Tensor x, at::Generator* gen) {
 }
 
 PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size)
-    : proj(register_module("proj",
-                           nn::Conv2d(nn::Conv2dOptions(in_chans, embed_dim, patch_size).stride(patch_size)))) {}
+    : proj(register_module("proj", nn::Conv2d(nn::Conv2dOptions(in_chans, embed_dim, patch_size).stride(patch_size)))) {
+}
 
 at::Tensor PatchEmbedImpl::forward(const at::Tensor& imgs) {
   return proj(imgs).flatten(2).transpose(1, 2);  // [N, D, g, g] -> [N, L, D]
@@ -97,16 +97,16 @@ VisionTransformerImpl::VisionTransformerImpl(VitConfig config)
     : cfg((config.validate(), std::move(config))),
       patch_embed(register_module("patch_embed", PatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.patch_size))),
       cls_token(register_parameter("cls_token", at::zeros({1, 1, cfg.embed_dim}))),
-      pos_embed(register_buffer("pos_embed",
-                                get_2d_sincos_pos_embed(cfg.embed_dim, cfg.grid_size(), true).unsqueeze(0))),
+      pos_embed(
+          register_buffer("pos_embed", get_2d_sincos_pos_embed(cfg.embed_dim, cfg.grid_size(), true).unsqueeze(0))),
       blocks(*this, "blocks", cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.drop_path_rate),
       norm(register_module("norm", nn::LayerNorm(nn::LayerNormOptions({cfg.embed_dim}).eps(1e-6)))) {}
 
 at::Tensor VisionTransformerImpl::embed_patches(const at::Tensor& imgs) {
-  TORCH_CHECK(imgs.dim() == 4 && imgs.size(1) == cfg.in_chans && imgs.size(2) == cfg.img_size &&
-                  imgs.size(3) == cfg.img_size,
-              "model '", cfg.name, "' expects images [N, ", cfg.in_chans, ", ", cfg.img_size, ", ", cfg.img_size,
-              "], got ", imgs.sizes());
+  TORCH_CHECK(
+      imgs.dim() == 4 && imgs.size(1) == cfg.in_chans && imgs.size(2) == cfg.img_size && imgs.size(3) == cfg.img_size,
+      "model '", cfg.name, "' expects images [N, ", cfg.in_chans, ", ", cfg.img_size, ", ", cfg.img_size, "], got ",
+      imgs.sizes());
   return patch_embed(imgs) + pos_embed.slice(1, 1);
 }
 

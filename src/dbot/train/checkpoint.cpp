@@ -1,7 +1,5 @@
 #include "dbot/train/checkpoint.h"
 
-#include "dbot/io/files.h"
-
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/export.h>
 #include <torch/csrc/jit/serialization/pickler.h>
@@ -9,6 +7,8 @@
 
 #include <set>
 #include <stdexcept>
+
+#include "dbot/io/files.h"
 
 namespace dbot::train {
 
@@ -38,8 +38,9 @@ std::vector<char> pickle_plain(const c10::IValue& value) {
   // As torch::pickle_save, but without the type tags LibTorch adds to dicts and lists
   // (torch.jit._pickle.restore_type_tag), which torch.load(weights_only=True) rejects.
   std::vector<char> pickle_data;
-  torch::jit::Pickler pickler([&](const char* buf, size_t size) { pickle_data.insert(pickle_data.end(), buf, buf + size); },
-                              nullptr, nullptr, nullptr, nullptr, /*tag_aggregates=*/false);
+  torch::jit::Pickler pickler(
+      [&](const char* buf, size_t size) { pickle_data.insert(pickle_data.end(), buf, buf + size); }, nullptr, nullptr,
+      nullptr, nullptr, /*tag_aggregates=*/false);
   pickler.protocol();
   pickler.pushIValue(value);
   pickler.stop();
@@ -119,7 +120,8 @@ Checkpoint load_checkpoint(const std::string& path) {
   c.format_version = need("format_version").toInt();
   if (c.format_version != kCheckpointFormatVersion) {
     throw std::runtime_error(path + ": checkpoint format_version " + std::to_string(c.format_version) +
-                             " is not supported by this dbot (expects " + std::to_string(kCheckpointFormatVersion) + ")");
+                             " is not supported by this dbot (expects " + std::to_string(kCheckpointFormatVersion) +
+                             ")");
   }
   c.model = to_map(need("model"), path, "model");
   c.teacher = to_map(need("teacher"), path, "teacher");

@@ -8,11 +8,11 @@
 // Files are written atomically (temporary file + rename).
 #pragma once
 
-#include "dbot/mkd/distiller.h"
-#include "dbot/train/optim.h"
-
 #include <map>
 #include <string>
+
+#include "dbot/mkd/distiller.h"
+#include "dbot/train/optim.h"
 
 namespace dbot::train {
 

@@ -1,17 +1,17 @@
 #include "dbot/train/engine.h"
 
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+
 #include "dbot/compat.h"
 #include "dbot/data/loader.h"
 #include "dbot/io/files.h"
 #include "dbot/io/metrics.h"
 #include "dbot/train/checkpoint.h"
 #include "dbot/train/schedule.h"
-
-#include <chrono>
-#include <cmath>
-#include <cstdio>
-#include <filesystem>
-#include <stdexcept>
 
 namespace dbot::train {
 
@@ -145,8 +145,14 @@ PretrainSummary pretrain(const io::RunConfig& cfg, const PretrainOptions& opts) 
       if (log_now) {
         const double dt = since(t_log);
         const double ips = dt > 0 ? static_cast<double>(log_images) / dt : 0.0;
-        metrics.write({{"type", "step"}, {"stage", stage}, {"epoch", epoch}, {"iteration", it + 1},
-                       {"global_iteration", global + 1}, {"loss", loss_value}, {"lr", lr}, {"images_per_s", ips}});
+        metrics.write({{"type", "step"},
+                       {"stage", stage},
+                       {"epoch", epoch},
+                       {"iteration", it + 1},
+                       {"global_iteration", global + 1},
+                       {"loss", loss_value},
+                       {"lr", lr},
+                       {"images_per_s", ips}});
         if (!opts.quiet) {
           const double eta = ips > 0 ? static_cast<double>((total_iters - global - 1) * cfg.optim.batch_size) / ips : 0;
           std::printf("stage %lld epoch %lld [%lld/%lld] loss %.4f lr %.3e %.0f img/s eta %s\n",
@@ -161,7 +167,9 @@ PretrainSummary pretrain(const io::RunConfig& cfg, const PretrainOptions& opts) 
         save_checkpoint(last_path, distiller, &optimizer, epoch, it + 1, config_yaml);
       }
     }
-    metrics.write({{"type", "epoch"}, {"stage", stage}, {"epoch", epoch},
+    metrics.write({{"type", "epoch"},
+                   {"stage", stage},
+                   {"epoch", epoch},
                    {"loss", epoch_count > 0 ? epoch_loss / static_cast<double>(epoch_count) : 0.0},
                    {"lr", lrs[static_cast<size_t>((epoch + 1) * ipe - 1)]},
                    {"images_per_s", static_cast<double>(summary.iterations * cfg.optim.batch_size) / since(t_start)}});

@@ -6,7 +6,8 @@ namespace dbot::train {
 
 bool no_weight_decay(const std::string& name, const at::Tensor& param) {
   const std::string suffix = ".bias";
-  const bool is_bias = name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  const bool is_bias =
+      name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
   return param.dim() == 1 || is_bias;
 }
 

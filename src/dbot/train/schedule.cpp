@@ -8,7 +8,8 @@ namespace dbot::train {
 
 void validate_stage_epochs(const std::vector<int64_t>& b) {
   if (b.size() < 2 || b.front() != 0) {
-    throw std::invalid_argument("mkd.stage_epochs must start at 0 and name at least one stage end, e.g. [0, 800, 1600]");
+    throw std::invalid_argument(
+        "mkd.stage_epochs must start at 0 and name at least one stage end, e.g. [0, 800, 1600]");
   }
   for (size_t i = 1; i < b.size(); ++i) {
     if (b[i] <= b[i - 1]) throw std::invalid_argument("mkd.stage_epochs must be strictly increasing");
