@@ -13,7 +13,7 @@ dbot_out="$("$build/bench_step" --config "$recipe" --threads "$threads" --precis
 echo "$dbot_out"
 # The recipe's sizes, for the PyTorch side.
 py_out="$(python3 bench/pytorch_step.py --threads "$threads" --precision "$precision" --iters 30 \
-  --dim 128 --depth 4 --heads 4 --dec-dim 64 --dec-depth 2 --dec-heads 4 --patch 7 --batch 128 --mask 0.5)"
+  --dim 128 --depth 3 --heads 4 --dec-dim 64 --dec-depth 2 --dec-heads 4 --patch 7 --batch 128 --mask 0.5)"
 echo "$py_out"
 dbot_ms=$(echo "$dbot_out" | awk -F'|' '/data \+ augmentation/ {d=$3} /whole step/ {s=$3} END {print s - d}')
 py_ms=$(echo "$py_out" | sed -E 's/.*: ([0-9.]+) ms\/step.*/\1/')

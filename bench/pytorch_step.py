@@ -80,7 +80,7 @@ def teacher_forward(t, imgs):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
-    for name, default in [("img", 28), ("patch", 7), ("in-chans", 1), ("dim", 128), ("depth", 4), ("heads", 4),
+    for name, default in [("img", 28), ("patch", 7), ("in-chans", 1), ("dim", 128), ("depth", 3), ("heads", 4),
                           ("dec-dim", 64), ("dec-depth", 2), ("dec-heads", 4), ("batch", 128), ("threads", 2),
                           ("iters", 20), ("warmup", 3)]:
         p.add_argument("--" + name, type=int, default=default)

@@ -189,26 +189,23 @@ def make_timm_vit():
                              drop_rate=0.0, drop_path_rate=0.0)
 
 
+BLOCK_PARAMS = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
+                "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
+                "mlp.fc2.weight", "mlp.fc2.bias"]
+
+
+def block_names(prefix, depth):
+    return ["%s.%d.%s" % (prefix, i, s) for i in range(depth) for s in BLOCK_PARAMS]
+
+
 def encoder_names(depth):
-    names = ["cls_token", "patch_embed.proj.weight", "patch_embed.proj.bias"]
-    for i in range(depth):
-        for s in ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias",
-                  "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias",
-                  "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"]:
-            names.append("blocks.%d.%s" % (i, s))
-    names += ["norm.weight", "norm.bias"]
-    return names
+    return (["cls_token", "patch_embed.proj.weight", "patch_embed.proj.bias"] + block_names("blocks", depth)
+            + ["norm.weight", "norm.bias"])
 
 
 def decoder_names():
-    names = ["mask_token", "decoder_embed.weight", "decoder_embed.bias"]
-    for i in range(DDEPTH):
-        for s in ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias",
-                  "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias",
-                  "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"]:
-            names.append("decoder_blocks.%d.%s" % (i, s))
-    names += ["decoder_norm.weight", "decoder_norm.bias", "decoder_predp.weight", "decoder_predp.bias"]
-    return names
+    return (["mask_token", "decoder_embed.weight", "decoder_embed.bias"] + block_names("decoder_blocks", DDEPTH)
+            + ["decoder_norm.weight", "decoder_norm.bias", "decoder_predp.weight", "decoder_predp.bias"])
 
 
 def fill_module(module, expected, prefix=""):
