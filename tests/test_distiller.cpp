@@ -1,5 +1,6 @@
 // The distiller (masking, decoder, teacher target, loss, gradients, stage rule) against the independent
 // PyTorch reference (tests/reference/make_golden.py) and the stage semantics of METHOD.md.
+#include "dbot/compat.h"
 #include "dbot/mkd/distiller.h"
 #include "test_util.h"
 
@@ -170,4 +171,35 @@ TEST(Distiller, TrainingForwardIsReproducibleFromTheGenerator) {
   const double a = d.forward(imgs, g1).item<double>();
   EXPECT_EQ(a, d.forward(imgs, g2).item<double>());
   EXPECT_NE(a, d.forward(imgs, g3).item<double>());
+}
+
+TEST(Distiller, Bf16AutocastPathMatchesFp32Loosely) {
+  // The default precision on CPUs with native bf16: autocast for matmuls, target normalization and the loss
+  // in fp32. bf16 keeps 8 mantissa bits, so the loss agrees to ~1e-2 relative, not 1e-6.
+  mkd::Distiller d(tiny_vit(), tiny_mkd(), 0);
+  fill_golden(d);
+  const auto imgs = test::given_images();
+  auto run = [&](bool bf16) {
+    compat::AutocastGuard autocast(bf16);
+    auto enc = d.forward_encoder(imgs, test::given_noise(), nullptr);
+    auto pred = d.forward_decoder(enc.latent, enc.ids_restore, nullptr);
+    return mkd::forward_loss(d.forward_teacher(imgs), pred, enc.mask);
+  };
+  const double fp32 = run(false).item<double>();
+  auto loss = run(true);
+  EXPECT_EQ(loss.scalar_type(), at::kFloat);
+  EXPECT_NEAR(loss.item<double>(), fp32, 2e-2 * fp32);
+  loss.backward();
+  for (const auto& [name, p] : d.named_student_parameters()) {
+    ASSERT_TRUE(p.grad().defined()) << name;
+    EXPECT_EQ(p.grad().scalar_type(), at::kFloat) << name;
+    EXPECT_TRUE(p.grad().isfinite().all().item<bool>()) << name;
+  }
+  // The training forward (drop path, generator noise) works under autocast too, and the guard restores fp32.
+  auto gen = mkd::derive_generator(0, mkd::RngPurpose::kStep, 0);
+  {
+    compat::AutocastGuard autocast(true);
+    EXPECT_TRUE(std::isfinite(d.forward(imgs, gen).item<double>()));
+  }
+  EXPECT_EQ(d.student->forward_features(imgs).scalar_type(), at::kFloat);
 }
