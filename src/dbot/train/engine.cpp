@@ -90,6 +90,17 @@ PretrainSummary pretrain(const io::RunConfig& cfg, const PretrainOptions& opts) 
 
   PretrainSummary summary;
   const auto t_start = Clock::now();
+  auto images_per_s = [&] {
+    const double dt = since(t_start);
+    return dt > 0 ? static_cast<double>(summary.iterations * cfg.optim.batch_size) / dt : 0.0;
+  };
+  auto finish = [&](int64_t stages_done, bool finished) {
+    summary.seconds = since(t_start);
+    summary.images_per_s = images_per_s();
+    summary.stages_done = stages_done;
+    summary.finished = finished;
+    return summary;
+  };
   auto save_stage = [&](int64_t stage) {
     save_checkpoint(opts.run_dir + "/stage-" + std::to_string(stage) + ".pt", distiller, nullptr,
                     cfg.stage_epochs[static_cast<size_t>(stage)], 0, config_yaml);
@@ -111,10 +122,7 @@ PretrainSummary pretrain(const io::RunConfig& cfg, const PretrainOptions& opts) 
       const int64_t global = epoch * ipe + it;
       if (opts.stop_after >= 0 && summary.iterations >= opts.stop_after) {
         save_checkpoint(last_path, distiller, &optimizer, epoch, it, config_yaml);
-        summary.seconds = since(t_start);
-        summary.images_per_s = static_cast<double>(summary.iterations * cfg.optim.batch_size) / summary.seconds;
-        summary.stages_done = distiller.stage() - 1;
-        return summary;
+        return finish(distiller.stage() - 1, false);
       }
       at::Generator gen = mkd::derive_generator(seed, mkd::RngPurpose::kStep, static_cast<uint64_t>(global));
       const at::Tensor imgs = loader.batch(perm, it, gen);
@@ -172,16 +180,11 @@ PretrainSummary pretrain(const io::RunConfig& cfg, const PretrainOptions& opts) 
                    {"epoch", epoch},
                    {"loss", epoch_count > 0 ? epoch_loss / static_cast<double>(epoch_count) : 0.0},
                    {"lr", lrs[static_cast<size_t>((epoch + 1) * ipe - 1)]},
-                   {"images_per_s", static_cast<double>(summary.iterations * cfg.optim.batch_size) / since(t_start)}});
+                   {"images_per_s", images_per_s()}});
     save_checkpoint(last_path, distiller, &optimizer, epoch + 1, 0, config_yaml);
   }
   save_stage(distiller.stage());
-  summary.seconds = since(t_start);
-  summary.images_per_s =
-      summary.seconds > 0 ? static_cast<double>(summary.iterations * cfg.optim.batch_size) / summary.seconds : 0.0;
-  summary.stages_done = distiller.stage();
-  summary.finished = true;
-  return summary;
+  return finish(distiller.stage(), true);
 }
 
 }  // namespace dbot::train
