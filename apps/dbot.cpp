@@ -42,6 +42,11 @@ bool apply_runtime(dbot::io::RunConfig& cfg, const RuntimeFlags& f) {
       cfg.train.threads > 0 ? cfg.train.threads : static_cast<int64_t>(std::thread::hardware_concurrency());
   at::set_num_threads(static_cast<int>(std::max<int64_t>(1, threads)));
   if (cfg.train.precision == "auto") return dbot::compat::cpu_has_bf16();
+  if (cfg.train.precision == "bf16" && !dbot::compat::cpu_has_bf16()) {
+    std::fprintf(stderr,
+                 "dbot: note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast will be slower "
+                 "than fp32 here\n");
+  }
   return cfg.train.precision == "bf16";
 }
 
