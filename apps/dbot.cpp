@@ -143,13 +143,9 @@ int main(int argc, char** argv) {
       auto encoder = dbot::eval::load_encoder(checkpoint, which);
       const auto train_set = dbot::data::load_dataset(cfg.data, "train");
       const auto test_set = dbot::data::load_dataset(cfg.data, "test");
-      auto ftr = dbot::eval::extract_features(encoder, train_set.images, cfg.data, cfg.eval.batch_size, bf16);
-      auto fte = dbot::eval::extract_features(encoder, test_set.images, cfg.data, cfg.eval.batch_size, bf16);
-      const double acc = protocol == "knn"
-                             ? dbot::eval::knn_accuracy(ftr, train_set.labels, fte, test_set.labels,
-                                                        train_set.num_classes, cfg.eval.knn_k, cfg.eval.knn_temperature)
-                             : dbot::eval::linprobe_accuracy(ftr, train_set.labels, fte, test_set.labels,
-                                                             train_set.num_classes, cfg.eval, cfg.train.seed);
+      const bool knn = protocol == "knn";
+      const auto scores = dbot::eval::evaluate_encoder(encoder, train_set, test_set, cfg, bf16, knn, !knn);
+      const double acc = knn ? scores.knn : scores.linprobe;
       std::printf("%s %s (%s): top-1 %.2f%% on %lld test images\n", protocol.c_str(), checkpoint.c_str(), which.c_str(),
                   100.0 * acc, static_cast<long long>(test_set.size()));
     }

@@ -80,6 +80,21 @@ double linprobe_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, c
   return pred.eq(test_y).to(at::kDouble).mean().item<double>();
 }
 
+Scores evaluate_encoder(model::VisionTransformer& encoder, const data::Dataset& train, const data::Dataset& test,
+                        const io::RunConfig& cfg, bool bf16, bool knn, bool linprobe) {
+  const auto ftr = extract_features(encoder, train.images, cfg.data, cfg.eval.batch_size, bf16);
+  const auto fte = extract_features(encoder, test.images, cfg.data, cfg.eval.batch_size, bf16);
+  Scores s;
+  if (knn) {
+    s.knn =
+        knn_accuracy(ftr, train.labels, fte, test.labels, train.num_classes, cfg.eval.knn_k, cfg.eval.knn_temperature);
+  }
+  if (linprobe) {
+    s.linprobe = linprobe_accuracy(ftr, train.labels, fte, test.labels, train.num_classes, cfg.eval, cfg.train.seed);
+  }
+  return s;
+}
+
 model::VisionTransformer load_encoder(const std::string& path, const std::string& which) {
   const train::Checkpoint ckpt = train::load_checkpoint(path);
   const io::RunConfig cfg = io::config_from_yaml(ckpt.config, path + " (config)");
@@ -117,12 +132,9 @@ std::vector<StageResult> evaluate_run(const std::string& run_dir, const io::RunC
   std::vector<StageResult> rows;
   for (auto& [path, row] : todo) {
     auto encoder = load_encoder(path, row.stage == 0 ? "teacher" : "model");
-    auto ftr = extract_features(encoder, train_set.images, cfg.data, cfg.eval.batch_size, bf16);
-    auto fte = extract_features(encoder, test_set.images, cfg.data, cfg.eval.batch_size, bf16);
-    row.knn = knn_accuracy(ftr, train_set.labels, fte, test_set.labels, train_set.num_classes, cfg.eval.knn_k,
-                           cfg.eval.knn_temperature);
-    row.linprobe =
-        linprobe_accuracy(ftr, train_set.labels, fte, test_set.labels, train_set.num_classes, cfg.eval, cfg.train.seed);
+    const Scores scores = evaluate_encoder(encoder, train_set, test_set, cfg, bf16, true, true);
+    row.knn = scores.knn;
+    row.linprobe = scores.linprobe;
     if (!quiet) {
       std::printf("stage %lld (%s): k-NN %.2f%%  linear probe %.2f%%\n", static_cast<long long>(row.stage),
                   row.source.c_str(), 100 * row.knn, 100 * row.linprobe);

@@ -28,6 +28,13 @@ double knn_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const 
 double linprobe_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const at::Tensor& test_f,
                          const at::Tensor& test_y, int64_t num_classes, const io::EvalConfig& cfg, uint64_t seed);
 
+struct Scores {
+  double knn = -1, linprobe = -1;  // accuracy in [0, 1]; -1 = not run
+};
+// Features of both splits from the encoder, then the requested protocols with cfg.eval's settings.
+Scores evaluate_encoder(model::VisionTransformer& encoder, const data::Dataset& train, const data::Dataset& test,
+                        const io::RunConfig& cfg, bool bf16, bool knn, bool linprobe);
+
 // An encoder from a checkpoint: which = "model" (the student) or "teacher". The architecture comes from
 // the checkpoint's config; the depth from the tensors (a zero-block teacher has none).
 model::VisionTransformer load_encoder(const std::string& checkpoint_path, const std::string& which);

@@ -1,6 +1,6 @@
 #include "dbot/io/config.h"
 
-#include <fstream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
@@ -82,21 +82,27 @@ void merge(YAML::Node dst, const YAML::Node& src, const std::string& prefix, con
   }
 }
 
-template <typename T>
-T get(const YAML::Node& tree, const std::string& dotted, const std::string& origin) {
-  YAML::Node node = YAML::Clone(tree);
+// The node at a dotted key ("optim.lr"), sharing the tree's memory; nullopt when a segment is missing.
+std::optional<YAML::Node> lookup(const YAML::Node& tree, const std::string& dotted) {
+  YAML::Node node = tree;
   std::stringstream ss(dotted);
-  std::string seg;
-  while (std::getline(ss, seg, '.')) {
+  for (std::string seg; std::getline(ss, seg, '.');) {
     const YAML::Node& cnode = node;
-    if (!cnode[seg]) throw std::runtime_error(origin + ": missing key '" + dotted + "'");
+    if (!cnode.IsMap() || !cnode[seg]) return std::nullopt;
     node.reset(cnode[seg]);
   }
+  return node;
+}
+
+template <typename T>
+T get(const YAML::Node& tree, const std::string& dotted, const std::string& origin) {
+  const auto node = lookup(tree, dotted);
+  if (!node) throw std::runtime_error(origin + ": missing key '" + dotted + "'");
   try {
-    return node.as<T>();
+    return node->as<T>();
   } catch (const YAML::Exception&) {
     std::stringstream v;
-    v << node;
+    v << *node;
     throw std::runtime_error(origin + ": key '" + dotted + "' has an invalid value '" + v.str() + "'");
   }
 }
@@ -122,24 +128,18 @@ void apply_override(YAML::Node tree, const std::string& assignment) {
     throw std::runtime_error("--set '" + assignment + "': expected key=value, e.g. optim.blr=1e-3");
   }
   const std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
-  std::vector<std::string> segs;
-  std::stringstream ss(key);
-  for (std::string seg; std::getline(ss, seg, '.');) segs.push_back(seg);
-  YAML::Node node = tree;
-  for (size_t i = 0; i < segs.size(); ++i) {
-    const YAML::Node& cnode = node;
-    if (!cnode.IsMap() || !cnode[segs[i]]) throw std::runtime_error("--set: unknown recipe key '" + key + "'");
-    if (i + 1 < segs.size()) node.reset(node[segs[i]]);
-  }
-  const YAML::Node& cnode = node;
-  if (cnode[segs.back()].IsMap()) throw std::runtime_error("--set: '" + key + "' is a section, not a value");
+  const auto target = lookup(tree, key);
+  if (!target) throw std::runtime_error("--set: unknown recipe key '" + key + "'");
+  if (target->IsMap()) throw std::runtime_error("--set: '" + key + "' is a section, not a value");
   YAML::Node parsed;
   try {
     parsed = YAML::Load(value);
   } catch (const YAML::Exception& e) {
     throw std::runtime_error("--set " + key + ": cannot parse value '" + value + "'");
   }
-  node[segs.back()] = parsed;
+  const auto dot = key.rfind('.');
+  YAML::Node parent = dot == std::string::npos ? tree : *lookup(tree, key.substr(0, dot));
+  parent[key.substr(dot == std::string::npos ? 0 : dot + 1)] = parsed;
 }
 
 RunConfig build_config(const YAML::Node& tree, const std::string& origin) {
@@ -253,7 +253,6 @@ YAML::Node layered_on_defaults(const std::string& yaml_text, const std::string& 
 RunConfig load_config(const std::string& recipe_path, const std::vector<std::string>& overrides) {
   std::string text;
   if (!recipe_path.empty()) {
-    if (!std::ifstream(recipe_path).good()) throw std::runtime_error(recipe_path + ": cannot open recipe");
     const auto bytes = read_file(recipe_path);
     text.assign(bytes.begin(), bytes.end());
   }

@@ -72,7 +72,8 @@ void Distiller::make_teacher(int64_t depth) {
   teacher_cfg.drop_path_rate = 0.0;
   teacher_cfg.depth = depth;
   teacher = model::VisionTransformer(teacher_cfg);
-  model::copy_state(*teacher, *student);  // the decoder is dropped; extra student blocks are ignored
+  // The decoder is dropped; student blocks beyond `depth` are ignored.
+  model::load_state_dict(*teacher, model::state_dict(*student), "teacher from student");
   teacher->eval();
   for (auto& p : teacher->parameters()) p.requires_grad_(false);
 }

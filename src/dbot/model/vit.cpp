@@ -162,23 +162,26 @@ void VisionTransformerImpl::initialize_weights(at::Generator& gen, bool reset_pa
   init_layer_norm(norm);
 }
 
-void copy_state(nn::Module& dst, const nn::Module& src, bool allow_missing) {
+TensorMap state_dict(const nn::Module& module) {
+  TensorMap out;
+  for (const auto& item : module.named_parameters(true)) out[item.key()] = item.value().detach().contiguous();
+  for (const auto& item : module.named_buffers(true)) out[item.key()] = item.value().detach().contiguous();
+  return out;
+}
+
+void load_state_dict(nn::Module& module, const TensorMap& state, const std::string& what) {
   at::NoGradGuard no_grad;
-  auto src_params = src.named_parameters(true);
-  auto src_buffers = src.named_buffers(true);
   auto copy = [&](const std::string& name, at::Tensor& to) {
-    const at::Tensor* from = src_params.find(name);
-    if (from == nullptr) from = src_buffers.find(name);
-    if (from == nullptr) {
-      if (allow_missing) return;
-      throw std::runtime_error("copy_state: source has no tensor '" + name + "'");
+    auto it = state.find(name);
+    if (it == state.end()) throw std::runtime_error(what + ": missing tensor '" + name + "'");
+    if (it->second.sizes() != to.sizes()) {
+      throw std::runtime_error(what + ": tensor '" + name + "' has shape " + c10::str(it->second.sizes()) +
+                               ", the model expects " + c10::str(to.sizes()));
     }
-    TORCH_CHECK(from->sizes() == to.sizes(), "copy_state: '", name, "' has shape ", from->sizes(), ", expected ",
-                to.sizes());
-    to.copy_(*from);
+    to.copy_(it->second);
   };
-  for (auto& item : dst.named_parameters(true)) copy(item.key(), item.value());
-  for (auto& item : dst.named_buffers(true)) copy(item.key(), item.value());
+  for (auto& item : module.named_parameters(true)) copy(item.key(), item.value());
+  for (auto& item : module.named_buffers(true)) copy(item.key(), item.value());
 }
 
 }  // namespace dbot::model

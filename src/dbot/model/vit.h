@@ -14,6 +14,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -117,8 +118,12 @@ void init_linear(torch::nn::Linear& linear, at::Generator& gen);
 void init_layer_norm(torch::nn::LayerNorm& ln);
 void init_block(Block& block, at::Generator& gen);
 
-// Copies every tensor of `src` into the tensor of the same name in `dst` (parameters and buffers).
-// Names in dst missing from src are an error unless allow_missing.
-void copy_state(torch::nn::Module& dst, const torch::nn::Module& src, bool allow_missing = false);
+// Parameters and buffers of a module by name (detached, contiguous; they share storage with the module).
+using TensorMap = std::map<std::string, at::Tensor>;
+TensorMap state_dict(const torch::nn::Module& module);
+
+// Copies a state dict into a module; every module tensor must be present with the same shape (extra entries
+// in state are ignored). Errors name `what`, the tensor and both shapes.
+void load_state_dict(torch::nn::Module& module, const TensorMap& state, const std::string& what);
 
 }  // namespace dbot::model

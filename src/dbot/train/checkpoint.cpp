@@ -55,13 +55,6 @@ std::vector<char> pickle_plain(const c10::IValue& value) {
   return container;
 }
 
-TensorMap state_dict(const torch::nn::Module& module) {
-  TensorMap out;
-  for (const auto& item : module.named_parameters(true)) out[item.key()] = item.value().detach().contiguous().clone();
-  for (const auto& item : module.named_buffers(true)) out[item.key()] = item.value().detach().contiguous().clone();
-  return out;
-}
-
 void save_checkpoint(const std::string& path, const mkd::Distiller& d, const AdamW* optimizer, int64_t epoch,
                      int64_t iteration, const std::string& config_yaml) {
   c10::impl::GenericDict ckpt(c10::StringType::get(), c10::AnyType::get());
@@ -138,21 +131,6 @@ Checkpoint load_checkpoint(const std::string& path) {
     c.exp_avg_sq = to_map(opt.at("exp_avg_sq"), path, "optimizer.exp_avg_sq");
   }
   return c;
-}
-
-void load_state_dict(torch::nn::Module& module, const TensorMap& state, const std::string& what) {
-  at::NoGradGuard no_grad;
-  auto copy = [&](const std::string& name, at::Tensor& to) {
-    auto it = state.find(name);
-    if (it == state.end()) throw std::runtime_error(what + ": missing tensor '" + name + "'");
-    if (it->second.sizes() != to.sizes()) {
-      throw std::runtime_error(what + ": tensor '" + name + "' has shape " + c10::str(it->second.sizes()) +
-                               ", the model expects " + c10::str(to.sizes()));
-    }
-    to.copy_(it->second);
-  };
-  for (auto& item : module.named_parameters(true)) copy(item.key(), item.value());
-  for (auto& item : module.named_buffers(true)) copy(item.key(), item.value());
 }
 
 int64_t count_blocks(const TensorMap& state, const std::string& prefix) {

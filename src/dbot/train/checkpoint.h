@@ -18,7 +18,9 @@ namespace dbot::train {
 
 constexpr int64_t kCheckpointFormatVersion = 1;
 
-using TensorMap = std::map<std::string, at::Tensor>;
+using model::load_state_dict;
+using model::state_dict;
+using model::TensorMap;
 
 struct Checkpoint {
   int64_t format_version = kCheckpointFormatVersion;
@@ -35,9 +37,6 @@ struct Checkpoint {
 // tensors, readable by Python's torch.load with its default weights_only=True.
 std::vector<char> pickle_plain(const c10::IValue& value);
 
-// Parameters and buffers of a module, by name, detached contiguous CPU copies.
-TensorMap state_dict(const torch::nn::Module& module);
-
 void save_checkpoint(const std::string& path, const mkd::Distiller& distiller, const AdamW* optimizer, int64_t epoch,
                      int64_t iteration, const std::string& config_yaml);
 
@@ -47,9 +46,6 @@ Checkpoint load_checkpoint(const std::string& path);
 
 // Loads student, decoder, teacher (rebuilt with the saved depth) and stage; then the optimizer state.
 void restore(mkd::Distiller& distiller, AdamW* optimizer, const Checkpoint& ckpt, const std::string& path);
-
-// Copies a state dict into a module; every module tensor must be present with the same shape.
-void load_state_dict(torch::nn::Module& module, const TensorMap& state, const std::string& what);
 
 // Number of blocks in an encoder state dict ("blocks.{i}." prefixes).
 int64_t count_blocks(const TensorMap& state, const std::string& prefix = "blocks.");
