@@ -1,53 +1,142 @@
-// dbot: the command line. Thin: parses options, calls the library, turns every error into one line on
-// stderr and a non-zero exit code.
-#include <ATen/Parallel.h>
-
+// dbot: the command line. Thin: one function per subcommand parses nothing itself (CLI11 does), builds a
+// Recipe and a Runtime, calls the library, and turns every error into one line on stderr and exit code 1.
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <thread>
 
 #include "dbot/compat.h"
+#include "dbot/core/runtime.h"
 #include "dbot/data/dataset.h"
 #include "dbot/eval/evaluate.h"
-#include "dbot/io/config.h"
 #include "dbot/model/registry.h"
+#include "dbot/recipe/recipe.h"
 #include "dbot/train/checkpoint.h"
-#include "dbot/train/engine.h"
+#include "dbot/train/step_bench.h"
+#include "dbot/train/trainer.h"
 
 namespace {
 
+using dbot::recipe::Recipe;
+
+// Flags that mirror recipe keys (train.device, train.precision, train.threads, train.seed).
 struct RuntimeFlags {
-  int64_t threads = -1;   // -1 = from the recipe (train.threads; 0 there = all cores)
-  int64_t seed = -1;      // -1 = from the recipe
-  std::string precision;  // empty = from the recipe
+  std::string device, precision;  // empty = from the recipe
+  int64_t threads = -1;           // -1 = from the recipe
+  int64_t seed = -1;              // -1 = from the recipe
 };
 
 void add_runtime_flags(CLI::App* cmd, RuntimeFlags& f) {
+  cmd->add_option("--device", f.device,
+                  "auto | cpu | cuda | cuda:N (default: train.device = auto: the first GPU when this build and "
+                  "machine have one, else the CPU)");
+  cmd->add_option("--precision", f.precision,
+                  "auto | bf16 | fp16 | fp32: autocast dtype of the forward passes; fp16 adds dynamic loss scaling "
+                  "(default: train.precision = auto: bf16 on GPUs that have it and on CPUs with native bf16, else "
+                  "fp32)")
+      ->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
   cmd->add_option("--threads", f.threads, "intra-op CPU threads (default: train.threads, 0 there = all cores)");
   cmd->add_option("--seed", f.seed, "seed for every random draw (default: train.seed = 0)");
-  cmd->add_option("--precision", f.precision,
-                  "bf16 | fp32: bf16 autocast for forward passes (default: bf16 where the CPU has native bf16)")
-      ->check(CLI::IsMember({"bf16", "fp32"}));
 }
 
-// Applies the flags to the config and the process; returns whether bf16 autocast is on.
-bool apply_runtime(dbot::io::RunConfig& cfg, const RuntimeFlags& f) {
-  if (f.threads >= 0) cfg.train.threads = f.threads;
-  if (f.seed >= 0) cfg.train.seed = static_cast<uint64_t>(f.seed);
-  if (!f.precision.empty()) cfg.train.precision = f.precision;
-  cfg.tree["train"]["threads"] = cfg.train.threads;
-  cfg.tree["train"]["seed"] = cfg.train.seed;
-  cfg.tree["train"]["precision"] = cfg.train.precision;
-  const int64_t threads =
-      cfg.train.threads > 0 ? cfg.train.threads : static_cast<int64_t>(std::thread::hardware_concurrency());
-  at::set_num_threads(static_cast<int>(std::max<int64_t>(1, threads)));
-  if (cfg.train.precision == "auto") return dbot::compat::cpu_has_bf16();
-  if (cfg.train.precision == "bf16" && !dbot::compat::cpu_has_bf16()) {
-    std::fprintf(stderr,
-                 "dbot: note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast will be slower "
-                 "than fp32 here\n");
+// Applies the flags to the recipe (so config.yaml records them) and resolves the Runtime.
+dbot::core::Runtime apply_runtime(Recipe& r, const RuntimeFlags& f) {
+  using dbot::recipe::set_key;
+  if (!f.device.empty()) set_key(r.tree, "train.device", r.runtime.device = f.device);
+  if (!f.precision.empty()) set_key(r.tree, "train.precision", r.runtime.precision = f.precision);
+  if (f.threads >= 0) set_key(r.tree, "train.threads", r.runtime.threads = f.threads);
+  if (f.seed >= 0) {
+    r.train.seed = r.eval.seed = static_cast<uint64_t>(f.seed);
+    set_key(r.tree, "train.seed", f.seed);
   }
-  return cfg.train.precision == "bf16";
+  const auto rt = dbot::core::resolve_runtime(r.runtime);
+  if (rt.amp == dbot::core::Amp::kBF16 && rt.device.is_cpu() && !dbot::compat::cpu_has_bf16()) {
+    std::fprintf(stderr,
+                 "dbot: note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast will be slower than "
+                 "fp32 here\n");
+  }
+  return rt;
+}
+
+struct PretrainArgs {
+  std::string config, output;
+  std::vector<std::string> overrides;
+  bool resume = false, no_eval = false;
+  int64_t stop_after = -1;
+  RuntimeFlags runtime;
+};
+
+int run_pretrain(const PretrainArgs& a) {
+  auto r = dbot::recipe::load_config(a.config, a.overrides);
+  const auto rt = apply_runtime(r, a.runtime);
+  dbot::train::PretrainOptions opts;
+  opts.run_dir = a.output;
+  opts.config_yaml = r.to_yaml();
+  opts.resume = a.resume;
+  opts.stop_after = a.stop_after;
+  const auto summary = dbot::train::pretrain(r, rt, opts);
+  std::printf("pretraining: %lld iterations in %.1f s, %.1f images/s\n", static_cast<long long>(summary.iterations),
+              summary.seconds, summary.images_per_s);
+  if (summary.finished && !a.no_eval) {
+    const auto rows = dbot::eval::evaluate_run(a.output, r.model, r.data, r.eval, rt, false);
+    std::printf("\n%s\nwritten: %s/results.md, %s/results.json\n",
+                dbot::eval::results_markdown(rows, "per-stage evaluation: " + r.model.name).c_str(), a.output.c_str(),
+                a.output.c_str());
+  }
+  return 0;
+}
+
+struct EvalArgs {
+  std::string protocol, checkpoint, which = "model", data_root;
+  std::vector<std::string> overrides;
+  int64_t train_limit = -1, test_limit = -1;
+  RuntimeFlags runtime;
+};
+
+int run_eval(const EvalArgs& a) {
+  const auto ckpt = dbot::train::load_checkpoint(a.checkpoint);
+  YAML::Node tree = dbot::recipe::config_from_yaml(ckpt.config, a.checkpoint).tree;
+  for (const auto& o : a.overrides) dbot::recipe::apply_override(tree, o);
+  if (!a.data_root.empty()) tree["data"]["root"] = a.data_root;
+  if (a.train_limit >= 0) tree["data"]["train_limit"] = a.train_limit;
+  if (a.test_limit >= 0) tree["data"]["test_limit"] = a.test_limit;
+  auto r = dbot::recipe::build_config(tree, a.checkpoint);
+  const auto rt = apply_runtime(r, a.runtime);
+  auto encoder = dbot::eval::load_encoder(a.checkpoint, a.which, r.model);
+  const auto train_set = dbot::data::load_dataset(r.data, "train");
+  const auto test_set = dbot::data::load_dataset(r.data, "test");
+  const bool knn = a.protocol == "knn";
+  const auto scores = dbot::eval::evaluate_encoder(encoder, train_set, test_set, r.data, r.eval, rt, knn, !knn);
+  std::printf("%s %s (%s): top-1 %.2f%% on %lld test images\n", a.protocol.c_str(), a.checkpoint.c_str(),
+              a.which.c_str(), 100.0 * (knn ? scores.knn : scores.linprobe), static_cast<long long>(test_set.size()));
+  return 0;
+}
+
+struct BenchArgs {
+  std::string config, model;
+  std::vector<std::string> overrides;
+  int64_t batch = 0, steps = 20, warmup = 5;
+  RuntimeFlags runtime;
+};
+
+int run_bench_step(const BenchArgs& a) {
+  std::vector<std::string> overrides;
+  if (!a.model.empty()) {  // the registry model on 3-channel images, as timm's benchmark
+    overrides = {"model.name=" + a.model,
+                 "model.embed_dim=0",
+                 "model.depth=0",
+                 "model.num_heads=0",
+                 "model.in_chans=3",
+                 "data.mean=[0.485, 0.456, 0.406]",
+                 "data.std=[0.229, 0.224, 0.225]"};
+  }
+  if (a.batch > 0) overrides.push_back("optim.batch_size=" + std::to_string(a.batch));
+  overrides.insert(overrides.end(), a.overrides.begin(), a.overrides.end());
+  auto r = dbot::recipe::load_config(a.config, overrides);
+  const auto rt = apply_runtime(r, a.runtime);
+  dbot::train::StepBenchOptions opts;
+  opts.steps = a.steps;
+  opts.warmup = a.warmup;
+  std::printf("%s", dbot::train::format_step_bench(dbot::train::bench_step(r, rt, opts)).c_str());
+  return 0;
 }
 
 std::string models_help() {
@@ -62,50 +151,63 @@ int main(int argc, char** argv) {
   CLI::App app{
       "dbot: self-supervised ViT pretraining by multi-stage masked knowledge distillation (dBOT, "
       "arXiv 2209.03917), on LibTorch " +
-      dbot::compat::torch_version()};
+      dbot::compat::torch_version() + (dbot::compat::built_with_cuda() ? " with CUDA" : " (CPU only)")};
   app.require_subcommand(1);
   app.footer("Models (vit_<tiny|small|base|large|huge>_patch<p>_<img>):\n" + models_help() +
              "\nExample: dbot pretrain --config recipes/fmnist_vit_tiny.yaml --output runs/demo");
 
-  RuntimeFlags pre_flags, eval_flags;
-  std::string config_path, output_dir;
-  std::vector<std::string> overrides;
-  bool resume = false, no_eval = false;
-  int64_t stop_after = -1;
+  PretrainArgs pa;
   auto* pre =
       app.add_subcommand("pretrain", "multi-stage dBOT pretraining, then per-stage k-NN and linear-probe evaluation");
-  pre->add_option("--config", config_path, "YAML recipe (keys and defaults: README.md, 'Recipes')")
+  pre->add_option("--config", pa.config, "YAML recipe (keys and defaults: README.md, 'Recipes')")
       ->required()
       ->check(CLI::ExistingFile);
-  pre->add_option("--output", output_dir,
+  pre->add_option("--output", pa.output,
                   "run folder: config.yaml, metrics.jsonl, checkpoint-last.pt, stage-<k>.pt, results.{md,json}")
       ->required();
-  pre->add_option("--set", overrides, "override a recipe key, e.g. --set optim.blr=1e-3 (repeatable)");
-  pre->add_flag("--resume", resume, "continue the run in --output from its checkpoint-last.pt");
-  pre->add_flag("--no-eval", no_eval, "skip the per-stage evaluation at the end");
-  pre->add_option("--stop-after", stop_after,
+  pre->add_option("--set", pa.overrides, "override a recipe key, e.g. --set optim.blr=1e-3 (repeatable)");
+  pre->add_flag("--resume", pa.resume, "continue the run in --output from its checkpoint-last.pt");
+  pre->add_flag("--no-eval", pa.no_eval, "skip the per-stage evaluation at the end");
+  pre->add_option("--stop-after", pa.stop_after,
                   "stop after this many iterations (checkpoint written; continue with --resume)");
-  add_runtime_flags(pre, pre_flags);
+  add_runtime_flags(pre, pa.runtime);
 
-  std::string protocol, checkpoint, which = "model", data_root, eval_config;
-  int64_t train_limit = -1, test_limit = -1;
+  EvalArgs ea;
   auto* ev = app.add_subcommand(
       "eval",
       "evaluate a frozen encoder from a checkpoint. Features: the final-norm output on the full image, CLS "
       "concatenated with the mean of the patch tokens. knn: cosine similarity, k = eval.knn_k (20), votes weighted "
       "by exp(sim / eval.knn_temperature (0.07)) (DINO's protocol). linprobe: a linear classifier trained with AdamW "
       "on cached features standardized by the training mean/std (eval.linprobe_* keys)");
-  ev->add_option("protocol", protocol, "knn | linprobe")->required()->check(CLI::IsMember({"knn", "linprobe"}));
-  ev->add_option("--checkpoint", checkpoint, "a dbot checkpoint (stage-<k>.pt or checkpoint-last.pt)")
+  ev->add_option("protocol", ea.protocol, "knn | linprobe")->required()->check(CLI::IsMember({"knn", "linprobe"}));
+  ev->add_option("--checkpoint", ea.checkpoint, "a dbot checkpoint (stage-<k>.pt or checkpoint-last.pt)")
       ->required()
       ->check(CLI::ExistingFile);
-  ev->add_option("--which", which, "model (the student) | teacher (stage-1.pt:teacher is the stage-0 network)")
+  ev->add_option("--which", ea.which, "model (the student) | teacher (stage-1.pt:teacher is the stage-0 network)")
       ->check(CLI::IsMember({"model", "teacher"}));
-  ev->add_option("--data", data_root, "dataset folder (default: data.root of the checkpoint's config)");
-  ev->add_option("--train-limit", train_limit, "use the first N training images (0 = all)");
-  ev->add_option("--test-limit", test_limit, "use the first N test images (0 = all)");
-  ev->add_option("--set", overrides, "override a key of the checkpoint's config, e.g. --set eval.knn_k=10");
-  add_runtime_flags(ev, eval_flags);
+  ev->add_option("--data", ea.data_root, "dataset folder (default: data.root of the checkpoint's config)");
+  ev->add_option("--train-limit", ea.train_limit, "use the first N training images (0 = all)");
+  ev->add_option("--test-limit", ea.test_limit, "use the first N test images (0 = all)");
+  ev->add_option("--set", ea.overrides, "override a key of the checkpoint's config, e.g. --set eval.knn_k=10");
+  add_runtime_flags(ev, ea.runtime);
+
+  BenchArgs ba;
+  auto* bench = app.add_subcommand("bench", "benchmarks");
+  bench->require_subcommand(1);
+  auto* bstep = bench->add_subcommand(
+      "step",
+      "time the real training step (Trainer::train_step: teacher forward, student forward + backward, AdamW) on "
+      "synthetic images after warm-up steps; prints timm's benchmark columns, FLOPs per image, TFLOP/s, MFU "
+      "against a measured matmul peak, peak memory, and the step's breakdown");
+  bstep->add_option("--config", ba.config, "YAML recipe (default: the built-in defaults)")->check(CLI::ExistingFile);
+  bstep->add_option("--set", ba.overrides, "override a recipe key (repeatable)");
+  bstep->add_option("--model", ba.model,
+                    "a registry model on 3-channel images, e.g. vit_base_patch16_224 (sets model.name, in_chans 3, "
+                    "ImageNet mean/std)");
+  bstep->add_option("--batch", ba.batch, "per-step batch (optim.batch_size)");
+  bstep->add_option("--steps", ba.steps, "timed steps (default 20)");
+  bstep->add_option("--warmup", ba.warmup, "untimed steps first (default 5)");
+  add_runtime_flags(bstep, ba.runtime);
 
   try {
     app.parse(argc, argv);
@@ -114,41 +216,9 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (pre->parsed()) {
-      auto cfg = dbot::io::load_config(config_path, overrides);
-      const bool bf16 = apply_runtime(cfg, pre_flags);
-      dbot::train::PretrainOptions opts;
-      opts.run_dir = output_dir;
-      opts.resume = resume;
-      opts.bf16 = bf16;
-      opts.stop_after = stop_after;
-      const auto summary = dbot::train::pretrain(cfg, opts);
-      std::printf("pretraining: %lld iterations in %.1f s, %.1f images/s\n", static_cast<long long>(summary.iterations),
-                  summary.seconds, summary.images_per_s);
-      if (summary.finished && !no_eval) {
-        const auto rows = dbot::eval::evaluate_run(output_dir, cfg, bf16, false);
-        std::printf("\n%s\nwritten: %s/results.md, %s/results.json\n",
-                    dbot::eval::results_markdown(rows, "per-stage evaluation: " + cfg.model.name).c_str(),
-                    output_dir.c_str(), output_dir.c_str());
-      }
-    } else if (ev->parsed()) {
-      const auto ckpt = dbot::train::load_checkpoint(checkpoint);
-      YAML::Node tree = dbot::io::config_from_yaml(ckpt.config, checkpoint).tree;
-      for (const auto& o : overrides) dbot::io::apply_override(tree, o);
-      if (!data_root.empty()) tree["data"]["root"] = data_root;
-      if (train_limit >= 0) tree["data"]["train_limit"] = train_limit;
-      if (test_limit >= 0) tree["data"]["test_limit"] = test_limit;
-      auto cfg = dbot::io::build_config(tree, checkpoint);
-      const bool bf16 = apply_runtime(cfg, eval_flags);
-      auto encoder = dbot::eval::load_encoder(checkpoint, which);
-      const auto train_set = dbot::data::load_dataset(cfg.data, "train");
-      const auto test_set = dbot::data::load_dataset(cfg.data, "test");
-      const bool knn = protocol == "knn";
-      const auto scores = dbot::eval::evaluate_encoder(encoder, train_set, test_set, cfg, bf16, knn, !knn);
-      const double acc = knn ? scores.knn : scores.linprobe;
-      std::printf("%s %s (%s): top-1 %.2f%% on %lld test images\n", protocol.c_str(), checkpoint.c_str(), which.c_str(),
-                  100.0 * acc, static_cast<long long>(test_set.size()));
-    }
+    if (pre->parsed()) return run_pretrain(pa);
+    if (ev->parsed()) return run_eval(ea);
+    if (bstep->parsed()) return run_bench_step(ba);
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "dbot: error: %s\n", e.what_without_backtrace());
     return 1;

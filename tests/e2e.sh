@@ -6,7 +6,7 @@ set -uo pipefail
 dbot="$1"
 work="$2"
 src="$(cd "$(dirname "$0")/.." && pwd)"
-fmnist=/usr/share/datasets/fashion-mnist
+fmnist="${DBOT_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}"
 rm -rf "$work" && mkdir -p "$work"
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
@@ -23,7 +23,7 @@ expect_error() {
   echo "ok: error '$(cat "$work/err")'"
 }
 
-tiny=(--set model.name=vit_tiny_patch7_28 --set model.embed_dim=32 --set model.depth=2 --set model.num_heads=2
+tiny=(--set data.root="$fmnist" --set model.name=vit_tiny_patch7_28 --set model.embed_dim=32 --set model.depth=2 --set model.num_heads=2
       --set mkd.decoder_embed_dim=16 --set mkd.decoder_depth=1 --set mkd.decoder_num_heads=2 --threads 2)
 recipe="$src/recipes/fmnist_vit_tiny.yaml"
 
@@ -47,6 +47,10 @@ if [[ -f "$work/baddata/train-labels-idx1-ubyte.gz" ]]; then
   expect_error "train-images-idx3-ubyte.gz: truncated" pretrain --config "$recipe" --output "$work/r0" \
     --set data.root="$work/baddata"
 fi
+if ! nvidia-smi -L >/dev/null 2>&1; then  # "no CUDA GPU found" or "this build of dbot has no CUDA"
+  expect_error "--device cuda: " pretrain --config "$recipe" --output "$work/r0" --device cuda
+fi
+expect_error "expected auto, cpu, cuda or cuda:N" pretrain --config "$recipe" --output "$work/r0" --device tpu
 head -c 1000 "$src/tests/reference/golden.json" >"$work/notackpt.pt"
 expect_error "notackpt.pt: not a readable checkpoint" eval knn --checkpoint "$work/notackpt.pt"
 
@@ -69,6 +73,12 @@ expect_error "exists: pass --resume" pretrain --config "$recipe" --output "$run"
   fail "eval knn failed: $(cat "$work/eval.log")"
 grep -q "top-1" "$work/eval.log" || fail "eval printed no accuracy"
 cat "$work/eval.log"
+
+# --- the step benchmark runs the real train_step and prints its machine-readable line ---
+"$dbot" bench step --config "$recipe" "${tiny[@]}" --steps 2 --warmup 1 --precision fp32 --device cpu \
+  >"$work/bench.log" 2>&1 || fail "bench step failed: $(cat "$work/bench.log")"
+grep -q "^dbot-bench: ms_per_step=" "$work/bench.log" || fail "bench step printed no dbot-bench line"
+grep -q "| vit_tiny_patch7_28 | 28 | 128 |" "$work/bench.log" || fail "bench step table: $(cat "$work/bench.log")"
 
 # --- Python interop: torch.load + timm strict load ---
 if python3 -c 'import torch' 2>/dev/null; then

@@ -17,12 +17,14 @@ TEST(Checkpoint, RoundTripRestoresEverything) {
   test::TempDir dir;
   mkd::Distiller d(small_vit(), small_mkd(), 5);
   train::AdamW opt(d.named_student_parameters(), {});
-  auto gen = mkd::derive_generator(5, mkd::RngPurpose::kStep, 0);
+  auto gen = core::derive_generator(5, core::RngPurpose::kStep, 0);
   d.forward(at::randn({4, 1, 8, 8}), gen).backward();
   opt.step(1e-3);
   d.next_stage();  // stage 2, full-depth teacher
   const std::string path = dir.str() + "/ckpt.pt";
-  train::save_checkpoint(path, d, &opt, 7, 3, "model:\n  depth: 2\n");
+  train::TrainingState state;
+  state.optimizer = &opt;
+  train::save_checkpoint(path, d, 7, 3, "model:\n  depth: 2\n", state);
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
 
   const auto c = train::load_checkpoint(path);
@@ -31,20 +33,24 @@ TEST(Checkpoint, RoundTripRestoresEverything) {
   EXPECT_EQ(c.iteration, 3);
   EXPECT_EQ(c.seed, 5u);
   EXPECT_EQ(c.config, "model:\n  depth: 2\n");
-  EXPECT_EQ(c.optimizer_step, 1);
+  EXPECT_EQ(c.optimizer.step, 1);
+  EXPECT_TRUE(c.grad_accum.empty());
+  EXPECT_FALSE(c.has_loss_scaler);
   EXPECT_TRUE(c.model.count("blocks.1.mlp.fc2.weight") && c.model.count("decoder_predp.weight") &&
               c.model.count("mask_token") && c.model.count("pos_embed") && c.model.count("decoder_pos_embed"));
   EXPECT_EQ(c.teacher.count("decoder_embed.weight"), 0u);
 
-  mkd::Distiller fresh(small_vit(), small_mkd(), 99);
+  mkd::Distiller fresh(small_vit(), small_mkd(), 5);
   train::AdamW fresh_opt(fresh.named_student_parameters(), {});
-  train::restore(fresh, &fresh_opt, c, path);
+  train::restore(fresh, &fresh_opt, nullptr, c, path);
   EXPECT_EQ(fresh.stage(), 2);
   const auto a = d.named_student_parameters(), b = fresh.named_student_parameters();
+  const auto sa = opt.state(), sb = fresh_opt.state();
   for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(a[i].second.equal(b[i].second)) << a[i].first;
-    EXPECT_TRUE(opt.exp_avg()[i].equal(fresh_opt.exp_avg()[i])) << a[i].first;
-    EXPECT_TRUE(opt.exp_avg_sq()[i].equal(fresh_opt.exp_avg_sq()[i])) << a[i].first;
+    const auto& name = a[i].first;
+    EXPECT_TRUE(a[i].second.equal(b[i].second)) << name;
+    EXPECT_TRUE(sa.exp_avg.at(name).equal(sb.exp_avg.at(name))) << name;
+    EXPECT_TRUE(sa.exp_avg_sq.at(name).equal(sb.exp_avg_sq.at(name))) << name;
   }
   for (const auto& item : d.teacher->named_parameters()) {
     EXPECT_TRUE(item.value().equal(*fresh.teacher->named_parameters().find(item.key()))) << item.key();
@@ -57,12 +63,12 @@ TEST(Checkpoint, ZeroBlockTeacherRestoresWithItsDepth) {
   auto m = small_mkd();
   m.teacher_depth = 0;
   mkd::Distiller d(small_vit(), m, 1);
-  train::save_checkpoint(dir.str() + "/z.pt", d, nullptr, 0, 0, "");
+  train::save_checkpoint(dir.str() + "/z.pt", d, 0, 0, "");
   const auto c = train::load_checkpoint(dir.str() + "/z.pt");
   EXPECT_EQ(train::count_blocks(c.teacher), 0);
   EXPECT_FALSE(c.has_optimizer);
-  mkd::Distiller fresh(small_vit(), small_mkd(), 2);
-  train::restore(fresh, nullptr, c, "z.pt");
+  mkd::Distiller fresh(small_vit(), small_mkd(), 1);
+  train::restore(fresh, nullptr, nullptr, c, "z.pt");
   EXPECT_EQ(fresh.teacher->blocks.blocks.size(), 0u);
 }
 
@@ -70,7 +76,7 @@ TEST(Checkpoint, BadFilesAreClearErrors) {
   test::TempDir dir;
   mkd::Distiller d(small_vit(), small_mkd(), 1);
   const std::string good = dir.str() + "/good.pt";
-  train::save_checkpoint(good, d, nullptr, 0, 0, "");
+  train::save_checkpoint(good, d, 0, 0, "");
   const auto bytes = io::read_file(good);
   const std::string cut = dir.str() + "/cut.pt";
   io::write_atomic(cut, bytes.data(), bytes.size() / 2);
@@ -93,7 +99,7 @@ TEST(Checkpoint, BadFilesAreClearErrors) {
   auto wide = small_vit();
   wide.embed_dim = 32;
   mkd::Distiller other_arch(wide, small_mkd(), 1);
-  const auto e4 = error_of([&] { train::restore(other_arch, nullptr, c, good); });
+  const auto e4 = error_of([&] { train::restore(other_arch, nullptr, nullptr, c, good); });
   EXPECT_NE(e4.find("has shape"), std::string::npos) << e4;
 }
 

@@ -1,6 +1,6 @@
 // Recipes: defaults + YAML file + --set overrides; unknown keys and bad values are errors naming them.
-#include "dbot/io/config.h"
 #include "dbot/io/files.h"
+#include "dbot/recipe/recipe.h"
 #include "test_util.h"
 
 using namespace dbot;
@@ -11,17 +11,17 @@ TEST(Config, RecipeAndOverridesLayerOnDefaults) {
   const std::string recipe = dir.str() + "/r.yaml";
   io::write_atomic(recipe,
                    "model:\n  depth: 3\noptim:\n  blr: 1.0e-3\n  batch_size: 128\nmkd:\n  stage_epochs: [0, 2, 5]\n");
-  auto c = io::load_config(recipe, {"optim.accum_iter=2", "model.name=vit_small_patch4_28", "data.hflip=false"});
+  auto c = recipe::load_config(recipe, {"optim.accum_iter=2", "model.name=vit_small_patch4_28", "data.hflip=false"});
   EXPECT_EQ(c.model.depth, 3);
   EXPECT_EQ(c.model.embed_dim, 384);  // from the overridden name
   EXPECT_EQ(c.optim.accum_iter, 2);
   EXPECT_FALSE(c.data.hflip);
-  EXPECT_EQ(c.stage_epochs, (std::vector<int64_t>{0, 2, 5}));
+  EXPECT_EQ(c.mkd.stage_epochs, (std::vector<int64_t>{0, 2, 5}));
   // The paper's rule: lr = blr * effective batch / 256, effective batch counting accumulation.
   EXPECT_DOUBLE_EQ(c.optim.peak_lr(), 1e-3 * 128 * 2 / 256);
   EXPECT_DOUBLE_EQ(c.optim.peak_lr(4), 1e-3 * 128 * 2 * 4 / 256);
   // The resolved YAML reads back to the same config.
-  auto again = io::config_from_yaml(c.to_yaml(), "resolved");
+  auto again = recipe::config_from_yaml(c.to_yaml(), "resolved");
   EXPECT_EQ(again.model.depth, 3);
   EXPECT_EQ(again.optim.accum_iter, 2);
   EXPECT_EQ(again.to_yaml(), c.to_yaml());
@@ -32,9 +32,9 @@ TEST(Config, BadRecipesAreErrorsNamingTheKey) {
   test::TempDir dir;
   const std::string recipe = dir.str() + "/bad.yaml";
   io::write_atomic(recipe, "optim:\n  lrr: 1\n");
-  const auto e = error_of([&] { io::load_config(recipe); });
+  const auto e = error_of([&] { recipe::load_config(recipe); });
   EXPECT_NE(e.find("bad.yaml: unknown recipe key 'optim.lrr'"), std::string::npos) << e;
-  const auto missing = error_of([&] { io::load_config("/nonexistent/recipe.yaml"); });
+  const auto missing = error_of([&] { recipe::load_config("/nonexistent/recipe.yaml"); });
   EXPECT_NE(missing.find("/nonexistent/recipe.yaml"), std::string::npos) << missing;
 
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -50,7 +50,7 @@ TEST(Config, BadRecipesAreErrorsNamingTheKey) {
       {"mkd.decoder_num_heads=3", "mkd.decoder_embed_dim"},
   };
   for (const auto& [override_text, expected] : cases) {
-    const auto msg = error_of([&] { io::load_config("", {override_text}); });
+    const auto msg = error_of([&] { recipe::load_config("", {override_text}); });
     EXPECT_NE(msg.find(expected), std::string::npos) << override_text << " -> " << msg;
   }
 }

@@ -127,11 +127,9 @@ TEST(Distiller, StageSwitchFollowsOfficialRule) {
   EXPECT_EQ(d.teacher->blocks.blocks.size(), 2u);
   // 2. The student equals a fresh initialization from derive_generator(seed, kInit, 2), except the patch conv
   //    bias, which carries over (official behaviour). Parameters are updated in place (optimizer state kept).
-  model::VisionTransformer fresh(tiny_vit());
-  mkd::Decoder fresh_dec(tiny_mkd().decoder, 16, 16, 4);
-  auto gen = mkd::derive_generator(11, mkd::RngPurpose::kInit, 2);
-  fresh->initialize_weights(gen, false);
-  fresh_dec->initialize_weights(gen);
+  mkd::MaskedStudent fresh(tiny_vit(), tiny_mkd().decoder, 16, 0.75);
+  auto gen = core::derive_generator(11, core::RngPurpose::kInit, 2);
+  fresh->initialize(gen, false);
   for (const auto& item : fresh->named_parameters()) {
     const auto& now = *d.student->named_parameters().find(item.key());
     if (item.key() == "patch_embed.proj.bias") {
@@ -139,9 +137,6 @@ TEST(Distiller, StageSwitchFollowsOfficialRule) {
     } else {
       EXPECT_TRUE(now.equal(item.value())) << item.key();
     }
-  }
-  for (const auto& item : fresh_dec->named_parameters()) {
-    EXPECT_TRUE(d.decoder->named_parameters().find(item.key())->equal(item.value())) << item.key();
   }
   EXPECT_EQ(d.student->cls_token.unsafeGetTensorImpl(), impl_before);
 }
@@ -164,9 +159,9 @@ TEST(Distiller, TrainingForwardIsReproducibleFromTheGenerator) {
   auto m = tiny_mkd();
   m.decoder.drop_path_rate = 0.2;
   mkd::Distiller d(v, m, 3);
-  auto g1 = mkd::derive_generator(3, mkd::RngPurpose::kStep, 5);
-  auto g2 = mkd::derive_generator(3, mkd::RngPurpose::kStep, 5);
-  auto g3 = mkd::derive_generator(3, mkd::RngPurpose::kStep, 6);
+  auto g1 = core::derive_generator(3, core::RngPurpose::kStep, 5);
+  auto g2 = core::derive_generator(3, core::RngPurpose::kStep, 5);
+  auto g3 = core::derive_generator(3, core::RngPurpose::kStep, 6);
   const auto imgs = test::given_images();
   const double a = d.forward(imgs, g1).item<double>();
   EXPECT_EQ(a, d.forward(imgs, g2).item<double>());
@@ -180,7 +175,7 @@ TEST(Distiller, Bf16AutocastPathMatchesFp32Loosely) {
   fill_golden(d);
   const auto imgs = test::given_images();
   auto run = [&](bool bf16) {
-    compat::AutocastGuard autocast(bf16);
+    compat::AutocastGuard autocast(at::kCPU, bf16 ? at::kBFloat16 : at::kFloat);
     auto enc = d.forward_encoder(imgs, test::given_noise(), nullptr);
     auto pred = d.forward_decoder(enc.latent, enc.ids_restore, nullptr);
     return mkd::forward_loss(d.forward_teacher(imgs), pred, enc.mask);
@@ -196,10 +191,51 @@ TEST(Distiller, Bf16AutocastPathMatchesFp32Loosely) {
     EXPECT_TRUE(p.grad().isfinite().all().item<bool>()) << name;
   }
   // The training forward (drop path, generator noise) works under autocast too, and the guard restores fp32.
-  auto gen = mkd::derive_generator(0, mkd::RngPurpose::kStep, 0);
+  auto gen = core::derive_generator(0, core::RngPurpose::kStep, 0);
   {
-    compat::AutocastGuard autocast(true);
+    compat::AutocastGuard autocast(at::kCPU, at::kBFloat16);
     EXPECT_TRUE(std::isfinite(d.forward(imgs, gen).item<double>()));
   }
   EXPECT_EQ(d.student->forward_features(imgs).scalar_type(), at::kFloat);
+}
+
+TEST(Decoder, MaskTokensAreNotRoundedUnderBf16) {
+  // As the official code under autocast: the fp32 mask_token joins the bf16 decoder tokens by promotion, so
+  // every removed patch carries the exact fp32 mask_token (rounding it first to bf16 would change it).
+  mkd::Distiller d(tiny_vit(), tiny_mkd(), 0);
+  fill_golden(d);
+  const auto imgs = test::given_images();
+  compat::AutocastGuard autocast(at::kCPU, at::kBFloat16);
+  auto enc = d.forward_encoder(imgs, test::given_noise(), nullptr);
+  auto x = d.student->decoder.decoder_embed(enc.latent);
+  ASSERT_EQ(x.scalar_type(), at::kBFloat16);
+  auto tokens = d.student->decoder.insert_mask_tokens(x, enc.ids_restore);  // [N, 1+L, Dd]
+  EXPECT_EQ(tokens.scalar_type(), at::kFloat);
+  const auto token = d.student->decoder.mask_token.reshape({-1});
+  ASSERT_FALSE(token.to(at::kBFloat16).to(at::kFloat).equal(token));  // the check below can fail
+  for (int64_t l = 0; l < 16; ++l) {
+    if (enc.mask[0][l].item<float>() == 1.0f) {
+      EXPECT_TRUE(tokens[0][1 + l].equal(token)) << "patch " << l;
+    }
+  }
+}
+
+TEST(Teacher, ComputeCopyGivesTheAutocastTargetBitwise) {
+  // The teacher's weights cast once per stage give exactly what autocast gives from the fp32 weights, and
+  // the fp32 weights (what checkpoints hold) are untouched.
+  mkd::Distiller d(tiny_vit(), tiny_mkd(), 0);
+  fill_golden(d);
+  const auto imgs = test::given_images();
+  const auto before = model::state_dict(*d.teacher);
+  compat::AutocastGuard autocast(at::kCPU, at::kBFloat16);
+  const auto from_fp32 = d.forward_teacher(imgs);
+  d.teacher->set_compute_dtype(at::kBFloat16);
+  const auto from_copy = d.forward_teacher(imgs);
+  EXPECT_TRUE(from_copy.equal(from_fp32))
+      << (from_copy.to(at::kFloat) - from_fp32.to(at::kFloat)).abs().max().item<double>() << " dtypes "
+      << from_copy.scalar_type() << from_fp32.scalar_type() << " " << from_fp32.abs().max().item<double>();
+  for (const auto& [name, t] : model::state_dict(*d.teacher)) {
+    EXPECT_EQ(t.scalar_type(), at::kFloat) << name;
+    EXPECT_TRUE(t.equal(before.at(name))) << name;
+  }
 }

@@ -2,27 +2,40 @@
 // semantics seen through the saved files, exact resume, and refusing to overwrite a run.
 #include <ATen/Parallel.h>
 
-#include "dbot/io/config.h"
+#include "dbot/compat.h"
+#include "dbot/recipe/recipe.h"
 #include "dbot/train/checkpoint.h"
-#include "dbot/train/engine.h"
+#include "dbot/train/trainer.h"
 #include "test_util.h"
 
 using namespace dbot;
 
 namespace {
-io::RunConfig tiny_run(const std::string& data_dir) {
-  return io::load_config(
-      "", {"model.name=vit_tiny_patch2_8", "model.embed_dim=16", "model.depth=2", "model.num_heads=2",
-           "model.drop_path=0.1", "mkd.decoder_embed_dim=8", "mkd.decoder_depth=1", "mkd.decoder_num_heads=2",
-           "mkd.stage_epochs=[0, 2, 4]", "data.root=" + data_dir, "optim.batch_size=16", "optim.lr=1e-3",
-           "optim.warmup_epochs=1", "optim.clip_grad=1.0", "train.log_every=1", "train.checkpoint_every=3",
-           "train.precision=fp32"});
+recipe::Recipe tiny_run(const std::string& data_dir, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> overrides = {
+      "model.name=vit_tiny_patch2_8", "model.embed_dim=16",      "model.depth=2",       "model.num_heads=2",
+      "model.drop_path=0.1",          "mkd.decoder_embed_dim=8", "mkd.decoder_depth=1", "mkd.decoder_num_heads=2",
+      "mkd.stage_epochs=[0, 2, 4]",   "data.root=" + data_dir,   "optim.batch_size=16", "optim.lr=1e-3",
+      "optim.warmup_epochs=1",        "optim.clip_grad=1.0",     "train.log_every=1",   "train.checkpoint_every=3",
+      "train.precision=fp32"};
+  overrides.insert(overrides.end(), extra.begin(), extra.end());
+  return recipe::load_config("", overrides);
 }
-train::PretrainOptions options(const std::string& run_dir) {
+train::PretrainOptions options(const std::string& run_dir, const recipe::Recipe& cfg) {
   train::PretrainOptions o;
   o.run_dir = run_dir;
+  o.config_yaml = cfg.to_yaml();
   o.quiet = true;
   return o;
+}
+core::Runtime cpu_runtime(core::Amp amp = core::Amp::kNone) {
+  core::Runtime rt;  // CPU, one thread (set by the fixture)
+  rt.amp = amp;
+  return rt;
+}
+train::PretrainSummary run(const recipe::Recipe& cfg, const train::PretrainOptions& o,
+                           core::Amp amp = core::Amp::kNone) {
+  return train::pretrain(cfg, cpu_runtime(amp), o);
 }
 void expect_same_state(const train::TensorMap& a, const train::TensorMap& b, const std::string& what) {
   ASSERT_EQ(a.size(), b.size()) << what;
@@ -40,17 +53,17 @@ class EngineTest : public ::testing::Test {
 };
 
 TEST_F(EngineTest, RunFolderAndStageSemantics) {
-  test::TempDir run;
+  test::TempDir dir;
   auto cfg = tiny_run(data.str());
-  const auto s = train::pretrain(cfg, options(run.str()));
+  const auto s = run(cfg, options(dir.str(), cfg));
   EXPECT_TRUE(s.finished);
   EXPECT_EQ(s.stages_done, 2);
   EXPECT_EQ(s.iterations, 16);  // 64 images / 16 = 4 it/epoch, 4 epochs
   for (const char* f : {"config.yaml", "metrics.jsonl", "checkpoint-last.pt", "stage-1.pt", "stage-2.pt"}) {
-    EXPECT_TRUE(std::filesystem::exists(run.str() + "/" + f)) << f;
+    EXPECT_TRUE(std::filesystem::exists(dir.str() + "/" + f)) << f;
   }
-  const auto s1 = train::load_checkpoint(run.str() + "/stage-1.pt");
-  const auto s2 = train::load_checkpoint(run.str() + "/stage-2.pt");
+  const auto s1 = train::load_checkpoint(dir.str() + "/stage-1.pt");
+  const auto s2 = train::load_checkpoint(dir.str() + "/stage-2.pt");
   EXPECT_EQ(s1.stage, 1);
   EXPECT_EQ(s2.stage, 2);
   // Stage 0 is the student's own initialization: rebuild it from the seed.
@@ -65,7 +78,7 @@ TEST_F(EngineTest, RunFolderAndStageSemantics) {
   EXPECT_FALSE(s2.model.at("blocks.0.attn.qkv.weight").equal(s1.model.at("blocks.0.attn.qkv.weight")));
 
   // metrics.jsonl: the lr restarts from 0 with warmup at each stage; losses are finite.
-  std::ifstream in(run.str() + "/metrics.jsonl");
+  std::ifstream in(dir.str() + "/metrics.jsonl");
   std::vector<nlohmann::json> steps;
   for (std::string line; std::getline(in, line);) {
     auto j = nlohmann::json::parse(line);
@@ -81,7 +94,7 @@ TEST_F(EngineTest, RunFolderAndStageSemantics) {
 
   // Running again into the same folder without --resume is refused (nothing is overwritten).
   try {
-    train::pretrain(cfg, options(run.str()));
+    run(cfg, options(dir.str(), cfg));
     FAIL() << "expected an error";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
@@ -91,19 +104,19 @@ TEST_F(EngineTest, RunFolderAndStageSemantics) {
 TEST_F(EngineTest, InterruptedRunResumesBitwise) {
   auto cfg = tiny_run(data.str());
   test::TempDir full, pieces;
-  train::pretrain(cfg, options(full.str()));
+  run(cfg, options(full.str(), cfg));
 
-  auto o = options(pieces.str());
+  auto o = options(pieces.str(), cfg);
   o.stop_after = 6;  // mid-epoch 1
-  auto a = train::pretrain(cfg, o);
+  auto a = run(cfg, o);
   EXPECT_FALSE(a.finished);
   EXPECT_EQ(a.iterations, 6);
   o.resume = true;
   o.stop_after = 5;  // crosses the stage boundary at iteration 8
-  auto b = train::pretrain(cfg, o);
+  auto b = run(cfg, o);
   EXPECT_EQ(b.iterations, 5);
   o.stop_after = -1;
-  auto c = train::pretrain(cfg, o);
+  auto c = run(cfg, o);
   EXPECT_TRUE(c.finished);
   EXPECT_EQ(c.iterations, 5);
 
@@ -111,7 +124,64 @@ TEST_F(EngineTest, InterruptedRunResumesBitwise) {
     const auto x = train::load_checkpoint(full.str() + "/" + f), y = train::load_checkpoint(pieces.str() + "/" + f);
     expect_same_state(x.model, y.model, std::string(f) + " model");
     expect_same_state(x.teacher, y.teacher, std::string(f) + " teacher");
-    expect_same_state(x.exp_avg, y.exp_avg, std::string(f) + " exp_avg");
-    EXPECT_EQ(x.optimizer_step, y.optimizer_step);
+    expect_same_state(x.optimizer.exp_avg, y.optimizer.exp_avg, std::string(f) + " exp_avg");
+    EXPECT_EQ(x.optimizer.step, y.optimizer.step);
   }
+}
+
+// Bitwise resume for any interruption point: a run with gradient accumulation stopped inside accumulation
+// windows (the checkpoint keeps the partial gradients) ends with the weights of an uninterrupted run.
+TEST_F(EngineTest, ResumeInsideAnAccumulationWindowIsExact) {
+  auto cfg = tiny_run(data.str(), {"optim.accum_iter=2", "train.checkpoint_every=3"});
+  test::TempDir full, pieces;
+  run(cfg, options(full.str(), cfg));
+  auto o = options(pieces.str(), cfg);
+  for (int64_t stop : {3, 5, 1}) {  // iterations 3, 8 (a stage boundary) and 9: odd ones end mid-window
+    o.stop_after = stop;
+    run(cfg, o);
+    o.resume = true;
+    const auto c = train::load_checkpoint(pieces.str() + "/checkpoint-last.pt");
+    if ((c.epoch * 4 + c.iteration) % 2 == 1) EXPECT_FALSE(c.grad_accum.empty()) << "stop " << stop;
+  }
+  o.stop_after = -1;
+  EXPECT_TRUE(run(cfg, o).finished);
+  const auto x = train::load_checkpoint(full.str() + "/checkpoint-last.pt");
+  const auto y = train::load_checkpoint(pieces.str() + "/checkpoint-last.pt");
+  expect_same_state(x.model, y.model, "model");
+  expect_same_state(x.optimizer.exp_avg, y.optimizer.exp_avg, "exp_avg");
+  EXPECT_EQ(x.optimizer.step, y.optimizer.step);
+}
+
+TEST_F(EngineTest, RestoreRefusesAnotherSeed) {
+  auto cfg = tiny_run(data.str());
+  test::TempDir dir;
+  auto o = options(dir.str(), cfg);
+  o.stop_after = 2;
+  run(cfg, o);
+  const auto ckpt = train::load_checkpoint(dir.str() + "/checkpoint-last.pt");
+  mkd::Distiller other(cfg.model, cfg.mkd, cfg.train.seed + 1);
+  const auto e = test::error_of([&] { train::restore(other, nullptr, nullptr, ckpt, "last.pt"); });
+  EXPECT_NE(e.find("last.pt: was written with seed 0, this run has seed 1"), std::string::npos) << e;
+}
+
+TEST_F(EngineTest, Fp16RunsWithALossScaleInMetricsAndCheckpoint) {
+  if (!compat::cpu_autocast_supports_fp16()) GTEST_SKIP() << "no fp16 autocast on CPU in this LibTorch";
+  auto cfg = tiny_run(data.str());
+  test::TempDir dir;
+  auto o = options(dir.str(), cfg);
+  o.stop_after = 6;
+  run(cfg, o, core::Amp::kFP16);
+  std::ifstream in(dir.str() + "/metrics.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["type"] != "step") continue;
+    ++lines;
+    EXPECT_TRUE(std::isfinite(j["loss"].get<double>()));
+    EXPECT_GT(j["loss_scale"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(lines, 6);
+  const auto c = train::load_checkpoint(dir.str() + "/checkpoint-last.pt");
+  EXPECT_TRUE(c.has_loss_scaler);
+  EXPECT_GT(c.loss_scaler.scale, 0.0);
 }

@@ -121,3 +121,24 @@ TEST(Registry, TimmNames) {
   EXPECT_THROW(model::vit_config("vit_gigantic_patch16_224"), std::invalid_argument);
   EXPECT_THROW(model::vit_config("resnet50"), std::invalid_argument);
 }
+
+TEST(DropPath, ScalesKeptSamplesInFp32UnderBf16) {
+  // keep = 0.9: 1/keep = 1.1111111 is not a bf16 number (bf16 would give 1.109375, 0.16% off). The kept
+  // samples of a bf16 branch are scaled in fp32, and the result is fp32 (the residual stream's dtype).
+  auto x = at::ones({64, 2, 3}, at::kBFloat16);
+  auto gen = core::derive_generator(0, core::RngPurpose::kStep, 0);
+  auto y = model::drop_path(x, 0.1, &gen);
+  EXPECT_EQ(y.scalar_type(), at::kFloat);
+  auto per_sample = y.select(2, 0).select(1, 0);  // [64]
+  int kept = 0;
+  for (int64_t i = 0; i < 64; ++i) {
+    const float v = per_sample[i].item<float>();
+    if (v == 0.0f) continue;
+    ++kept;
+    EXPECT_FLOAT_EQ(v, static_cast<float>(1.0 / 0.9));
+  }
+  EXPECT_GT(kept, 40);
+  EXPECT_LT(kept, 64);
+  // Eval mode (no generator) is the identity.
+  EXPECT_TRUE(model::drop_path(x, 0.1, nullptr).is_same(x));
+}

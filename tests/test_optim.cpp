@@ -1,5 +1,6 @@
 // AdamW with dBOT's weight-decay groups and the per-stage warmup + cosine schedule, against
 // torch.optim.AdamW and MAE's adjust_learning_rate (tests/reference/make_golden.py).
+#include "dbot/compat.h"
 #include "dbot/mkd/distiller.h"
 #include "dbot/train/optim.h"
 #include "dbot/train/schedule.h"
@@ -88,4 +89,54 @@ TEST(Schedule, StagesAndValidation) {
   EXPECT_THROW(train::validate_stage_epochs({0}), std::invalid_argument);
   EXPECT_THROW(train::validate_stage_epochs({1, 2}), std::invalid_argument);
   EXPECT_THROW(train::validate_stage_epochs({0, 5, 5}), std::invalid_argument);
+}
+
+TEST(AdamW, StateRoundTripAndShapeErrors) {
+  auto w = at::ones({2, 2}).requires_grad_(true);
+  train::AdamW a({{"w", w}}, {});
+  (w * w).sum().backward();
+  a.step(0.1);
+  const auto s = a.state();
+  EXPECT_EQ(s.step, 1);
+  auto w2 = at::ones({2, 2}).requires_grad_(true);
+  train::AdamW b({{"w", w2}}, {});
+  b.load_state(s, "ckpt.pt");
+  EXPECT_EQ(b.step_count(), 1);
+  EXPECT_TRUE(b.state().exp_avg.at("w").equal(s.exp_avg.at("w")));
+  auto v = at::ones({3}).requires_grad_(true);
+  train::AdamW c({{"w", v}}, {});
+  const auto e = test::error_of([&] { c.load_state(s, "ckpt.pt"); });
+  EXPECT_NE(e.find("ckpt.pt: optimizer state of 'w' has shape"), std::string::npos) << e;
+  train::AdamW other({{"x", v}}, {});
+  EXPECT_NE(test::error_of([&] { other.load_state(s, "ckpt.pt"); }).find("lacks 'x'"), std::string::npos);
+}
+
+TEST(AdamW, FusedKernelMatchesForeach) {
+  // The fused kernel (used on CUDA) against the _foreach form, where this LibTorch has it on the CPU too.
+  if (!compat::has_fused_adamw(c10::Device(c10::kCPU))) GTEST_SKIP() << "no fused AdamW on CPU in this LibTorch";
+  mkd::Distiller d1(test::tiny_vit(), test::tiny_mkd(), 0), d2(test::tiny_vit(), test::tiny_mkd(), 0);
+  train::AdamWConfig cfg;
+  train::AdamW foreach_opt(d1.named_student_parameters(), cfg);
+  cfg.fused = true;
+  train::AdamW fused_opt(d2.named_student_parameters(), cfg);
+  const auto imgs = test::given_images();
+  const auto a = d1.named_student_parameters(), b = d2.named_student_parameters();
+  for (int step = 0; step < 3; ++step) {
+    // The same gradients for both (computed on d1): near-zero gradients would otherwise flip sign between
+    // the two after one step's rounding differences, and Adam turns a sign into a step of size lr.
+    auto gen = core::derive_generator(0, core::RngPurpose::kStep, static_cast<uint64_t>(step));
+    d1.forward(imgs, gen).backward();
+    for (size_t i = 0; i < a.size(); ++i) b[i].second.mutable_grad() = a[i].second.grad().clone();
+    foreach_opt.step(1e-3);
+    fused_opt.step(1e-3);
+    foreach_opt.zero_grad();
+    {
+      at::NoGradGuard no_grad;  // continue both from the same weights
+      for (size_t i = 0; i < a.size(); ++i) {
+        EXPECT_TRUE(all_close(b[i].second, a[i].second, 1e-6, 1e-7)) << a[i].first << " step " << step;
+        b[i].second.copy_(a[i].second);
+      }
+    }
+  }
+  EXPECT_EQ(fused_opt.state().step, 3);
 }

@@ -1,6 +1,7 @@
-// compat: the only place that knows which LibTorch we build against.
-// Debian's libtorch-dev is 1.13 (CPU only); the PyPI wheel is 2.x (CUDA, SDPA kernels).
-// Everything version-specific (autocast switches, fused attention, generators) goes through here.
+// compat: the only place that knows which LibTorch we build against, and whether it has CUDA.
+// Debian's libtorch-dev is 1.13 (CPU only); the PyPI wheel is 2.x (CUDA, SDPA kernels, fused AdamW).
+// Everything version- or CUDA-specific (autocast switches, fused kernels, generators, device queries,
+// memory statistics) goes through here; the rest of dbot is device-generic ATen.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -16,17 +17,33 @@ std::string torch_version();
 
 // True when this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX-BF16).
 bool cpu_has_bf16();
+// True when this LibTorch's CPU autocast accepts fp16 (2.x).
+bool cpu_autocast_supports_fp16();
 
-// RAII: enables bf16 autocast on CPU for its lifetime (no-op when enabled == false),
-// restores the previous state on exit and drops the autocast weight cache at the outermost exit.
+// CUDA: whether this binary was built against a LibTorch with CUDA, the number of visible GPUs (0 without),
+// a GPU's name, whether it computes in bf16 natively (compute capability >= 8.0).
+bool built_with_cuda();
+int cuda_device_count();
+std::string cuda_device_name(int index);
+bool cuda_supports_bf16(int index);
+
+// Waits for the device's queued work (timing); no-op on CPU.
+void synchronize(c10::Device device);
+// Peak memory since the last reset: the caching allocator's peak on CUDA, the process's peak RSS on CPU.
+void reset_peak_memory(c10::Device device);
+int64_t peak_memory_bytes(c10::Device device);
+
+// RAII: enables autocast on `device` with `dtype` for its lifetime (no-op when dtype == kFloat), restores
+// the previous state on exit and drops the autocast weight cache at the outermost exit.
 class AutocastGuard {
  public:
-  explicit AutocastGuard(bool enabled);
+  AutocastGuard(c10::DeviceType device, at::ScalarType dtype);
   ~AutocastGuard();
   AutocastGuard(const AutocastGuard&) = delete;
   AutocastGuard& operator=(const AutocastGuard&) = delete;
 
  private:
+  c10::DeviceType device_;
   bool enabled_;
   bool previous_ = false;
   at::ScalarType previous_dtype_ = at::kBFloat16;
@@ -34,6 +51,13 @@ class AutocastGuard {
 
 // softmax(q k^T * head_dim^-0.5) v for q, k, v: [N, H, T, Dh]. Uses the fused kernel where LibTorch has it.
 at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// torch.optim.AdamW's fused kernel (one pass per tensor) where this LibTorch has it for the device.
+bool has_fused_adamw(c10::Device device);
+// Increments every step tensor, then one AdamW update (decoupled decay) of every parameter. Only where
+// has_fused_adamw(device).
+void fused_adamw(at::TensorList params, at::TensorList grads, at::TensorList exp_avg, at::TensorList exp_avg_sq,
+                 at::TensorList steps, double lr, double beta1, double beta2, double weight_decay, double eps);
 
 // A CPU generator with a fixed seed (all randomness in dbot comes from explicit generators).
 at::Generator make_cpu_generator(uint64_t seed);

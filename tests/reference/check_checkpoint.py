@@ -33,7 +33,7 @@ def load(path):
     missing = KEYS - set(ckpt)
     if missing:
         fail(f"{path}: missing keys {sorted(missing)}")
-    if ckpt["format_version"] != 1:
+    if ckpt["format_version"] != 2:
         fail(f"{path}: format_version {ckpt['format_version']}")
     return ckpt
 

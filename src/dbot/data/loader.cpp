@@ -3,7 +3,7 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "dbot/mkd/distiller.h"
+#include "dbot/core/rng.h"
 
 namespace dbot::data {
 
@@ -71,7 +71,7 @@ TrainLoader::TrainLoader(const Dataset& ds, const DataConfig& cfg, int64_t batch
 }
 
 at::Tensor TrainLoader::permutation(int64_t epoch) const {
-  auto gen = mkd::derive_generator(seed_, mkd::RngPurpose::kShuffle, static_cast<uint64_t>(epoch));
+  auto gen = core::derive_generator(seed_, core::RngPurpose::kShuffle, static_cast<uint64_t>(epoch));
   return at::randperm(ds_.size(), gen, at::TensorOptions().dtype(at::kLong));
 }
 

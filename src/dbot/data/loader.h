@@ -1,5 +1,5 @@
 // Batches for pretraining and evaluation from an in-memory Dataset.
-// Training: a per-epoch permutation from derive_generator(seed, kShuffle, epoch), drop_last as MAE, then
+// Training: a per-epoch permutation from core::derive_generator(seed, kShuffle, epoch), drop_last as MAE, then
 // RandomResizedCrop(scale, ratio 3/4..4/3, bicubic) + horizontal flip, done for the whole batch at once
 // with affine_grid/grid_sample, with the step's generator. Everything is reproducible from the seed.
 #pragma once
@@ -19,6 +19,7 @@ at::Tensor random_resized_crop_flip(const at::Tensor& x, double scale_min, doubl
 class TrainLoader {
  public:
   TrainLoader(const Dataset& ds, const DataConfig& cfg, int64_t batch_size, uint64_t seed);
+  int64_t size() const { return ds_.size(); }
   int64_t iters_per_epoch() const { return ds_.size() / batch_size_; }
   at::Tensor permutation(int64_t epoch) const;  // [N] int64
   // Batch `iteration` of an epoch given its permutation, augmented with gen: [B, C, H, W] float.

@@ -7,24 +7,26 @@
 #include <stdexcept>
 
 #include "dbot/compat.h"
+#include "dbot/core/rng.h"
 #include "dbot/data/loader.h"
 #include "dbot/io/files.h"
-#include "dbot/mkd/distiller.h"
 #include "dbot/train/checkpoint.h"
 #include "dbot/train/optim.h"
 
 namespace dbot::eval {
 
 at::Tensor extract_features(model::VisionTransformer& encoder, const at::Tensor& images_u8, const data::DataConfig& dc,
-                            int64_t batch_size, bool bf16) {
+                            int64_t batch_size, const core::Runtime& runtime) {
   at::NoGradGuard no_grad;
+  encoder->to(runtime.device);
   encoder->eval();
   std::vector<at::Tensor> out;
   for (int64_t start = 0; start < images_u8.size(0); start += batch_size) {
-    auto x = data::normalize(images_u8.slice(0, start, start + batch_size), dc.mean, dc.std);
-    compat::AutocastGuard autocast(bf16);
-    auto tokens = encoder->forward_features(x, /*final_norm=*/true).to(at::kFloat);  // [B, 1+L, D]
-    out.push_back(at::cat({tokens.select(1, 0), tokens.slice(1, 1).mean(1)}, 1));    // [B, 2D]
+    auto x = core::to_device(data::normalize(images_u8.slice(0, start, start + batch_size), dc.mean, dc.std),
+                             runtime.device);
+    compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
+    auto tokens = encoder->forward_features(x, /*final_norm=*/true).to(at::kFloat);             // [B, 1+L, D]
+    out.push_back(at::cat({tokens.select(1, 0), tokens.slice(1, 1).mean(1)}, 1).to(at::kCPU));  // [B, 2D]
   }
   return at::cat(out, 0);
 }
@@ -50,7 +52,7 @@ double knn_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const 
 }
 
 double linprobe_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const at::Tensor& test_f,
-                         const at::Tensor& test_y, int64_t num_classes, const io::EvalConfig& cfg, uint64_t seed) {
+                         const at::Tensor& test_y, int64_t num_classes, const EvalConfig& cfg) {
   auto mean = train_f.mean(0, true), std = train_f.std(0, true, true) + 1e-6;
   auto xtr = (train_f - mean) / std, xte = (test_f - mean) / std;
   const int64_t N = xtr.size(0), B = cfg.linprobe_batch_size;
@@ -63,7 +65,7 @@ double linprobe_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, c
   train::AdamW opt({{"head.weight", weight}, {"head.bias", bias}}, oc);
   const int64_t ipe = N / B, total = cfg.linprobe_epochs * ipe;
   for (int64_t epoch = 0; epoch < cfg.linprobe_epochs; ++epoch) {
-    auto gen = mkd::derive_generator(seed, mkd::RngPurpose::kEval, static_cast<uint64_t>(epoch));
+    auto gen = core::derive_generator(cfg.seed, core::RngPurpose::kEval, static_cast<uint64_t>(epoch));
     auto perm = at::randperm(N, gen, at::TensorOptions().dtype(at::kLong));
     for (int64_t it = 0; it < ipe; ++it) {
       auto idx = perm.slice(0, it * B, (it + 1) * B);
@@ -81,28 +83,22 @@ double linprobe_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, c
 }
 
 Scores evaluate_encoder(model::VisionTransformer& encoder, const data::Dataset& train, const data::Dataset& test,
-                        const io::RunConfig& cfg, bool bf16, bool knn, bool linprobe) {
-  const auto ftr = extract_features(encoder, train.images, cfg.data, cfg.eval.batch_size, bf16);
-  const auto fte = extract_features(encoder, test.images, cfg.data, cfg.eval.batch_size, bf16);
+                        const data::DataConfig& data, const EvalConfig& cfg, const core::Runtime& runtime, bool knn,
+                        bool linprobe) {
+  const auto ftr = extract_features(encoder, train.images, data, cfg.batch_size, runtime);
+  const auto fte = extract_features(encoder, test.images, data, cfg.batch_size, runtime);
   Scores s;
-  if (knn) {
-    s.knn =
-        knn_accuracy(ftr, train.labels, fte, test.labels, train.num_classes, cfg.eval.knn_k, cfg.eval.knn_temperature);
-  }
-  if (linprobe) {
-    s.linprobe = linprobe_accuracy(ftr, train.labels, fte, test.labels, train.num_classes, cfg.eval, cfg.train.seed);
-  }
+  if (knn) s.knn = knn_accuracy(ftr, train.labels, fte, test.labels, train.num_classes, cfg.knn_k, cfg.knn_temperature);
+  if (linprobe) s.linprobe = linprobe_accuracy(ftr, train.labels, fte, test.labels, train.num_classes, cfg);
   return s;
 }
 
-model::VisionTransformer load_encoder(const std::string& path, const std::string& which) {
+model::VisionTransformer load_encoder(const std::string& path, const std::string& which, model::VitConfig arch) {
   const train::Checkpoint ckpt = train::load_checkpoint(path);
-  const io::RunConfig cfg = io::config_from_yaml(ckpt.config, path + " (config)");
   const train::TensorMap& state = which == "teacher" ? ckpt.teacher : ckpt.model;
-  model::VitConfig vc = cfg.model;
-  vc.depth = train::count_blocks(state);
-  vc.drop_path_rate = 0.0;
-  model::VisionTransformer encoder(vc);
+  arch.depth = train::count_blocks(state);
+  arch.drop_path_rate = 0.0;
+  model::VisionTransformer encoder(arch);
   train::load_state_dict(*encoder, state, path + " (" + which + ")");
   encoder->eval();
   return encoder;
@@ -119,7 +115,9 @@ std::string results_markdown(const std::vector<StageResult>& rows, const std::st
   return (title.empty() ? "" : "## " + title + "\n\n") + md;
 }
 
-std::vector<StageResult> evaluate_run(const std::string& run_dir, const io::RunConfig& cfg, bool bf16, bool quiet) {
+std::vector<StageResult> evaluate_run(const std::string& run_dir, const model::VitConfig& arch,
+                                      const data::DataConfig& data, const EvalConfig& cfg, const core::Runtime& runtime,
+                                      bool quiet) {
   namespace fs = std::filesystem;
   std::vector<std::pair<std::string, StageResult>> todo;  // (checkpoint, row)
   if (!fs::exists(run_dir + "/stage-1.pt")) throw std::runtime_error(run_dir + ": no stage-1.pt to evaluate");
@@ -127,12 +125,12 @@ std::vector<StageResult> evaluate_run(const std::string& run_dir, const io::RunC
   for (int64_t k = 1; fs::exists(run_dir + "/stage-" + std::to_string(k) + ".pt"); ++k) {
     todo.push_back({run_dir + "/stage-" + std::to_string(k) + ".pt", {k, "stage-" + std::to_string(k) + ".pt:model"}});
   }
-  const data::Dataset train_set = data::load_dataset(cfg.data, "train");
-  const data::Dataset test_set = data::load_dataset(cfg.data, "test");
+  const data::Dataset train_set = data::load_dataset(data, "train");
+  const data::Dataset test_set = data::load_dataset(data, "test");
   std::vector<StageResult> rows;
   for (auto& [path, row] : todo) {
-    auto encoder = load_encoder(path, row.stage == 0 ? "teacher" : "model");
-    const Scores scores = evaluate_encoder(encoder, train_set, test_set, cfg, bf16, true, true);
+    auto encoder = load_encoder(path, row.stage == 0 ? "teacher" : "model", arch);
+    const Scores scores = evaluate_encoder(encoder, train_set, test_set, data, cfg, runtime, true, true);
     row.knn = scores.knn;
     row.linprobe = scores.linprobe;
     if (!quiet) {
@@ -143,17 +141,17 @@ std::vector<StageResult> evaluate_run(const std::string& run_dir, const io::RunC
     rows.push_back(row);
   }
   nlohmann::json j;
-  j["model"] = cfg.model.name;
+  j["model"] = arch.name;
   j["train_images"] = train_set.size();
   j["test_images"] = test_set.size();
   j["protocol"] = {{"features", "final norm, CLS concat mean(patches)"},
-                   {"knn_k", cfg.eval.knn_k},
-                   {"knn_temperature", cfg.eval.knn_temperature},
-                   {"linprobe_epochs", cfg.eval.linprobe_epochs}};
+                   {"knn_k", cfg.knn_k},
+                   {"knn_temperature", cfg.knn_temperature},
+                   {"linprobe_epochs", cfg.linprobe_epochs}};
   for (const auto& r : rows)
     j["stages"].push_back({{"stage", r.stage}, {"source", r.source}, {"knn", r.knn}, {"linprobe", r.linprobe}});
   io::write_atomic(run_dir + "/results.json", j.dump(2) + "\n");
-  io::write_atomic(run_dir + "/results.md", results_markdown(rows, "dbot per-stage evaluation: " + cfg.model.name));
+  io::write_atomic(run_dir + "/results.md", results_markdown(rows, "dbot per-stage evaluation: " + arch.name));
   return rows;
 }
 

@@ -11,33 +11,48 @@
 #include <string>
 #include <vector>
 
+#include "dbot/core/runtime.h"
 #include "dbot/data/dataset.h"
-#include "dbot/io/config.h"
 #include "dbot/model/vit.h"
 
 namespace dbot::eval {
 
-// [N, 2D] fp32 features of uint8 images (normalized with mean/std), in batches, without autograd.
+// The recipe's eval section.
+struct EvalConfig {
+  int64_t knn_k = 20;
+  double knn_temperature = 0.07;
+  int64_t linprobe_epochs = 20;
+  double linprobe_lr = 1e-3;
+  int64_t linprobe_batch_size = 256;
+  double linprobe_weight_decay = 1e-4;
+  int64_t batch_size = 500;  // feature extraction
+  uint64_t seed = 0;         // the linear probe's shuffling (the run's train.seed)
+};
+
+// [N, 2D] fp32 CPU features of uint8 images (normalized with mean/std), in batches on the runtime's device
+// under its autocast, without autograd.
 at::Tensor extract_features(model::VisionTransformer& encoder, const at::Tensor& images_u8, const data::DataConfig& dc,
-                            int64_t batch_size, bool bf16);
+                            int64_t batch_size, const core::Runtime& runtime);
 
 // Accuracy in [0, 1].
 double knn_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const at::Tensor& test_f,
                     const at::Tensor& test_y, int64_t num_classes, int64_t k, double temperature);
 
 double linprobe_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const at::Tensor& test_f,
-                         const at::Tensor& test_y, int64_t num_classes, const io::EvalConfig& cfg, uint64_t seed);
+                         const at::Tensor& test_y, int64_t num_classes, const EvalConfig& cfg);
 
 struct Scores {
   double knn = -1, linprobe = -1;  // accuracy in [0, 1]; -1 = not run
 };
-// Features of both splits from the encoder, then the requested protocols with cfg.eval's settings.
+// Features of both splits from the encoder, then the requested protocols with the eval settings.
 Scores evaluate_encoder(model::VisionTransformer& encoder, const data::Dataset& train, const data::Dataset& test,
-                        const io::RunConfig& cfg, bool bf16, bool knn, bool linprobe);
+                        const data::DataConfig& data, const EvalConfig& cfg, const core::Runtime& runtime, bool knn,
+                        bool linprobe);
 
-// An encoder from a checkpoint: which = "model" (the student) or "teacher". The architecture comes from
-// the checkpoint's config; the depth from the tensors (a zero-block teacher has none).
-model::VisionTransformer load_encoder(const std::string& checkpoint_path, const std::string& which);
+// An encoder from a checkpoint: which = "model" (the student) or "teacher". The architecture is `arch`
+// (the run's model config); the depth comes from the tensors (a zero-block teacher has none).
+model::VisionTransformer load_encoder(const std::string& checkpoint_path, const std::string& which,
+                                      model::VitConfig arch);
 
 struct StageResult {
   int64_t stage;
@@ -47,7 +62,9 @@ struct StageResult {
 
 // Evaluates stage 0 (stage-1.pt's teacher) and every stage-k.pt student of a run folder; writes
 // results.json and results.md there (atomically) and returns the rows.
-std::vector<StageResult> evaluate_run(const std::string& run_dir, const io::RunConfig& cfg, bool bf16, bool quiet);
+std::vector<StageResult> evaluate_run(const std::string& run_dir, const model::VitConfig& arch,
+                                      const data::DataConfig& data, const EvalConfig& cfg, const core::Runtime& runtime,
+                                      bool quiet);
 
 // Markdown table of the rows.
 std::string results_markdown(const std::vector<StageResult>& rows, const std::string& title);

@@ -37,7 +37,8 @@ struct VitConfig {
 };
 
 // Per-sample stochastic depth: drops the whole residual branch of a sample with probability `rate`
-// and scales the kept ones by 1/(1 - rate). Identity when gen == nullptr or rate == 0.
+// and scales the kept ones by 1/(1 - rate) in fp32 (a bf16 x gives an fp32 result). Identity when
+// gen == nullptr or rate == 0.
 at::Tensor drop_path(const at::Tensor& x, double rate, at::Generator* gen);
 
 // Multi-head self-attention with one fused qkv projection [3D, D], read as (3, heads, head_dim).

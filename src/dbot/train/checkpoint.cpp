@@ -16,7 +16,7 @@ namespace {
 
 c10::Dict<std::string, at::Tensor> to_dict(const TensorMap& m) {
   c10::Dict<std::string, at::Tensor> d;
-  for (const auto& [k, v] : m) d.insert(k, v);
+  for (const auto& [k, v] : m) d.insert(k, v.to(at::kCPU));  // device-independent files
   return d;
 }
 
@@ -55,36 +55,49 @@ std::vector<char> pickle_plain(const c10::IValue& value) {
   return container;
 }
 
-void save_checkpoint(const std::string& path, const mkd::Distiller& d, const AdamW* optimizer, int64_t epoch,
-                     int64_t iteration, const std::string& config_yaml) {
-  c10::impl::GenericDict ckpt(c10::StringType::get(), c10::AnyType::get());
+namespace {
+c10::impl::GenericDict make_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+
+c10::impl::GenericDict optimizer_dict(const AdamW& optimizer) {
+  const AdamWState state = optimizer.state();
+  auto opt = make_dict();
+  opt.insert("step", state.step);
+  opt.insert("exp_avg", to_dict(state.exp_avg));
+  opt.insert("exp_avg_sq", to_dict(state.exp_avg_sq));
+  opt.insert("weight_decay", optimizer.config().weight_decay);
+  c10::impl::GenericList betas(c10::AnyType::get());  // a plain list (typed lists pickle with JIT helpers)
+  betas.push_back(optimizer.config().beta1);
+  betas.push_back(optimizer.config().beta2);
+  opt.insert("betas", betas);
+  opt.insert("eps", optimizer.config().eps);
+  return opt;
+}
+}  // namespace
+
+void save_checkpoint(const std::string& path, const mkd::Distiller& d, int64_t epoch, int64_t iteration,
+                     const std::string& config_yaml, const TrainingState& state) {
+  auto ckpt = make_dict();
   ckpt.insert("format_version", kCheckpointFormatVersion);
-  TensorMap model = state_dict(*d.student);
-  for (auto& [k, v] : state_dict(*d.decoder)) model[k] = v;
-  ckpt.insert("model", to_dict(model));
+  ckpt.insert("model", to_dict(state_dict(*d.student)));
   ckpt.insert("teacher", to_dict(state_dict(*d.teacher)));
-  if (optimizer != nullptr) {
-    TensorMap m, v;
-    for (size_t i = 0; i < optimizer->params().size(); ++i) {
-      m[optimizer->params()[i].first] = optimizer->exp_avg()[i];
-      v[optimizer->params()[i].first] = optimizer->exp_avg_sq()[i];
+  if (state.optimizer != nullptr) ckpt.insert("optimizer", optimizer_dict(*state.optimizer));
+  if (state.loss_scaler != nullptr && state.loss_scaler->enabled()) {
+    auto ls = make_dict();
+    ls.insert("scale", state.loss_scaler->state().scale);
+    ls.insert("growth_tracker", state.loss_scaler->state().growth_tracker);
+    ckpt.insert("loss_scaler", ls);
+  }
+  if (state.partial_grads) {
+    TensorMap grads;
+    for (const auto& [name, p] : d.named_student_parameters()) {
+      if (p.grad().defined()) grads[name] = p.grad();
     }
-    c10::impl::GenericDict opt(c10::StringType::get(), c10::AnyType::get());
-    opt.insert("step", optimizer->step_count());
-    opt.insert("exp_avg", to_dict(m));
-    opt.insert("exp_avg_sq", to_dict(v));
-    opt.insert("weight_decay", optimizer->config().weight_decay);
-    c10::impl::GenericList betas(c10::AnyType::get());  // a plain list (typed lists pickle with JIT helpers)
-    betas.push_back(optimizer->config().beta1);
-    betas.push_back(optimizer->config().beta2);
-    opt.insert("betas", betas);
-    opt.insert("eps", optimizer->config().eps);
-    ckpt.insert("optimizer", opt);
+    ckpt.insert("grad_accum", to_dict(grads));
   }
   ckpt.insert("stage", d.stage());
   ckpt.insert("epoch", epoch);
   ckpt.insert("iteration", iteration);
-  c10::impl::GenericDict rng(c10::StringType::get(), c10::AnyType::get());
+  auto rng = make_dict();
   rng.insert("scheme", std::string("derived"));
   rng.insert("seed", static_cast<int64_t>(d.seed));
   ckpt.insert("rng", rng);
@@ -111,9 +124,9 @@ Checkpoint load_checkpoint(const std::string& path) {
   };
   Checkpoint c;
   c.format_version = need("format_version").toInt();
-  if (c.format_version != kCheckpointFormatVersion) {
+  if (c.format_version < 1 || c.format_version > kCheckpointFormatVersion) {
     throw std::runtime_error(path + ": checkpoint format_version " + std::to_string(c.format_version) +
-                             " is not supported by this dbot (expects " + std::to_string(kCheckpointFormatVersion) +
+                             " is not supported by this dbot (reads 1 to " + std::to_string(kCheckpointFormatVersion) +
                              ")");
   }
   c.model = to_map(need("model"), path, "model");
@@ -126,10 +139,17 @@ Checkpoint load_checkpoint(const std::string& path) {
   if (dict.contains("optimizer")) {
     auto opt = dict.at("optimizer").toGenericDict();
     c.has_optimizer = true;
-    c.optimizer_step = opt.at("step").toInt();
-    c.exp_avg = to_map(opt.at("exp_avg"), path, "optimizer.exp_avg");
-    c.exp_avg_sq = to_map(opt.at("exp_avg_sq"), path, "optimizer.exp_avg_sq");
+    c.optimizer.step = opt.at("step").toInt();
+    c.optimizer.exp_avg = to_map(opt.at("exp_avg"), path, "optimizer.exp_avg");
+    c.optimizer.exp_avg_sq = to_map(opt.at("exp_avg_sq"), path, "optimizer.exp_avg_sq");
   }
+  if (dict.contains("loss_scaler")) {
+    auto ls = dict.at("loss_scaler").toGenericDict();
+    c.has_loss_scaler = true;
+    c.loss_scaler.scale = ls.at("scale").toDouble();
+    c.loss_scaler.growth_tracker = ls.at("growth_tracker").toInt();
+  }
+  if (dict.contains("grad_accum")) c.grad_accum = to_map(dict.at("grad_accum"), path, "grad_accum");
   return c;
 }
 
@@ -143,24 +163,26 @@ int64_t count_blocks(const TensorMap& state, const std::string& prefix) {
   return static_cast<int64_t>(ids.size());
 }
 
-void restore(mkd::Distiller& d, AdamW* optimizer, const Checkpoint& c, const std::string& path) {
-  d.prepare_resume(c.stage, count_blocks(c.teacher));
-  load_state_dict(*d.student, c.model, path + " (model)");
-  load_state_dict(*d.decoder, c.model, path + " (model, decoder)");
-  load_state_dict(*d.teacher, c.teacher, path + " (teacher)");
+void restore(mkd::Distiller& d, AdamW* optimizer, LossScaler* loss_scaler, const Checkpoint& c,
+             const std::string& path) {
+  if (c.seed != d.seed) {
+    throw std::runtime_error(path + ": was written with seed " + std::to_string(c.seed) + ", this run has seed " +
+                             std::to_string(d.seed));
+  }
+  d.load(c.stage, c.model, c.teacher, path);
   if (optimizer == nullptr) return;
   if (!c.has_optimizer) throw std::runtime_error(path + ": checkpoint has no optimizer state to resume from");
+  optimizer->load_state(c.optimizer, path);
+  if (loss_scaler != nullptr && c.has_loss_scaler) loss_scaler->load_state(c.loss_scaler);
   at::NoGradGuard no_grad;
-  for (size_t i = 0; i < optimizer->params().size(); ++i) {
-    const auto& name = optimizer->params()[i].first;
-    auto m = c.exp_avg.find(name), v = c.exp_avg_sq.find(name);
-    if (m == c.exp_avg.end() || v == c.exp_avg_sq.end()) {
-      throw std::runtime_error(path + ": optimizer state lacks '" + name + "'");
+  for (const auto& [name, p] : d.named_student_parameters()) {
+    const auto g = c.grad_accum.find(name);
+    if (g == c.grad_accum.end()) continue;
+    if (g->second.sizes() != p.sizes()) {
+      throw std::runtime_error(path + ": grad_accum of '" + name + "' has shape " + c10::str(g->second.sizes()));
     }
-    optimizer->exp_avg()[i].copy_(m->second);
-    optimizer->exp_avg_sq()[i].copy_(v->second);
+    p.mutable_grad() = g->second.to(p.device()).clone();
   }
-  optimizer->set_step_count(c.optimizer_step);
 }
 
 }  // namespace dbot::train

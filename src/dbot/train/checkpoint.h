@@ -1,22 +1,26 @@
 // Checkpoints: one pickled plain dict that Python opens with torch.load (no dbot code needed):
-//   {"format_version": 1, "model": {student encoder (timm names) + decoder (dBOT names)},
+//   {"format_version": 2, "model": {student encoder (timm names) + decoder (dBOT names)},
 //    "teacher": {teacher encoder, timm names}, "optimizer": {"step", "exp_avg": {name: T},
-//    "exp_avg_sq": {name: T}, "weight_decay", "betas", "eps"}, "stage", "epoch", "iteration",
-//    "rng": {"scheme": "derived", "seed"}, "config": "<resolved recipe, YAML>"}
-// epoch/iteration say where training continues: epoch `epoch`, iteration `iteration` within it.
-// All randomness derives from (seed, purpose, index), so rng holds only the seed.
-// Files are written atomically (temporary file + rename).
+//    "exp_avg_sq": {name: T}, "weight_decay", "betas", "eps"},
+//    "loss_scaler": {"scale", "growth_tracker"} (fp16 runs), "grad_accum": {name: T} (only when written inside
+//    a gradient-accumulation window: the partial gradients, so that a resume continues exactly),
+//    "stage", "epoch", "iteration", "rng": {"scheme": "derived", "seed"}, "config": "<resolved recipe, YAML>"}
+// epoch/iteration say where training continues: epoch `epoch`, iteration `iteration` within it. Tensors
+// are stored on the CPU whatever the device, so a GPU checkpoint resumes on a CPU and the other way round.
+// All randomness derives from (seed, purpose, index), so rng holds only the seed. Version 1 files (no
+// loss_scaler, no grad_accum) are still read. Files are written atomically (temporary file + rename).
 #pragma once
 
 #include <map>
 #include <string>
 
 #include "dbot/mkd/distiller.h"
+#include "dbot/train/loss_scaler.h"
 #include "dbot/train/optim.h"
 
 namespace dbot::train {
 
-constexpr int64_t kCheckpointFormatVersion = 1;
+constexpr int64_t kCheckpointFormatVersion = 2;
 
 using model::load_state_dict;
 using model::state_dict;
@@ -26,26 +30,37 @@ struct Checkpoint {
   int64_t format_version = kCheckpointFormatVersion;
   TensorMap model, teacher;
   bool has_optimizer = false;
-  int64_t optimizer_step = 0;
-  TensorMap exp_avg, exp_avg_sq;
+  AdamWState optimizer;
+  bool has_loss_scaler = false;
+  LossScalerState loss_scaler;
+  TensorMap grad_accum;  // partial gradients of an unfinished accumulation window; empty at boundaries
   int64_t stage = 1, epoch = 0, iteration = 0;
   uint64_t seed = 0;
   std::string config;  // YAML
+};
+
+// What a checkpoint holds besides the networks (all optional: stage-<k>.pt files hold none of it).
+struct TrainingState {
+  const AdamW* optimizer = nullptr;
+  const LossScaler* loss_scaler = nullptr;  // saved when enabled (fp16)
+  bool partial_grads = false;               // inside an accumulation window: save the student's gradients
 };
 
 // torch.save-compatible bytes (zip container) of a value made of dicts, lists, strings, numbers and
 // tensors, readable by Python's torch.load with its default weights_only=True.
 std::vector<char> pickle_plain(const c10::IValue& value);
 
-void save_checkpoint(const std::string& path, const mkd::Distiller& distiller, const AdamW* optimizer, int64_t epoch,
-                     int64_t iteration, const std::string& config_yaml);
+void save_checkpoint(const std::string& path, const mkd::Distiller& distiller, int64_t epoch, int64_t iteration,
+                     const std::string& config_yaml, const TrainingState& state = {});
 
 // Throws std::runtime_error naming the file when it is missing, truncated, not a dbot checkpoint, or of
 // an unsupported format_version.
 Checkpoint load_checkpoint(const std::string& path);
 
-// Loads student, decoder, teacher (rebuilt with the saved depth) and stage; then the optimizer state.
-void restore(mkd::Distiller& distiller, AdamW* optimizer, const Checkpoint& ckpt, const std::string& path);
+// Loads student, decoder, teacher (rebuilt with the saved depth) and stage; then, when given, the optimizer
+// state, the loss scaler and any partial gradients. Refuses a checkpoint written with another seed.
+void restore(mkd::Distiller& distiller, AdamW* optimizer, LossScaler* loss_scaler, const Checkpoint& ckpt,
+             const std::string& path);
 
 // Number of blocks in an encoder state dict ("blocks.{i}." prefixes).
 int64_t count_blocks(const TensorMap& state, const std::string& prefix = "blocks.");

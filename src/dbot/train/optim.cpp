@@ -1,8 +1,16 @@
 #include "dbot/train/optim.h"
 
 #include <cmath>
+#include <stdexcept>
+
+#include "dbot/compat.h"
 
 namespace dbot::train {
+
+double OptimConfig::peak_lr(int64_t world_size) const {
+  if (lr > 0.0) return lr;
+  return blr * static_cast<double>(batch_size * accum_iter * world_size) / 256.0;
+}
 
 bool no_weight_decay(const std::string& name, const at::Tensor& param) {
   const std::string suffix = ".bias";
@@ -19,6 +27,13 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, AdamW
     exp_avg_sq_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
     (no_weight_decay(params_[i].first, p) ? no_decay_idx_ : decay_idx_).push_back(i);
   }
+  if (cfg_.fused) {
+    if (params_.empty() || !compat::has_fused_adamw(params_.front().second.device())) {
+      throw std::invalid_argument("fused AdamW is not available in LibTorch " + compat::torch_version() +
+                                  " for this device");
+    }
+    for (const auto& item : params_) steps_.push_back(at::zeros({}, item.second.options().dtype(at::kFloat)));
+  }
 }
 
 void AdamW::zero_grad() {
@@ -28,18 +43,23 @@ void AdamW::zero_grad() {
   }
 }
 
-double AdamW::clip_grad_norm(double max_norm) {
-  at::NoGradGuard no_grad;
-  std::vector<at::Tensor> grads;
-  for (auto& item : params_) {
-    if (item.second.grad().defined()) grads.push_back(item.second.grad());
+std::vector<at::Tensor> AdamW::grads() const {
+  std::vector<at::Tensor> out;
+  for (const auto& item : params_) {
+    if (item.second.grad().defined()) out.push_back(item.second.grad());
   }
-  if (grads.empty()) return 0.0;
-  auto norms = at::_foreach_norm(grads, 2);
-  const double total = at::stack(norms).to(at::kDouble).norm().item<double>();
+  return out;
+}
+
+at::Tensor AdamW::clip_grad_norm(double max_norm) {
+  at::NoGradGuard no_grad;
+  auto grads = this->grads();
+  if (grads.empty()) return at::zeros({}, at::kDouble);
+  auto total = at::stack(at::_foreach_norm(grads, 2)).to(at::kDouble).norm();  // [] on the device
   if (max_norm > 0.0) {
-    const double coef = max_norm / (total + 1e-6);  // as torch.nn.utils.clip_grad_norm_
-    if (coef < 1.0) at::_foreach_mul_(grads, coef);
+    // As torch.nn.utils.clip_grad_norm_: multiply by the clamped coefficient (1 leaves values unchanged).
+    auto coef = at::full({}, max_norm, total.options()).div(total + 1e-6).clamp_max(1.0).to(at::kFloat);
+    for (auto& g : grads) g.mul_(coef);
   }
   return total;
 }
@@ -50,7 +70,7 @@ void AdamW::step(double lr) {
   const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(step_));
   auto update = [&](const std::vector<size_t>& idx, double weight_decay) {
-    std::vector<at::Tensor> p, g, m, v;
+    std::vector<at::Tensor> p, g, m, v, s;
     for (size_t i : idx) {
       const auto& grad = params_[i].second.grad();
       if (!grad.defined()) continue;
@@ -58,8 +78,13 @@ void AdamW::step(double lr) {
       g.push_back(grad);
       m.push_back(exp_avg_[i]);
       v.push_back(exp_avg_sq_[i]);
+      if (cfg_.fused) s.push_back(steps_[i]);
     }
     if (p.empty()) return;
+    if (cfg_.fused) {
+      compat::fused_adamw(p, g, m, v, s, lr, cfg_.beta1, cfg_.beta2, weight_decay, cfg_.eps);
+      return;
+    }
     if (weight_decay != 0.0) at::_foreach_mul_(p, 1.0 - lr * weight_decay);  // decoupled decay
     at::_foreach_mul_(m, cfg_.beta1);
     at::_foreach_add_(m, g, 1.0 - cfg_.beta1);
@@ -72,6 +97,35 @@ void AdamW::step(double lr) {
   };
   update(decay_idx_, cfg_.weight_decay);
   update(no_decay_idx_, 0.0);
+}
+
+AdamWState AdamW::state() const {
+  AdamWState s;
+  s.step = step_;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    s.exp_avg[params_[i].first] = exp_avg_[i];
+    s.exp_avg_sq[params_[i].first] = exp_avg_sq_[i];
+  }
+  return s;
+}
+
+void AdamW::load_state(const AdamWState& s, const std::string& what) {
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& name = params_[i].first;
+    auto m = s.exp_avg.find(name), v = s.exp_avg_sq.find(name);
+    if (m == s.exp_avg.end() || v == s.exp_avg_sq.end()) {
+      throw std::runtime_error(what + ": optimizer state lacks '" + name + "'");
+    }
+    if (m->second.sizes() != exp_avg_[i].sizes() || v->second.sizes() != exp_avg_sq_[i].sizes()) {
+      throw std::runtime_error(what + ": optimizer state of '" + name + "' has shape " + c10::str(m->second.sizes()) +
+                               ", the parameter is " + c10::str(exp_avg_[i].sizes()));
+    }
+    exp_avg_[i].copy_(m->second);
+    exp_avg_sq_[i].copy_(v->second);
+  }
+  step_ = s.step;
+  for (auto& t : steps_) t.fill_(static_cast<double>(step_));
 }
 
 }  // namespace dbot::train

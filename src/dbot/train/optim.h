@@ -1,6 +1,8 @@
 // AdamW with the weight-decay groups of MAE/dBOT, written for this project so that its state is plain named
 // tensors (checkpointed by parameter name, readable from Python) and each step is a handful of multi-tensor
-// ops. Same update as torch.optim.AdamW (decoupled decay, bias correction from one step count).
+// ops, or torch.optim.AdamW's fused kernel where LibTorch has one for the device (CUDA on 2.x; not on CPU,
+// where the _foreach form is kept so that CPU results stay those of the golden tests). Same update as
+// torch.optim.AdamW (decoupled decay, bias correction from one step count).
 //
 // Groups: no weight decay for 1-D parameters and names ending in ".bias"; everything else decayed
 // (cls_token and mask_token, [1, 1, D], are decayed as in the official code).
@@ -12,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "dbot/model/vit.h"
+
 namespace dbot::train {
 
 struct AdamWConfig {
@@ -19,10 +23,30 @@ struct AdamWConfig {
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
+  bool fused = false;  // use the fused kernel (only where compat::has_fused_adamw(device))
+};
+
+// The recipe's optim section: batch, accumulation, lr rule, clipping and AdamW's hyper-parameters.
+struct OptimConfig {
+  int64_t batch_size = 256;  // per process
+  int64_t accum_iter = 1;
+  double blr = 1.5e-4;  // base lr: peak lr = blr * effective batch / 256 (unless lr > 0)
+  double lr = 0.0;      // absolute peak lr; 0 = derive from blr
+  double min_lr = 0.0;
+  double warmup_epochs = 40;
+  double clip_grad = 0.0;  // global-norm clipping; 0 = off
+  AdamWConfig adamw;
+  double peak_lr(int64_t world_size = 1) const;
 };
 
 // True when the parameter is excluded from weight decay.
 bool no_weight_decay(const std::string& name, const at::Tensor& param);
+
+// The optimizer's state by parameter name (what a checkpoint stores).
+struct AdamWState {
+  int64_t step = 0;
+  model::TensorMap exp_avg, exp_avg_sq;
+};
 
 class AdamW {
  public:
@@ -30,21 +54,23 @@ class AdamW {
 
   void step(double lr);  // one update with the gradients currently in .grad()
   void zero_grad();      // sets gradients to zero (keeps the buffers)
-  // Global L2 norm of all gradients; when max_norm > 0, scales them so it is at most max_norm.
-  double clip_grad_norm(double max_norm);
+  // The defined gradients, in parameter order.
+  std::vector<at::Tensor> grads() const;
+  // Global L2 norm of all gradients as a 0-dim device tensor (no host synchronization); when max_norm > 0,
+  // scales them by min(1, max_norm / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_.
+  at::Tensor clip_grad_norm(double max_norm);
+
+  AdamWState state() const;
+  // Restores a state() taken from an optimizer over the same parameter names and shapes; errors name `what`.
+  void load_state(const AdamWState& state, const std::string& what);
 
   int64_t step_count() const { return step_; }
-  void set_step_count(int64_t s) { step_ = s; }
   const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
-  std::vector<at::Tensor>& exp_avg() { return exp_avg_; }        // same order as params()
-  std::vector<at::Tensor>& exp_avg_sq() { return exp_avg_sq_; }  // same order as params()
-  const std::vector<at::Tensor>& exp_avg() const { return exp_avg_; }
-  const std::vector<at::Tensor>& exp_avg_sq() const { return exp_avg_sq_; }
   const AdamWConfig& config() const { return cfg_; }
 
  private:
   std::vector<std::pair<std::string, at::Tensor>> params_;
-  std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+  std::vector<at::Tensor> exp_avg_, exp_avg_sq_, steps_;  // steps_: per-parameter fp32 counts (fused kernel)
   std::vector<size_t> decay_idx_, no_decay_idx_;
   AdamWConfig cfg_;
   int64_t step_ = 0;

@@ -1,0 +1,41 @@
+#include "dbot/mkd/teacher.h"
+
+namespace dbot::mkd {
+
+TeacherImpl::TeacherImpl(model::VitConfig config)
+    : model::VisionTransformerImpl([&] {
+        config.drop_path_rate = 0.0;
+        return config;
+      }()) {
+  eval();
+  for (auto& p : parameters()) p.requires_grad_(false);
+}
+
+void TeacherImpl::set_compute_dtype(at::ScalarType dtype) {
+  compute_dtype_ = dtype;
+  compute_.reset();
+  if (dtype == at::kFloat) return;
+  at::NoGradGuard no_grad;
+  compute_ = std::make_shared<model::VisionTransformerImpl>(cfg);
+  compute_->to(parameters().front().device());
+  model::load_state_dict(*compute_, model::state_dict(*this), "teacher compute copy");
+  compute_->eval();
+  auto cast = [&](at::Tensor& t) { t.set_data(t.detach().to(dtype)); };
+  for (auto& p : compute_->parameters()) p.requires_grad_(false);
+  // Only the matrices: biases stay fp32, as autocast leaves them where an op is outside its lists (LibTorch
+  // 1.13 adds a 3-D linear's bias after the matmul, in fp32), and casts them itself where it is inside.
+  cast(compute_->patch_embed->proj->weight);
+  for (auto& block : compute_->blocks.blocks) {
+    for (auto* linear : {&block->attn->qkv, &block->attn->proj, &block->mlp->fc1, &block->mlp->fc2}) {
+      cast((*linear)->weight);
+    }
+  }
+}
+
+at::Tensor TeacherImpl::forward_target(const at::Tensor& imgs) {
+  at::NoGradGuard no_grad;
+  auto& net = compute_ ? *compute_ : static_cast<model::VisionTransformerImpl&>(*this);
+  return net.forward_features(imgs, /*final_norm=*/false);  // [N, 1+L, D_teacher], before the norm
+}
+
+}  // namespace dbot::mkd

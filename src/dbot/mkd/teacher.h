@@ -1,0 +1,34 @@
+// Teacher: a frozen ViT encoder whose last block's output (before the final norm) is dBOT's target.
+// It has its own config (today the student's shape, or a zero-block network at stage 0), never needs
+// gradients, and keeps a compute copy of its weights in the autocast dtype, made once per stage: autocast
+// caches casts only for leaves that require grad, so a frozen fp32 teacher would be re-cast every step.
+// The fp32 weights stay the teacher's state (what checkpoints hold and the next stage copies).
+#pragma once
+
+#include <memory>
+
+#include "dbot/model/vit.h"
+
+namespace dbot::mkd {
+
+class TeacherImpl : public model::VisionTransformerImpl {
+ public:
+  explicit TeacherImpl(model::VitConfig cfg);  // frozen (requires_grad false), eval mode
+
+  // Makes (or drops, for kFloat) the compute copy: Linear and Conv weights in `dtype`; biases, LayerNorm
+  // parameters, cls_token and positions in fp32: exactly what autocast computes with. Call again after the
+  // weights change (load, stage switch).
+  void set_compute_dtype(at::ScalarType dtype);
+  at::ScalarType compute_dtype() const { return compute_dtype_; }
+
+  // The dBOT target: [N, C, H, W] -> [N, 1+L, D_teacher], the last block's output before the final norm,
+  // without autograd. Run it under the same autocast as the student.
+  at::Tensor forward_target(const at::Tensor& imgs);
+
+ private:
+  at::ScalarType compute_dtype_ = at::kFloat;
+  std::shared_ptr<model::VisionTransformerImpl> compute_;  // null: compute with the fp32 weights
+};
+TORCH_MODULE(Teacher);
+
+}  // namespace dbot::mkd

@@ -1,0 +1,125 @@
+#include "dbot/train/step_bench.h"
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+
+#include "dbot/compat.h"
+
+namespace dbot::train {
+
+namespace {
+
+double block_flops(double T, double D, double mlp_ratio) {
+  return 2 * T * D * 3 * D + 2 * T * D * D + 2 * 2 * T * D * mlp_ratio * D + 2 * 2 * T * T * D;
+}
+
+// Milliseconds per call of f, after `warmup` calls, with the device drained before and after.
+double time_ms(const std::function<void()>& f, int64_t iters, int64_t warmup, c10::Device device) {
+  for (int64_t i = 0; i < warmup; ++i) f();
+  compat::synchronize(device);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iters; ++i) f();
+  compat::synchronize(device);
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
+         static_cast<double>(iters);
+}
+
+}  // namespace
+
+StepFlops step_flops(const PretrainConfig& cfg) {
+  const auto& m = cfg.model;
+  const auto& dec = cfg.mkd.decoder;
+  const double L = static_cast<double>(m.num_patches());
+  const double K = std::floor(L * (1.0 - cfg.mkd.mask_ratio));
+  const double D = static_cast<double>(m.embed_dim), Dd = static_cast<double>(dec.embed_dim), Dt = D;
+  const double patch = 2 * L * static_cast<double>(m.in_chans * m.patch_size * m.patch_size);
+  const double teacher_depth = static_cast<double>(cfg.mkd.teacher_depth >= 0 ? cfg.mkd.teacher_depth : m.depth);
+  StepFlops f;
+  f.teacher = patch * Dt + teacher_depth * block_flops(1 + L, Dt, m.mlp_ratio);
+  f.student = patch * D + static_cast<double>(m.depth) * block_flops(1 + K, D, m.mlp_ratio);
+  f.decoder = 2 * (1 + K) * D * Dd + static_cast<double>(dec.depth) * block_flops(1 + L, Dd, dec.mlp_ratio) +
+              2 * (1 + L) * Dd * Dt;
+  return f;
+}
+
+double matmul_peak_flops(const core::Runtime& runtime, at::ScalarType dtype) {
+  at::NoGradGuard no_grad;
+  const int64_t n = runtime.is_cuda() ? 8192 : 1024;
+  const auto opts = at::TensorOptions().dtype(dtype).device(runtime.device);
+  const auto a = at::randn({n, n}, opts), b = at::randn({n, n}, opts);
+  at::Tensor c;
+  const double ms = time_ms([&] { c = at::mm(a, b); }, runtime.is_cuda() ? 50 : 5, 2, runtime.device);
+  return 2.0 * static_cast<double>(n * n * n) / (ms * 1e-3);
+}
+
+StepBenchResult bench_step(const PretrainConfig& cfg, const core::Runtime& runtime, const StepBenchOptions& opts) {
+  const int64_t B = cfg.optim.batch_size, total = opts.steps + opts.warmup;
+  const int64_t epochs = cfg.mkd.stage_epochs.back();
+  Trainer trainer(cfg, runtime, (total + epochs - 1) / epochs + 1);
+  const auto& m = cfg.model;
+  // Synthetic normalized images on the host, as the loader hands them over.
+  const at::Tensor images = at::randn({B, m.in_chans, m.img_size, m.img_size});
+  int64_t global = 0;
+  auto step = [&] {
+    Batch batch;
+    batch.images = images;
+    batch.global = global % static_cast<int64_t>(trainer.lr_schedule().size());
+    batch.iteration = batch.global;
+    batch.rng = core::derive_generator(cfg.train.seed, core::RngPurpose::kStep, static_cast<uint64_t>(global));
+    ++global;
+    trainer.train_step(batch);
+  };
+  compat::reset_peak_memory(runtime.device);
+  StepBenchResult r;
+  r.ms_per_step = time_ms(step, opts.steps, opts.warmup, runtime.device);
+  r.peak_memory_gib = static_cast<double>(compat::peak_memory_bytes(runtime.device)) / (1024.0 * 1024 * 1024);
+  const at::Tensor device_images = core::to_device(images, runtime.device);
+  r.teacher_ms = time_ms(
+      [&] {
+        compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
+        trainer.distiller().forward_teacher(device_images);
+      },
+      opts.steps, 1, runtime.device);
+  r.optimizer_ms = time_ms([&] { trainer.optimizer().step(1e-6); }, opts.steps, 1, runtime.device);
+
+  r.model = m.name;
+  r.img_size = m.img_size;
+  r.batch = B;
+  for (const auto& p : trainer.distiller().named_student_parameters()) r.param_count_m += p.second.numel() / 1e6;
+  r.samples_per_s = 1000.0 * static_cast<double>(B) / r.ms_per_step;
+  const double flops = step_flops(cfg).per_image();
+  r.gflop_per_image = flops / 1e9;
+  r.achieved_tflops = flops * r.samples_per_s / 1e12;
+  const at::ScalarType peak_dtype = runtime.amp == core::Amp::kNone ? at::kFloat : runtime.amp_dtype();
+  r.peak_tflops = matmul_peak_flops(runtime, peak_dtype) / 1e12;
+  r.mfu = r.achieved_tflops / r.peak_tflops;
+  r.device = runtime.describe();
+  r.precision = runtime.precision_name();
+  r.torch_version = compat::torch_version();
+  return r;
+}
+
+std::string format_step_bench(const StepBenchResult& r) {
+  char buf[2048];
+  const double rest = r.ms_per_step - r.teacher_ms - r.optimizer_ms;
+  std::snprintf(buf, sizeof(buf),
+                "dbot bench step: LibTorch %s, %s\n\n"
+                "| model | img_size | batch | param_count (M) | samples/s | ms/step | GFLOP/img | TFLOP/s | "
+                "peak TFLOP/s (%s matmul) | MFU | peak mem (GiB) |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|\n"
+                "| %s | %lld | %lld | %.2f | %.1f | %.2f | %.3f | %.3f | %.3f | %.1f%% | %.2f |\n\n"
+                "| part of the step | ms | share |\n|---|---|---|\n"
+                "| teacher forward | %.2f | %.0f%% |\n"
+                "| student forward + backward (rest) | %.2f | %.0f%% |\n"
+                "| AdamW update | %.2f | %.0f%% |\n\n"
+                "dbot-bench: ms_per_step=%.4f images_per_s=%.2f\n",
+                r.torch_version.c_str(), r.device.c_str(), r.precision.c_str(), r.model.c_str(),
+                static_cast<long long>(r.img_size), static_cast<long long>(r.batch), r.param_count_m, r.samples_per_s,
+                r.ms_per_step, r.gflop_per_image, r.achieved_tflops, r.peak_tflops, 100.0 * r.mfu, r.peak_memory_gib,
+                r.teacher_ms, 100.0 * r.teacher_ms / r.ms_per_step, rest, 100.0 * rest / r.ms_per_step, r.optimizer_ms,
+                100.0 * r.optimizer_ms / r.ms_per_step, r.ms_per_step, r.samples_per_s);
+  return buf;
+}
+
+}  // namespace dbot::train

@@ -1,0 +1,241 @@
+#include "dbot/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+#include "dbot/compat.h"
+#include "dbot/train/checkpoint.h"
+#include "dbot/train/schedule.h"
+
+namespace dbot::train {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string format_duration(double s) {
+  char buf[32];
+  const auto total = static_cast<long>(s);
+  std::snprintf(buf, sizeof(buf), "%ldh%02ldm%02lds", total / 3600, (total / 60) % 60, total % 60);
+  return buf;
+}
+
+std::vector<double> make_schedule(const PretrainConfig& cfg, int64_t iters_per_epoch, int64_t world_size) {
+  ScheduleConfig sched;
+  sched.peak_lr = cfg.optim.peak_lr(world_size);
+  sched.min_lr = cfg.optim.min_lr;
+  sched.warmup_epochs = cfg.optim.warmup_epochs;
+  sched.stage_epochs = cfg.mkd.stage_epochs;
+  sched.iters_per_epoch = iters_per_epoch;
+  sched.accum_iter = cfg.optim.accum_iter;
+  return lr_schedule(sched);
+}
+}  // namespace
+
+struct Trainer::Progress {
+  Clock::time_point start = Clock::now();
+  int64_t iterations = 0;  // run by this call
+  double images_per_s(int64_t batch) const {
+    const double dt = since(start);
+    return dt > 0 ? static_cast<double>(iterations * batch) / dt : 0.0;
+  }
+};
+
+Trainer::Trainer(const PretrainConfig& cfg, const core::Runtime& runtime, int64_t iters_per_epoch,
+                 dist::GradSync* grad_sync)
+    : cfg_(cfg),
+      runtime_(runtime),
+      iters_per_epoch_(iters_per_epoch),
+      distiller_(cfg.model, cfg.mkd, cfg.train.seed),
+      scaler_(runtime.amp == core::Amp::kFP16),
+      grad_sync_(grad_sync != nullptr ? grad_sync : &default_sync_),
+      lrs_(make_schedule(cfg, iters_per_epoch, runtime.world_size)) {
+  distiller_.to(runtime_.device, runtime_.amp_dtype());  // before the optimizer takes the parameters
+  AdamWConfig adamw = cfg.optim.adamw;
+  adamw.fused = runtime_.is_cuda() && compat::has_fused_adamw(runtime_.device);
+  optimizer_ = std::make_unique<AdamW>(distiller_.named_student_parameters(), adamw);
+  const auto acc = at::TensorOptions().dtype(at::kDouble).device(runtime_.device);
+  unchecked_loss_sum_ = at::zeros({}, acc);
+  epoch_loss_sum_ = at::zeros({}, acc);
+  distiller_.train(true);
+}
+
+void Trainer::resume(const std::string& path) {
+  const Checkpoint ckpt = load_checkpoint(path);
+  restore(distiller_, optimizer_.get(), &scaler_, ckpt, path);
+  start_epoch_ = ckpt.epoch;
+  start_iteration_ = ckpt.iteration;
+}
+
+at::Tensor Trainer::train_step(const Batch& batch) {
+  const at::Tensor imgs = core::to_device(batch.images, runtime_.device);
+  at::Generator gen = batch.rng;
+  at::Tensor loss;
+  {
+    compat::AutocastGuard autocast(runtime_.device.type(), runtime_.amp_dtype());
+    loss = distiller_.forward(imgs, gen);
+  }
+  (scaler_.scale_loss(loss) / static_cast<double>(cfg_.optim.accum_iter)).backward();
+  if ((batch.iteration + 1) % cfg_.optim.accum_iter == 0) optimizer_update(lrs_.at(static_cast<size_t>(batch.global)));
+  return loss.detach();
+}
+
+void Trainer::optimizer_update(double lr) {
+  const auto grads = optimizer_->grads();
+  grad_sync_->synchronize(grads);
+  const bool finite = scaler_.unscale_and_check(grads);  // always true unless fp16
+  if (finite) {
+    if (cfg_.optim.clip_grad > 0.0) optimizer_->clip_grad_norm(cfg_.optim.clip_grad);
+    optimizer_->step(lr);
+  }
+  scaler_.update(finite);
+  optimizer_->zero_grad();
+}
+
+void Trainer::check_losses(int64_t stage, int64_t epoch, int64_t up_to, const std::string& last_path) {
+  const double sum = unchecked_loss_sum_.item<double>();
+  if (!std::isfinite(sum)) {
+    throw std::runtime_error("loss is not finite at stage " + std::to_string(stage) + ", epoch " +
+                             std::to_string(epoch) + ", iterations " + std::to_string(first_unchecked_) + ".." +
+                             std::to_string(up_to - 1) + "; stopping (last good checkpoint: " + last_path + ")");
+  }
+  unchecked_loss_sum_.zero_();
+  first_unchecked_ = up_to;
+}
+
+void Trainer::save(const std::string& path, int64_t epoch, int64_t iteration, const std::string& config_yaml) {
+  TrainingState state;
+  state.optimizer = optimizer_.get();
+  state.loss_scaler = &scaler_;
+  state.partial_grads = iteration % cfg_.optim.accum_iter != 0;
+  save_checkpoint(path, distiller_, epoch, iteration, config_yaml, state);
+}
+
+PretrainSummary Trainer::run(const data::TrainLoader& loader, RunFolder& folder, const PretrainOptions& opts) {
+  folder.write_config(opts.config_yaml);
+  const auto& stage_epochs = cfg_.mkd.stage_epochs;
+  if (!opts.quiet) {
+    std::printf("dbot pretrain: %s, %lld stage(s) %s, %lld images, %lld it/epoch, peak lr %.3g, %s\n",
+                cfg_.model.name.c_str(), static_cast<long long>(stage_epochs.size() - 1),
+                c10::str(stage_epochs).c_str(), static_cast<long long>(loader.size()),
+                static_cast<long long>(iters_per_epoch_), cfg_.optim.peak_lr(runtime_.world_size),
+                runtime_.describe().c_str());
+    std::fflush(stdout);
+  }
+  Progress progress;
+  auto finish = [&](int64_t stages_done, bool finished) {
+    PretrainSummary s;
+    s.iterations = progress.iterations;
+    s.seconds = since(progress.start);
+    s.images_per_s = progress.images_per_s(cfg_.optim.batch_size);
+    s.stages_done = stages_done;
+    s.finished = finished;
+    return s;
+  };
+  auto save_stage = [&](int64_t stage) {
+    save_checkpoint(folder.stage_checkpoint(stage), distiller_, stage_epochs[static_cast<size_t>(stage)], 0,
+                    opts.config_yaml);
+  };
+  for (int64_t epoch = start_epoch_; epoch < stage_epochs.back(); ++epoch) {
+    const int64_t stage = stage_of_epoch(stage_epochs, epoch);
+    while (distiller_.stage() < stage) {  // stage boundary: keep the finished student, then switch
+      save_stage(distiller_.stage());
+      distiller_.next_stage();
+    }
+    if (!run_epoch(epoch, loader, folder, opts, progress)) return finish(distiller_.stage() - 1, false);
+  }
+  save_stage(distiller_.stage());
+  return finish(distiller_.stage(), true);
+}
+
+bool Trainer::run_epoch(int64_t epoch, const data::TrainLoader& loader, RunFolder& folder, const PretrainOptions& opts,
+                        Progress& progress) {
+  const int64_t ipe = iters_per_epoch_, stage = distiller_.stage();
+  const int64_t first = epoch == start_epoch_ ? start_iteration_ : 0;
+  const std::string last_path = folder.last_checkpoint();
+  const at::Tensor perm = loader.permutation(epoch);
+  if (first == 0) optimizer_->zero_grad();  // (a mid-epoch resume keeps the restored partial gradients)
+  epoch_loss_sum_.zero_();
+  first_unchecked_ = first;
+  auto t_log = Clock::now();
+  int64_t log_images = 0;
+  for (int64_t it = first; it < ipe; ++it) {
+    const int64_t global = epoch * ipe + it;
+    if (opts.stop_after >= 0 && progress.iterations >= opts.stop_after) {
+      check_losses(stage, epoch, it, last_path);
+      save(last_path, epoch, it, opts.config_yaml);
+      return false;
+    }
+    Batch batch;
+    batch.epoch = epoch;
+    batch.iteration = it;
+    batch.global = global;
+    batch.rng = core::derive_generator(cfg_.train.seed, core::RngPurpose::kStep, static_cast<uint64_t>(global));
+    batch.images = loader.batch(perm, it, batch.rng);
+    const at::Tensor loss = train_step(batch).to(at::kDouble);
+    unchecked_loss_sum_.add_(loss);
+    epoch_loss_sum_.add_(loss);
+    ++progress.iterations;
+    log_images += batch.images.size(0);
+
+    const bool log_now = cfg_.train.log_every > 0 && ((it + 1) % cfg_.train.log_every == 0 || it + 1 == ipe);
+    if (log_now) {
+      check_losses(stage, epoch, it + 1, last_path);
+      const double loss_value = loss.item<double>(), lr = lrs_[static_cast<size_t>(global)];
+      const double dt = since(t_log);
+      const double ips = dt > 0 ? static_cast<double>(log_images) / dt : 0.0;
+      nlohmann::json line = {{"type", "step"},
+                             {"stage", stage},
+                             {"epoch", epoch},
+                             {"iteration", it + 1},
+                             {"global_iteration", global + 1},
+                             {"loss", loss_value},
+                             {"lr", lr},
+                             {"images_per_s", ips}};
+      if (scaler_.enabled()) line["loss_scale"] = scaler_.scale();
+      folder.metrics().write(line);
+      if (!opts.quiet) {
+        const int64_t left = cfg_.mkd.stage_epochs.back() * ipe - global - 1;
+        const double eta = ips > 0 ? static_cast<double>(left * cfg_.optim.batch_size) / ips : 0;
+        std::printf("stage %lld epoch %lld [%lld/%lld] loss %.4f lr %.3e %.0f img/s eta %s\n",
+                    static_cast<long long>(stage), static_cast<long long>(epoch), static_cast<long long>(it + 1),
+                    static_cast<long long>(ipe), loss_value, lr, ips, format_duration(eta).c_str());
+        std::fflush(stdout);
+      }
+      t_log = Clock::now();
+      log_images = 0;
+    }
+    if (cfg_.train.checkpoint_every > 0 && (global + 1) % cfg_.train.checkpoint_every == 0 && it + 1 < ipe) {
+      check_losses(stage, epoch, it + 1, last_path);
+      save(last_path, epoch, it + 1, opts.config_yaml);
+    }
+  }
+  check_losses(stage, epoch, ipe, last_path);
+  const int64_t count = ipe - first;
+  folder.metrics().write({{"type", "epoch"},
+                          {"stage", stage},
+                          {"epoch", epoch},
+                          {"loss", count > 0 ? epoch_loss_sum_.item<double>() / static_cast<double>(count) : 0.0},
+                          {"lr", lrs_[static_cast<size_t>((epoch + 1) * ipe - 1)]},
+                          {"images_per_s", progress.images_per_s(cfg_.optim.batch_size)}});
+  save(last_path, epoch + 1, 0, opts.config_yaml);
+  return true;
+}
+
+PretrainSummary pretrain(const PretrainConfig& cfg, const core::Runtime& runtime, const PretrainOptions& opts) {
+  RunFolder folder(opts.run_dir, opts.resume);
+  const data::Dataset train_set = data::load_dataset(cfg.data, "train");
+  if (train_set.images.size(1) != cfg.model.in_chans || train_set.images.size(2) != cfg.model.img_size) {
+    throw std::runtime_error(cfg.data.root + ": images are " + c10::str(train_set.images.sizes().slice(1)) +
+                             " but model " + cfg.model.name + " expects " + std::to_string(cfg.model.in_chans) + "x" +
+                             std::to_string(cfg.model.img_size) + "x" + std::to_string(cfg.model.img_size));
+  }
+  const data::TrainLoader loader(train_set, cfg.data, cfg.optim.batch_size, cfg.train.seed);
+  Trainer trainer(cfg, runtime, loader.iters_per_epoch());
+  if (folder.has_last_checkpoint()) trainer.resume(folder.last_checkpoint());
+  return trainer.run(loader, folder, opts);
+}
+
+}  // namespace dbot::train
