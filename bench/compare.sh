@@ -1,24 +1,104 @@
 #!/usr/bin/env bash
-# dbot vs a PyTorch implementation of the same dBOT step (bench/pytorch_step.py, the official code's way),
-# same sizes, same threads, same machine, one invocation. Prints a table; ratio > 1 means dbot is faster.
-#   bench/compare.sh [build dir, default build-pypi] [threads, default 2] [precision fp32|bf16]
-set -euo pipefail
+# dbot vs PyTorch on one dBOT training step: same sizes, same device, same precision, same machine, one
+# invocation. The PyTorch side is bench/pytorch_step.py --all-forms: the official code's form (timm 0.4.12
+# explicit attention, AdamW as torch picks it) and the faster forms (SDPA attention, foreach/fused AdamW).
+# Prints a markdown table; the ratio is PyTorch ms / dbot ms (above 1: dbot is faster).
+#   bench/compare.sh [build dir=build-pypi] [device=cpu|cuda] [precision=fp32|bf16|fp16]
+#                    [model=demo|vit_base_patch16_224] [batch]
+# Environment: THREADS (default 2 on CPU, all cores on CUDA), STEPS (timed steps, default 20), WARMUP
+# (default 5), PYTHON (default python3: the one with torch), DBOT_BENCH_TIMEOUT (seconds per side, default
+# 1200). Exit status 1 when either side gave no number (the table is still printed).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build-pypi}"
-threads="${2:-2}"
+device="${2:-cpu}"
 precision="${3:-fp32}"
+model="${4:-demo}"
+batch="${5:-}"
+py="${PYTHON:-python3}"
+steps="${STEPS:-20}"
+warmup="${WARMUP:-5}"
+limit="${DBOT_BENCH_TIMEOUT:-1200}"
+if [[ "$device" == cpu ]]; then threads="${THREADS:-2}"; else threads="${THREADS:-$(nproc)}"; fi
+
 recipe=recipes/fmnist_vit_tiny.yaml
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads thread(s), $precision, $(date -u +%F)"
-dbot_out="$("$build/bench_step" --config "$recipe" --threads "$threads" --precision "$precision" --iters 30)"
-echo "$dbot_out"
-# The recipe's sizes, for the PyTorch side.
-py_out="$(python3 bench/pytorch_step.py --threads "$threads" --precision "$precision" --iters 30 \
-  --dim 128 --depth 3 --heads 4 --dec-dim 64 --dec-depth 2 --dec-heads 4 --patch 7 --batch 128 --mask 0.5)"
-echo "$py_out"
-dbot_ms=$(echo "$dbot_out" | awk -F'|' '/data \+ augmentation/ {d=$3} /whole step/ {s=$3} END {print s - d}')
-py_ms=$(echo "$py_out" | sed -E 's/.*: ([0-9.]+) ms\/step.*/\1/')
+dbot_args=(--config "$recipe")
+case "$model" in
+  demo) ;;
+  vit_base_patch16_224)
+    dbot_args+=(--model vit_base_patch16_224 --set model.in_chans=3 --set 'data.mean=[0.485,0.456,0.406]'
+                --set 'data.std=[0.229,0.224,0.225]' --set mkd.decoder_embed_dim=512 --set mkd.decoder_depth=8
+                --set mkd.decoder_num_heads=16 --set mkd.mask_ratio=0.75) ;;
+  *) echo "compare.sh: model must be demo or vit_base_patch16_224, got '$model'" >&2; exit 2 ;;
+esac
+batch_args=()
+[[ -n "$batch" ]] && batch_args=(--batch "$batch")
+dbot_args+=("${batch_args[@]}" --device "$device" --precision "$precision" --steps "$steps" --warmup "$warmup"
+            --threads "$threads")
+
+# --- what ran where ---
+if [[ "$device" == cuda ]]; then
+  machine="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+  machine="GPU ${machine:-unknown (nvidia-smi failed)}; CPU $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+else
+  machine="CPU $(lscpu | sed -n 's/^Model name: *//p' | head -1), $threads thread(s)"
+fi
+py_torch="$("$py" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo 'none')"
+libtorch="unknown"
+torch_dir="$(sed -n 's/^Torch_DIR:PATH=//p' "$build/CMakeCache.txt" 2>/dev/null)"
+if [[ -n "$torch_dir" && -f "$torch_dir/TorchConfigVersion.cmake" ]]; then
+  libtorch="$(sed -n 's/.*set(PACKAGE_VERSION "\([^"]*\)").*/\1/p' "$torch_dir/TorchConfigVersion.cmake" | head -1)"
+  libtorch="${libtorch:-unknown} ($torch_dir)"
+fi
+echo "machine: $machine"
+echo "date: $(date -u '+%F %T UTC')"
+echo "dbot: $build/dbot, LibTorch $libtorch; PyTorch: $py_torch ($py)"
+echo "run: model $model, batch ${batch:-recipe/preset default}, $device, $precision, $warmup warmup + $steps timed steps"
 echo
-echo "| implementation | ms/step (model + optimizer, no data) | ratio vs PyTorch |"
-echo "|---|---|---|"
-echo "| PyTorch (bench/pytorch_step.py) | $py_ms | 1.00 |"
-awk -v d="$dbot_ms" -v p="$py_ms" 'BEGIN {printf "| dbot | %.2f | %.2f |\n", d, p / d}'
+
+# --- dbot ---
+echo "\$ $build/dbot bench step ${dbot_args[*]}"
+dbot_out="$(timeout "$limit" "$build/dbot" bench step "${dbot_args[@]}" 2>&1)"
+dbot_rc=$?
+echo "$dbot_out"
+dbot_ms="$(sed -n 's/^dbot-bench: .*ms_per_step=\([0-9.eE+-]*\).*/\1/p' <<<"$dbot_out" | tail -1)"
+dbot_ips="$(sed -n 's/^dbot-bench: .*images_per_s=\([0-9.eE+-]*\).*/\1/p' <<<"$dbot_out" | tail -1)"
+if [[ $dbot_rc -ne 0 || -z "$dbot_ms" ]]; then
+  echo "compare.sh: dbot gave no 'dbot-bench: ms_per_step=' line (exit $dbot_rc)" >&2
+fi
+echo
+
+# --- PyTorch, every form ---
+py_args=(--model "$model" "${batch_args[@]}" --device "$device" --precision "$precision" --iters "$steps"
+         --warmup "$warmup" --threads "$threads" --all-forms)
+echo "\$ $py bench/pytorch_step.py ${py_args[*]}"
+py_out="$(timeout "$limit" "$py" bench/pytorch_step.py "${py_args[@]}" 2>&1)"
+py_rc=$?
+echo "$py_out"
+echo
+
+# form ms ips, one line each
+forms="$(sed -n 's/^pytorch [^ ]* [^ ]* \([^:]*\): \([0-9.]*\) ms\/step, \([0-9.]*\) images\/s.*/\1 \2 \3/p' <<<"$py_out")"
+if [[ $py_rc -ne 0 || -z "$forms" ]]; then
+  echo "compare.sh: bench/pytorch_step.py gave no result (exit $py_rc)" >&2
+fi
+
+# --- the table ---
+awk -v dms="$dbot_ms" -v dips="$dbot_ips" -v model="$model" -v dev="$device" -v prec="$precision" '
+  function ratio(p) { return dms == "" ? "n/a" : sprintf("%.2f", p / dms) }
+  NF == 3 { n++; form[n] = $1; ms[n] = $2; ips[n] = $3; if (!best || $2 + 0 < ms[best] + 0) best = n; if ($1 == "explicit+default") off = n }
+  END {
+    printf "| %s, %s, %s | ms/step | images/s | PyTorch ms / dbot ms |\n", model, dev, prec
+    print "|---|---|---|---|"
+    printf "| dbot | %s | %s | %s |\n", (dms == "" ? "n/a" : dms), (dips == "" ? "n/a" : dips), (dms == "" ? "n/a" : "1.00")
+    for (i = 1; i <= n; i++) {
+      tag = (i == off ? " (official)" : "") (i == best ? " (fastest)" : "")
+      printf "| PyTorch %s%s | %.2f | %.1f | %s |\n", form[i], tag, ms[i], ips[i], ratio(ms[i])
+    }
+    print ""
+    if (off) printf "vs the official form (explicit+default): PyTorch ms / dbot ms = %s\n", ratio(ms[off])
+    else print "vs the official form (explicit+default): n/a (form did not run)"
+    if (best) printf "vs the fastest PyTorch form (%s): PyTorch ms / dbot ms = %s\n", form[best], ratio(ms[best])
+  }' <<<"$forms"
+
+[[ -n "$dbot_ms" && -n "$forms" ]]
