@@ -185,3 +185,25 @@ TEST_F(EngineTest, Fp16RunsWithALossScaleInMetricsAndCheckpoint) {
   EXPECT_TRUE(c.has_loss_scaler);
   EXPECT_GT(c.loss_scaler.scale, 0.0);
 }
+
+// A diverging run stops with an error naming the iteration range (losses are checked on the device-side
+// sum at log steps), and never overwrites the last good checkpoint with non-finite weights.
+TEST_F(EngineTest, NonFiniteLossStopsBeforeACheckpointWrite) {
+  test::TempDir dir;
+  auto good = tiny_run(data.str());
+  auto o = options(dir.str(), good);
+  o.stop_after = 4;  // one epoch: checkpoint-last.pt at epoch 1
+  run(good, o);
+  const auto before = train::load_checkpoint(dir.str() + "/checkpoint-last.pt");
+
+  auto bad = tiny_run(data.str(), {"optim.lr=1e30", "optim.warmup_epochs=0", "optim.clip_grad=0", "train.log_every=2",
+                                   "train.checkpoint_every=2"});
+  o = options(dir.str(), bad);
+  o.resume = true;
+  const auto e = test::error_of([&] { run(bad, o); });
+  EXPECT_NE(e.find("loss is not finite at stage 1, epoch 1, iterations "), std::string::npos) << e;
+  EXPECT_NE(e.find("last good checkpoint: " + dir.str() + "/checkpoint-last.pt"), std::string::npos) << e;
+  const auto after = train::load_checkpoint(dir.str() + "/checkpoint-last.pt");
+  for (const auto& [k, v] : after.model) EXPECT_TRUE(v.isfinite().all().item<bool>()) << k;
+  EXPECT_GE(after.epoch * 4 + after.iteration, before.epoch * 4 + before.iteration);
+}
