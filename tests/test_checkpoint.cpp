@@ -65,7 +65,7 @@ TEST(Checkpoint, ZeroBlockTeacherRestoresWithItsDepth) {
   mkd::Distiller d(small_vit(), m, 1);
   train::save_checkpoint(dir.str() + "/z.pt", d, 0, 0, "");
   const auto c = train::load_checkpoint(dir.str() + "/z.pt");
-  EXPECT_EQ(train::count_blocks(c.teacher), 0);
+  EXPECT_EQ(model::count_blocks(c.teacher), 0);
   EXPECT_FALSE(c.has_optimizer);
   mkd::Distiller fresh(small_vit(), small_mkd(), 1);
   train::restore(fresh, nullptr, nullptr, c, "z.pt");

@@ -24,8 +24,7 @@ std::string Runtime::precision_name() const { return amp == Amp::kBF16 ? "bf16" 
 
 std::string Runtime::describe() const {
   std::string where = device.str();
-  if (is_cuda()) where += " (" + compat::cuda_device_name(device.index()) + ")";
-  if (!is_cuda()) where += " (" + std::to_string(threads) + " thread(s))";
+  where += " (" + (is_cuda() ? compat::cuda_device_name(device.index()) : std::to_string(threads) + " thread(s)") + ")";
   return where + ", " + (amp == Amp::kNone ? std::string("fp32") : precision_name() + " autocast");
 }
 

@@ -96,7 +96,7 @@ Scores evaluate_encoder(model::VisionTransformer& encoder, const data::Dataset& 
 model::VisionTransformer load_encoder(const std::string& path, const std::string& which, model::VitConfig arch) {
   const train::Checkpoint ckpt = train::load_checkpoint(path);
   const train::TensorMap& state = which == "teacher" ? ckpt.teacher : ckpt.model;
-  arch.depth = train::count_blocks(state);
+  arch.depth = model::count_blocks(state);
   arch.drop_path_rate = 0.0;
   model::VisionTransformer encoder(arch);
   train::load_state_dict(*encoder, state, path + " (" + which + ")");

@@ -34,7 +34,8 @@ Distiller::Distiller(model::VitConfig student_config, MkdConfig config, uint64_t
   student = make_student();
   initialize_student(1, /*reset_patch_bias=*/true);
   // The stage-0 network: a copy of the student's own random initialization.
-  make_teacher(cfg.teacher_depth >= 0 ? cfg.teacher_depth : student_cfg.depth);
+  make_teacher(cfg.teacher_depth >= 0 ? cfg.teacher_depth : student_cfg.depth, model::state_dict(*student),
+               "teacher from student");
 }
 
 MaskedStudent Distiller::make_student() const {
@@ -49,28 +50,21 @@ void Distiller::to(c10::Device device, at::ScalarType amp_dtype) {
   teacher->set_compute_dtype(amp_dtype);
 }
 
-void Distiller::make_teacher(int64_t depth) {
+void Distiller::make_teacher(int64_t depth, const model::TensorMap& state, const std::string& what) {
   model::VitConfig teacher_cfg = student_cfg;
   teacher_cfg.depth = depth;
   teacher = Teacher(teacher_cfg);
   teacher->to(device_);
-  // The decoder is dropped; student blocks beyond `depth` are ignored.
-  model::load_state_dict(*teacher, model::state_dict(*student), "teacher from student");
+  // Entries the teacher lacks (a student's decoder, blocks beyond `depth`) are ignored.
+  model::load_state_dict(*teacher, state, what);
   teacher->set_compute_dtype(amp_dtype_);
 }
 
 void Distiller::load(int64_t stage, const model::TensorMap& student_state, const model::TensorMap& teacher_state,
                      const std::string& what) {
   stage_ = stage;
-  int64_t depth = 0;
-  while (teacher_state.count("blocks." + std::to_string(depth) + ".norm1.weight")) ++depth;
   model::load_state_dict(*student, student_state, what + " (model)");
-  model::VitConfig teacher_cfg = student_cfg;
-  teacher_cfg.depth = depth;
-  teacher = Teacher(teacher_cfg);
-  teacher->to(device_);
-  model::load_state_dict(*teacher, teacher_state, what + " (teacher)");
-  teacher->set_compute_dtype(amp_dtype_);
+  make_teacher(model::count_blocks(teacher_state), teacher_state, what + " (teacher)");
 }
 
 void Distiller::initialize_student(uint64_t stage_index, bool reset_patch_bias) {
@@ -105,7 +99,7 @@ at::Tensor Distiller::forward(const at::Tensor& imgs, at::Generator& gen) {
 }
 
 void Distiller::next_stage() {
-  make_teacher(student_cfg.depth);
+  make_teacher(student_cfg.depth, model::state_dict(*student), "teacher from student");
   ++stage_;
   initialize_student(static_cast<uint64_t>(stage_), cfg.reset_patch_bias);
 }

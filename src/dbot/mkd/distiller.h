@@ -78,7 +78,8 @@ class Distiller {
  private:
   MaskedStudent make_student() const;  // on the CPU, not initialized
   void initialize_student(uint64_t stage_index, bool reset_patch_bias);
-  void make_teacher(int64_t depth);  // a frozen ViT like the student with `depth` blocks, copied from it
+  // A frozen ViT like the student with `depth` blocks, on the device, loaded from `state`, with its compute copy.
+  void make_teacher(int64_t depth, const model::TensorMap& state, const std::string& what);
   int64_t stage_ = 1;
   c10::Device device_{c10::kCPU};
   at::ScalarType amp_dtype_ = at::kFloat;

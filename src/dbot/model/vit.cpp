@@ -3,6 +3,7 @@
 #include <torch/nn/functional/activation.h>
 
 #include <cmath>
+#include <set>
 #include <stdexcept>
 
 #include "dbot/compat.h"
@@ -170,6 +171,16 @@ TensorMap state_dict(const nn::Module& module) {
   for (const auto& item : module.named_parameters(true)) out[item.key()] = item.value().detach().contiguous();
   for (const auto& item : module.named_buffers(true)) out[item.key()] = item.value().detach().contiguous();
   return out;
+}
+
+int64_t count_blocks(const TensorMap& state, const std::string& prefix) {
+  std::set<int64_t> ids;
+  for (const auto& [k, v] : state) {
+    if (k.rfind(prefix, 0) != 0) continue;
+    const auto rest = k.substr(prefix.size());
+    ids.insert(std::stoll(rest.substr(0, rest.find('.'))));
+  }
+  return static_cast<int64_t>(ids.size());
 }
 
 void load_state_dict(nn::Module& module, const TensorMap& state, const std::string& what) {

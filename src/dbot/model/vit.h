@@ -123,6 +123,9 @@ void init_block(Block& block, at::Generator& gen);
 using TensorMap = std::map<std::string, at::Tensor>;
 TensorMap state_dict(const torch::nn::Module& module);
 
+// Number of blocks in an encoder state dict ("blocks.{i}." prefixes).
+int64_t count_blocks(const TensorMap& state, const std::string& prefix = "blocks.");
+
 // Copies a state dict into a module; every module tensor must be present with the same shape (extra entries
 // in state are ignored). Errors name `what`, the tensor and both shapes.
 void load_state_dict(torch::nn::Module& module, const TensorMap& state, const std::string& what);

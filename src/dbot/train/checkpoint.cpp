@@ -5,7 +5,6 @@
 #include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/serialize.h>
 
-#include <set>
 #include <stdexcept>
 
 #include "dbot/io/files.h"
@@ -151,16 +150,6 @@ Checkpoint load_checkpoint(const std::string& path) {
   }
   if (dict.contains("grad_accum")) c.grad_accum = to_map(dict.at("grad_accum"), path, "grad_accum");
   return c;
-}
-
-int64_t count_blocks(const TensorMap& state, const std::string& prefix) {
-  std::set<int64_t> ids;
-  for (const auto& [k, v] : state) {
-    if (k.rfind(prefix, 0) != 0) continue;
-    const auto rest = k.substr(prefix.size());
-    ids.insert(std::stoll(rest.substr(0, rest.find('.'))));
-  }
-  return static_cast<int64_t>(ids.size());
 }
 
 void restore(mkd::Distiller& d, AdamW* optimizer, LossScaler* loss_scaler, const Checkpoint& c,

@@ -62,7 +62,4 @@ Checkpoint load_checkpoint(const std::string& path);
 void restore(mkd::Distiller& distiller, AdamW* optimizer, LossScaler* loss_scaler, const Checkpoint& ckpt,
              const std::string& path);
 
-// Number of blocks in an encoder state dict ("blocks.{i}." prefixes).
-int64_t count_blocks(const TensorMap& state, const std::string& prefix = "blocks.");
-
 }  // namespace dbot::train
