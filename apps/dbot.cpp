@@ -95,18 +95,23 @@ int run_eval(const EvalArgs& a) {
   const auto ckpt = dbot::train::load_checkpoint(a.checkpoint);
   YAML::Node tree = dbot::recipe::config_from_yaml(ckpt.config, a.checkpoint).tree;
   for (const auto& o : a.overrides) dbot::recipe::apply_override(tree, o);
-  if (!a.data_root.empty()) tree["data"]["root"] = a.data_root;
+  if (!a.data_root.empty()) tree["data"]["path"] = a.data_root;
   if (a.train_limit >= 0) tree["data"]["train_limit"] = a.train_limit;
   if (a.test_limit >= 0) tree["data"]["test_limit"] = a.test_limit;
   auto r = dbot::recipe::build_config(tree, a.checkpoint);
   const auto rt = apply_runtime(r, a.runtime);
   auto encoder = dbot::eval::load_encoder(a.checkpoint, a.which, r.model);
-  const auto train_set = dbot::data::load_dataset(r.data, "train");
-  const auto test_set = dbot::data::load_dataset(r.data, "test");
+  const auto eval_data = dbot::eval::open_eval_data(r.data);
+  if (!eval_data) {
+    throw std::runtime_error("data.format " + r.data.format +
+                             " has no labels: set data.eval_path to an ImageFolder "
+                             "root (train/ and val/) to evaluate");
+  }
   const bool knn = a.protocol == "knn";
-  const auto scores = dbot::eval::evaluate_encoder(encoder, train_set, test_set, r.data, r.eval, rt, knn, !knn);
+  const auto scores = dbot::eval::evaluate_encoder(encoder, *eval_data, r.data, r.eval, rt, knn, !knn);
   std::printf("%s %s (%s): top-1 %.2f%% on %lld test images\n", a.protocol.c_str(), a.checkpoint.c_str(),
-              a.which.c_str(), 100.0 * (knn ? scores.knn : scores.linprobe), static_cast<long long>(test_set.size()));
+              a.which.c_str(), 100.0 * (knn ? scores.knn : scores.linprobe),
+              static_cast<long long>(eval_data->val->size()));
   return 0;
 }
 
@@ -185,7 +190,7 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   ev->add_option("--which", ea.which, "model (the student) | teacher (stage-1.pt:teacher is the stage-0 network)")
       ->check(CLI::IsMember({"model", "teacher"}));
-  ev->add_option("--data", ea.data_root, "dataset folder (default: data.root of the checkpoint's config)");
+  ev->add_option("--data", ea.data_root, "data path (default: data.path of the checkpoint's config)");
   ev->add_option("--train-limit", ea.train_limit, "use the first N training images (0 = all)");
   ev->add_option("--test-limit", ea.test_limit, "use the first N test images (0 = all)");
   ev->add_option("--set", ea.overrides, "override a key of the checkpoint's config, e.g. --set eval.knn_k=10");

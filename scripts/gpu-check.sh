@@ -35,6 +35,7 @@ DEBS="$ROOT/.gpu-deps/debs"
 # googletest: libgtest-dev depends on it). CLI11 and nlohmann-json are header-only; gtest is static.
 # dataset-fashion-mnist: the data that tests/e2e.sh trains on.
 PACKAGES=(libyaml-cpp-dev libyaml-cpp0.7 libcli11-dev nlohmann-json3-dev libgtest-dev googletest zlib1g-dev zlib1g
+          libjpeg62-turbo-dev libjpeg62-turbo libpng-dev libpng16-16 libwebp-dev libwebp7
           dataset-fashion-mnist)
 
 # ---------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ expect_error() {
   echo "ok: error '$(cat "$work/err")'"
 }
 
-tiny=(--set data.root="$fmnist" --set model.name=vit_tiny_patch7_28 --set model.embed_dim=32 --set model.depth=2 --set model.num_heads=2
+tiny=(--set data.path="$fmnist" --set model.name=vit_tiny_patch7_28 --set model.embed_dim=32 --set model.depth=2 --set model.num_heads=2
       --set mkd.decoder_embed_dim=16 --set mkd.decoder_depth=1 --set mkd.decoder_num_heads=2 --threads 2)
 recipe="$src/recipes/fmnist_vit_tiny.yaml"
 
@@ -34,18 +34,18 @@ expect_error "unknown recipe key 'optim.nope'" pretrain --config "$recipe" --out
 expect_error "image size 28 is not divisible by patch size 5" pretrain --config "$recipe" --output "$work/r0" \
   --set model.name=vit_tiny_patch5_28
 expect_error "$work/nodata/train-images-idx3-ubyte.gz: not found" pretrain --config "$recipe" --output "$work/r0" \
-  --set data.root="$work/nodata"
+  --set data.path="$work/nodata"
 mkdir -p "$work/baddata"
 cp "$fmnist"/*.gz "$work/baddata/" 2>/dev/null || { fail "Fashion-MNIST not installed at $fmnist"; }
 if [[ -f "$work/baddata/train-labels-idx1-ubyte.gz" ]]; then
   # Wrong magic: a labels file where the images file should be.
   cp "$work/baddata/train-labels-idx1-ubyte.gz" "$work/baddata/train-images-idx3-ubyte.gz"
   expect_error "train-images-idx3-ubyte.gz: bad IDX magic 0x00000801 (expected 0x00000803)" pretrain \
-    --config "$recipe" --output "$work/r0" --set data.root="$work/baddata"
+    --config "$recipe" --output "$work/r0" --set data.path="$work/baddata"
   # Truncated gzip.
   head -c 100000 "$fmnist/train-images-idx3-ubyte.gz" >"$work/baddata/train-images-idx3-ubyte.gz"
   expect_error "train-images-idx3-ubyte.gz: truncated" pretrain --config "$recipe" --output "$work/r0" \
-    --set data.root="$work/baddata"
+    --set data.path="$work/baddata"
 fi
 if ! nvidia-smi -L >/dev/null 2>&1; then  # "no CUDA GPU found" or "this build of dbot has no CUDA"
   expect_error "--device cuda: " pretrain --config "$recipe" --output "$work/r0" --device cuda

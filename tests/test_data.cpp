@@ -1,7 +1,6 @@
-// IDX reading (errors name the file and the problem) and the batched augmentation.
+// IDX reading (errors name the file and the problem).
 #include "dbot/compat.h"
 #include "dbot/data/dataset.h"
-#include "dbot/data/loader.h"
 #include "test_util.h"
 
 using namespace dbot;
@@ -56,30 +55,4 @@ TEST(FashionMnist, MissingFolderAndMismatchedLabels) {
   auto train = data::load_fashion_mnist(dir.str(), "train", 12);
   EXPECT_EQ(train.images.sizes(), at::IntArrayRef({12, 1, 8, 8}));
   EXPECT_EQ(train.num_classes, 10);
-}
-
-TEST(Augmentation, FullCropWithoutFlipIsIdentity) {
-  auto x = at::rand({4, 1, 8, 8});
-  auto gen = compat::make_cpu_generator(1);
-  auto y = data::random_resized_crop_flip(x, 1.0, 1.0, false, gen);
-  // With scale 1 the crop is the whole image whenever the drawn aspect ratio rounds to a square crop.
-  // Aspect ratios other than 1 make w or h exceed 8 and are rejected, so all tries give 8x8 or fail.
-  EXPECT_TRUE(test::all_close(y, x, 1e-5, 1e-5));
-}
-
-TEST(Augmentation, FlipMirrorsAndCropsStayInRange) {
-  auto x = at::arange(8, at::kFloat).repeat({64, 1, 8, 1});  // value = column index
-  auto gen = compat::make_cpu_generator(2);
-  auto y = data::random_resized_crop_flip(x, 1.0, 1.0, true, gen);
-  int flipped = 0;
-  for (int64_t b = 0; b < 64; ++b) {
-    const bool f = y[b][0][0][0].item<float>() > y[b][0][0][7].item<float>();
-    flipped += f;
-    EXPECT_TRUE(test::all_close(y[b], f ? x[b].flip({2}) : x[b], 1e-4, 1e-4));
-  }
-  EXPECT_GT(flipped, 16);
-  EXPECT_LT(flipped, 48);
-  auto z = data::random_resized_crop_flip(x, 0.2, 0.5, false, gen);
-  EXPECT_GE(z.min().item<float>(), -0.5f);  // bicubic overshoot is small; values come from inside the image
-  EXPECT_LE(z.max().item<float>(), 7.5f);
 }

@@ -15,7 +15,7 @@ recipe::Recipe tiny_run(const std::string& data_dir, const std::vector<std::stri
   std::vector<std::string> overrides = {
       "model.name=vit_tiny_patch2_8", "model.embed_dim=16",      "model.depth=2",       "model.num_heads=2",
       "model.drop_path=0.1",          "mkd.decoder_embed_dim=8", "mkd.decoder_depth=1", "mkd.decoder_num_heads=2",
-      "mkd.stage_epochs=[0, 2, 4]",   "data.root=" + data_dir,   "optim.batch_size=16", "optim.lr=1e-3",
+      "mkd.stage_epochs=[0, 2, 4]",   "data.path=" + data_dir,   "optim.batch_size=16", "optim.lr=1e-3",
       "optim.warmup_epochs=1",        "optim.clip_grad=1.0",     "train.log_every=1",   "train.checkpoint_every=3",
       "train.precision=fp32"};
   overrides.insert(overrides.end(), extra.begin(), extra.end());

@@ -9,7 +9,7 @@
 
 namespace dbot::core {
 
-enum class RngPurpose : uint64_t { kInit = 1, kStep = 2, kShuffle = 3, kEval = 4 };
+enum class RngPurpose : uint64_t { kInit = 1, kStep = 2, kShuffle = 3, kEval = 4, kAugment = 5 };
 
 // A CPU generator seeded by splitmix64 over (seed, purpose, index).
 at::Generator derive_generator(uint64_t seed, RngPurpose purpose, uint64_t index);

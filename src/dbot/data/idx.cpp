@@ -86,7 +86,7 @@ std::string find_file(const std::string& root, const std::string& name) {
     if (std::ifstream(candidate).good()) return candidate;
   }
   throw std::runtime_error(root + "/" + name +
-                           ".gz: not found (install Debian's dataset-fashion-mnist or set data.root)");
+                           ".gz: not found (install Debian's dataset-fashion-mnist or set data.path)");
 }
 }  // namespace
 
@@ -111,13 +111,6 @@ Dataset load_fashion_mnist(const std::string& root, const std::string& split, in
   }
   ds.num_classes = 10;
   return ds;
-}
-
-Dataset load_dataset(const DataConfig& cfg, const std::string& split) {
-  if (cfg.dataset == "fashion_mnist") {
-    return load_fashion_mnist(cfg.root, split, split == "train" ? cfg.train_limit : cfg.test_limit);
-  }
-  throw std::invalid_argument("data.dataset: unknown dataset '" + cfg.dataset + "' (supported: fashion_mnist)");
 }
 
 }  // namespace dbot::data

@@ -1,6 +1,9 @@
 #include "dbot/data/loader.h"
 
-#include <cmath>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
 #include <stdexcept>
 
 #include "dbot/core/rng.h"
@@ -11,74 +14,203 @@ at::Tensor normalize(const at::Tensor& images_u8, const std::vector<double>& mea
   const int64_t C = images_u8.size(1);
   TORCH_CHECK(static_cast<int64_t>(mean.size()) == C && static_cast<int64_t>(std.size()) == C,
               "data.mean/data.std need one value per channel (", C, ")");
-  auto m = at::tensor(std::vector<float>(mean.begin(), mean.end())).view({1, C, 1, 1});
-  auto s = at::tensor(std::vector<float>(std.begin(), std.end())).view({1, C, 1, 1});
+  auto m = at::tensor(std::vector<float>(mean.begin(), mean.end())).view({1, C, 1, 1}).to(images_u8.device());
+  auto s = at::tensor(std::vector<float>(std.begin(), std.end())).view({1, C, 1, 1}).to(images_u8.device());
   return (images_u8.to(at::kFloat).div_(255.0) - m) / s;
 }
 
-at::Tensor random_resized_crop_flip(const at::Tensor& x, double scale_min, double scale_max, bool hflip,
-                                    at::Generator& gen) {
-  const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
-  constexpr int kTries = 10;
-  // Uniforms for every try: area fraction, log-ratio, top, left; plus one for the flip.
-  auto u = at::rand({B, kTries * 4 + 1}, gen, at::TensorOptions().dtype(at::kDouble)).contiguous();
-  const double* r = u.data_ptr<double>();
-  const double area = static_cast<double>(H * W);
-  const double log_lo = std::log(3.0 / 4.0), log_hi = std::log(4.0 / 3.0);
-  auto theta = at::zeros({B, 2, 3}, at::kFloat);
-  auto th = theta.accessor<float, 3>();
-  for (int64_t b = 0; b < B; ++b) {
-    const double* rb = r + b * (kTries * 4 + 1);
-    double top = 0, left = 0, h = H, w = W;
-    bool found = false;
-    for (int t = 0; t < kTries && !found; ++t) {
-      const double target = area * (scale_min + (scale_max - scale_min) * rb[4 * t]);
-      const double aspect = std::exp(log_lo + (log_hi - log_lo) * rb[4 * t + 1]);
-      const double cw = std::round(std::sqrt(target * aspect)), ch = std::round(std::sqrt(target / aspect));
-      if (cw > 0 && ch > 0 && cw <= W && ch <= H) {
-        w = cw;
-        h = ch;
-        top = std::floor(rb[4 * t + 2] * (H - h + 1));
-        left = std::floor(rb[4 * t + 3] * (W - w + 1));
-        found = true;
-      }
-    }
-    if (!found) {  // torchvision's fallback: the whole image (ratio is always within range for squares)
-      top = 0, left = 0, h = H, w = W;
-    }
-    const bool flip = hflip && rb[kTries * 4] < 0.5;
-    // Output [-1, 1] maps onto the crop's pixel edges [left, left + w] (align_corners = false).
-    th[b][0][0] = static_cast<float>((w / W) * (flip ? -1.0 : 1.0));
-    th[b][0][2] = static_cast<float>((2.0 * left + w) / W - 1.0);
-    th[b][1][1] = static_cast<float>(h / H);
-    th[b][1][2] = static_cast<float>((2.0 * top + h) / H - 1.0);
-  }
-  auto grid = at::affine_grid_generator(theta, {B, x.size(1), H, W}, /*align_corners=*/false);
-  return at::grid_sampler(x, grid, /*bicubic=*/2, /*padding border=*/1, /*align_corners=*/false);
-}
-
-TrainLoader::TrainLoader(const Dataset& ds, const DataConfig& cfg, int64_t batch_size, uint64_t seed)
-    : ds_(ds), cfg_(cfg), batch_size_(batch_size), seed_(seed) {
-  if (batch_size <= 0) throw std::invalid_argument("optim.batch_size must be positive");
-  if (iters_per_epoch() == 0) {
-    throw std::invalid_argument("optim.batch_size " + std::to_string(batch_size) + " exceeds the " +
-                                std::to_string(ds.size()) + " training images");
-  }
-  if (cfg.crop_scale.size() != 2 ||
-      !(cfg.crop_scale[0] > 0 && cfg.crop_scale[0] <= cfg.crop_scale[1] && cfg.crop_scale[1] <= 1.0)) {
+TransformConfig transform_config(const DataConfig& data, int64_t img_size, int64_t in_chans) {
+  if (data.crop_scale.size() != 2 ||
+      !(data.crop_scale[0] > 0 && data.crop_scale[0] <= data.crop_scale[1] && data.crop_scale[1] <= 1.0)) {
     throw std::invalid_argument("data.crop_scale must be [min, max] with 0 < min <= max <= 1");
   }
+  if (!(data.crop_pct > 0 && data.crop_pct <= 1.0)) throw std::invalid_argument("data.crop_pct must be in (0, 1]");
+  TransformConfig t;
+  t.size = img_size;
+  t.channels = in_chans;
+  t.scale_min = data.crop_scale[0];
+  t.scale_max = data.crop_scale[1];
+  t.hflip = data.hflip;
+  t.crop_pct = data.crop_pct;
+  t.dct_scale = data.dct_scale;
+  return t;
 }
 
-at::Tensor TrainLoader::permutation(int64_t epoch) const {
-  auto gen = core::derive_generator(seed_, core::RngPurpose::kShuffle, static_cast<uint64_t>(epoch));
-  return at::randperm(ds_.size(), gen, at::TensorOptions().dtype(at::kLong));
+LoaderConfig loader_config(const DataConfig& data, int64_t batch_size, bool train, uint64_t seed) {
+  if (data.workers < 0) throw std::invalid_argument("data.workers must be >= 0 (0 = one per core)");
+  LoaderConfig c;
+  c.batch_size = batch_size;
+  c.train = train;
+  c.workers = data.workers;
+  c.skip_bad = data.skip_bad;
+  c.seed = seed;
+  return c;
 }
 
-at::Tensor TrainLoader::batch(const at::Tensor& perm, int64_t iteration, at::Generator& gen) const {
-  auto idx = perm.slice(0, iteration * batch_size_, (iteration + 1) * batch_size_);
-  auto x = normalize(ds_.images.index_select(0, idx), cfg_.mean, cfg_.std);
-  return random_resized_crop_flip(x, cfg_.crop_scale[0], cfg_.crop_scale[1], cfg_.hflip, gen);
+namespace {
+constexpr int64_t kMaxConsecutiveBad = 100;  // with skip_bad: this many unreadable files in a row is an error
+}
+
+struct Loader::Slot {
+  int64_t iteration = -1, generation = -1;
+  at::Tensor images, labels;
+  int64_t remaining = 0, bad = 0;
+  std::exception_ptr error;
+};
+
+Loader::Loader(std::shared_ptr<const ImageSource> source, const TransformConfig& transform, const LoaderConfig& cfg)
+    : source_(std::move(source)), transform_(transform), cfg_(cfg) {
+  if (cfg_.batch_size <= 0) throw std::invalid_argument("optim.batch_size must be positive");
+  if (source_->size() == 0) throw std::invalid_argument(source_->describe() + ": no images");
+  if (cfg_.train && iters_per_epoch() == 0) {
+    throw std::invalid_argument("optim.batch_size " + std::to_string(cfg_.batch_size) + " exceeds the " +
+                                std::to_string(source_->size()) + " training images");
+  }
+  if (transform_.channels != 1 && transform_.channels != 3) {
+    throw std::invalid_argument("model.in_chans must be 1 (grayscale) or 3 (RGB) to read images");
+  }
+  int64_t workers = cfg_.workers > 0 ? cfg_.workers : static_cast<int64_t>(std::thread::hardware_concurrency());
+  workers = std::max<int64_t>(workers, 1);
+  const int64_t prefetch = cfg_.prefetch > 0 ? cfg_.prefetch : std::max<int64_t>(2, 2 * workers / cfg_.batch_size + 1);
+  for (int64_t i = 0; i < prefetch; ++i) ring_.push_back(std::make_unique<Slot>());
+  for (int64_t i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
+}
+
+Loader::~Loader() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+int64_t Loader::iters_per_epoch() const {
+  const int64_t n = source_->size(), b = cfg_.batch_size;
+  return cfg_.train ? n / b : (n + b - 1) / b;
+}
+
+int64_t Loader::batch_len(int64_t iteration) const {
+  return std::min(cfg_.batch_size, source_->size() - iteration * cfg_.batch_size);
+}
+
+std::vector<int64_t> Loader::order(int64_t epoch) const {
+  std::vector<int64_t> out(static_cast<size_t>(source_->size()));
+  if (!cfg_.train) {
+    std::iota(out.begin(), out.end(), 0);
+    return out;
+  }
+  auto gen = core::derive_generator(cfg_.seed, core::RngPurpose::kShuffle, static_cast<uint64_t>(epoch));
+  const auto perm = at::randperm(source_->size(), gen, at::TensorOptions().dtype(at::kLong));
+  std::copy_n(perm.data_ptr<int64_t>(), out.size(), out.begin());
+  return out;
+}
+
+void Loader::start_epoch(int64_t epoch, int64_t first_iteration) {
+  auto order_now = std::make_shared<const std::vector<int64_t>>(order(epoch));
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++generation_;
+    epoch_ = epoch;
+    order_ = std::move(order_now);
+    fill_iter_ = consume_iter_ = first_iteration;
+    fill_pos_ = 0;
+    end_ = iters_per_epoch();
+    for (auto& s : ring_) s->iteration = -1;
+  }
+  work_cv_.notify_all();
+}
+
+LoadedSample Loader::sample(int64_t epoch, int64_t position, const std::vector<int64_t>& order) const {
+  const int64_t n = static_cast<int64_t>(order.size());
+  double draws[kTrainDraws] = {};
+  if (cfg_.train) {
+    const int64_t index = order[static_cast<size_t>(position)];
+    auto gen = core::derive_generator(cfg_.seed, core::RngPurpose::kAugment,
+                                      static_cast<uint64_t>(epoch) << 32 | static_cast<uint64_t>(index));
+    const auto u = at::rand({kTrainDraws}, gen, at::TensorOptions().dtype(at::kDouble));
+    std::copy_n(u.data_ptr<double>(), kTrainDraws, draws);
+  }
+  for (int64_t k = 0;; ++k) {  // with skip_bad, the next samples of the order stand in for a bad one
+    const int64_t index = order[static_cast<size_t>((position + k) % n)];
+    try {
+      const StoredImage img = source_->load(index);
+      return {cfg_.train ? train_transform(img, transform_, draws) : eval_transform(img, transform_), index, k};
+    } catch (const std::exception& e) {
+      if (!cfg_.skip_bad || !dynamic_cast<const std::runtime_error*>(&e)) throw;
+      std::fprintf(stderr, "data: skipping a bad image: %s\n", e.what());
+      if (k + 1 >= std::min(kMaxConsecutiveBad, n)) {
+        throw std::runtime_error(source_->name(index) + ": the last of " + std::to_string(k + 1) +
+                                 " unreadable images in a row; stopping (data.skip_bad)");
+      }
+    }
+  }
+}
+
+void Loader::work() {
+  const int64_t P = static_cast<int64_t>(ring_.size());
+  const int64_t C = transform_.channels, S = transform_.size;
+  std::unique_lock<std::mutex> lk(mu_);
+  while (true) {
+    work_cv_.wait(lk, [&] { return stop_ || (fill_iter_ < end_ && fill_iter_ < consume_iter_ + P); });
+    if (stop_) return;
+    const int64_t it = fill_iter_, j = fill_pos_, len = batch_len(it);
+    Slot& slot = *ring_[static_cast<size_t>(it % P)];
+    if (j == 0) {
+      slot.iteration = it;
+      slot.generation = generation_;
+      slot.images = at::empty({len, C, S, S}, at::kByte);
+      slot.labels = at::empty({len}, at::kLong);
+      slot.remaining = len;
+      slot.bad = 0;
+      slot.error = nullptr;
+    }
+    if (++fill_pos_ == len) {
+      ++fill_iter_;
+      fill_pos_ = 0;
+    }
+    const int64_t generation = generation_, epoch = epoch_;
+    const auto order = order_;
+    at::Tensor images = slot.images, labels = slot.labels;
+    lk.unlock();
+    std::exception_ptr error;
+    int64_t bad = 0;
+    try {
+      const LoadedSample s = sample(epoch, it * cfg_.batch_size + j, *order);
+      to_chw(s.image, images.data_ptr<uint8_t>() + j * C * S * S);
+      labels.data_ptr<int64_t>()[j] = source_->label(s.index);  // a stand-in brings its own label
+      bad = s.bad;
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lk.lock();
+    if (slot.generation == generation && slot.iteration == it) {
+      if (error && !slot.error) slot.error = error;
+      slot.bad += bad;
+      if (--slot.remaining == 0) done_cv_.notify_all();
+    }
+  }
+}
+
+LoadedBatch Loader::next() {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lk(mu_);
+  if (consume_iter_ >= end_) throw std::logic_error("Loader::next: past the end of the epoch (call start_epoch)");
+  Slot& slot = *ring_[static_cast<size_t>(consume_iter_ % static_cast<int64_t>(ring_.size()))];
+  done_cv_.wait(
+      lk, [&] { return slot.iteration == consume_iter_ && slot.generation == generation_ && slot.remaining == 0; });
+  LoadedBatch b;
+  b.images = std::move(slot.images);
+  b.labels = std::move(slot.labels);
+  b.bad = slot.bad;
+  const std::exception_ptr error = slot.error;
+  slot.iteration = -1;
+  ++consume_iter_;
+  lk.unlock();
+  work_cv_.notify_all();
+  if (error) std::rethrow_exception(error);
+  b.wait_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return b;
 }
 
 }  // namespace dbot::data

@@ -1,35 +1,97 @@
-// Batches for pretraining and evaluation from an in-memory Dataset.
-// Training: a per-epoch permutation from core::derive_generator(seed, kShuffle, epoch), drop_last as MAE, then
-// RandomResizedCrop(scale, ratio 3/4..4/3, bicubic) + horizontal flip, done for the whole batch at once
-// with affine_grid/grid_sample, with the step's generator. Everything is reproducible from the seed.
+// Batches of uint8 images [B, C, S, S] from an ImageSource, decoded and transformed on worker threads
+// ahead of the consumer, through a bounded queue of `prefetch` batches.
+// Training: each epoch is a permutation of the samples from (seed, shuffle, epoch), cut into full batches
+// (drop_last, as MAE); sample i of epoch e is augmented with draws from (seed, augment, e << 32 | i). So the
+// batches depend on (seed, epoch, position) only: the same for any number of workers, and a run resumed
+// mid-epoch (start_epoch with first_iteration) gets the batches an uninterrupted run would have.
+// Evaluation: the samples in order, the last batch partial, the eval transform.
+// A bad file (corrupt, truncated, unsupported) stops the run with its path, or with skip_bad is replaced
+// by the next good sample in the epoch's order (deterministically) and counted in Batch::bad.
+// The shard hook for data parallelism: rank r of world w takes positions r, r + w, ... of each batch's
+// global slice (later; today rank 0 of 1).
 #pragma once
 
-#include "dbot/data/dataset.h"
+#include <ATen/ATen.h>
+
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "dbot/data/source.h"
+#include "dbot/data/transforms.h"
 
 namespace dbot::data {
 
-// uint8 [B, C, H, W] -> float [B, C, H, W], (x / 255 - mean) / std per channel.
+// uint8 [B, C, H, W] -> float [B, C, H, W], (x / 255 - mean) / std per channel, on x's device.
 at::Tensor normalize(const at::Tensor& images_u8, const std::vector<double>& mean, const std::vector<double>& std);
 
-// Per-sample RandomResizedCrop (torchvision's parameter rule, 10 tries then a center crop) and flip
-// (probability 0.5 when hflip), resampled bicubically to the input size. x: [B, C, H, W] float.
-at::Tensor random_resized_crop_flip(const at::Tensor& x, double scale_min, double scale_max, bool hflip,
-                                    at::Generator& gen);
+struct LoaderConfig {
+  int64_t batch_size = 256;
+  bool train = true;     // shuffled, drop_last, train transform; else in order, eval transform
+  int64_t workers = 0;   // 0 = one per core
+  int64_t prefetch = 0;  // batches decoded ahead (0 = 2 x workers / batch, at least 2)
+  bool skip_bad = false;
+  uint64_t seed = 0;
+};
 
-class TrainLoader {
+// The transform and loader settings of the data section for a model's input (img_size, in_chans); checks
+// data.crop_scale and data.crop_pct.
+TransformConfig transform_config(const DataConfig& data, int64_t img_size, int64_t in_chans);
+LoaderConfig loader_config(const DataConfig& data, int64_t batch_size, bool train, uint64_t seed);
+
+struct LoadedBatch {
+  at::Tensor images;  // [B, C, S, S] uint8
+  at::Tensor labels;  // [B] int64 (-1 when unlabeled)
+  int64_t bad = 0;    // samples replaced because their file could not be read (skip_bad)
+  double wait_s = 0;  // time next() blocked waiting for workers
+};
+
+struct LoadedSample {
+  Image image;        // [S, S, C]
+  int64_t index = 0;  // the sample it came from (a stand-in's, after bad files)
+  int64_t bad = 0;    // bad files skipped before it
+};
+
+class Loader {
  public:
-  TrainLoader(const Dataset& ds, const DataConfig& cfg, int64_t batch_size, uint64_t seed);
-  int64_t size() const { return ds_.size(); }
-  int64_t iters_per_epoch() const { return ds_.size() / batch_size_; }
-  at::Tensor permutation(int64_t epoch) const;  // [N] int64
-  // Batch `iteration` of an epoch given its permutation, augmented with gen: [B, C, H, W] float.
-  at::Tensor batch(const at::Tensor& perm, int64_t iteration, at::Generator& gen) const;
+  Loader(std::shared_ptr<const ImageSource> source, const TransformConfig& transform, const LoaderConfig& cfg);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  int64_t size() const { return source_->size(); }
+  int64_t iters_per_epoch() const;
+  const ImageSource& source() const { return *source_; }
+  int64_t workers() const { return static_cast<int64_t>(threads_.size()); }
+  // Serves batches first_iteration .. iters_per_epoch() - 1 of `epoch` (any batches still queued are dropped).
+  void start_epoch(int64_t epoch, int64_t first_iteration = 0);
+  // The next batch of the current epoch, in order; rethrows a worker's error.
+  LoadedBatch next();
+
+  // The sample at `position` of an epoch's order, as the workers make it.
+  LoadedSample sample(int64_t epoch, int64_t position, const std::vector<int64_t>& order) const;
+  // The sample order of an epoch: [N] (training: the permutation; evaluation: 0..N-1).
+  std::vector<int64_t> order(int64_t epoch) const;
 
  private:
-  const Dataset& ds_;
-  DataConfig cfg_;
-  int64_t batch_size_;
-  uint64_t seed_;
+  struct Slot;
+  void work();
+  int64_t batch_len(int64_t iteration) const;
+
+  std::shared_ptr<const ImageSource> source_;
+  TransformConfig transform_;
+  LoaderConfig cfg_;
+  std::vector<std::thread> threads_;
+  std::vector<std::unique_ptr<Slot>> ring_;
+  std::mutex mu_;
+  std::condition_variable work_cv_, done_cv_;
+  bool stop_ = false;
+  int64_t generation_ = 0, epoch_ = -1, end_ = 0;
+  int64_t fill_iter_ = 0, fill_pos_ = 0, consume_iter_ = 0;
+  std::shared_ptr<const std::vector<int64_t>> order_;
 };
 
 }  // namespace dbot::data

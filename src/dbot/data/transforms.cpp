@@ -1,6 +1,11 @@
 #include "dbot/data/transforms.h"
 
+#include <algorithm>
 #include <cmath>
+#include <stdexcept>
+
+#include "dbot/data/decode.h"
+#include "dbot/data/resample.h"
 
 namespace dbot::data {
 
@@ -28,6 +33,109 @@ CropBox sample_crop_box(int64_t height, int64_t width, double scale_min, double 
     w = static_cast<int64_t>(std::nearbyint(static_cast<double>(h) * ratio_max));
   }
   return {(height - h) / 2, (width - w) / 2, h, w};
+}
+
+namespace {
+
+ImageInfo info_of(const StoredImage& img) {
+  if (img.bytes.empty()) return {img.pixels.width, img.pixels.height, false};
+  return read_image_info(img.bytes, img.name);
+}
+
+// PIL's convert on pixels held in memory: L <-> RGB (IDX images are L).
+Image convert_pixels(const Image& in, int64_t channels) {
+  if (in.channels == channels) return in;
+  Image out(in.height, in.width, channels);
+  const int64_t n = in.height * in.width;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* p = &in.pixels[i * in.channels];
+    if (channels == 3) {
+      std::fill_n(&out.pixels[i * 3], 3, p[0]);
+    } else {
+      out.pixels[i] = static_cast<uint8_t>((p[0] * 19595 + p[1] * 38470 + p[2] * 7471 + 0x8000) >> 16);
+    }
+  }
+  return out;
+}
+
+// Resizes `box` of the stored image (full-resolution pixels) to out_w x out_h: the exact crop then PIL's
+// resize, or, for JPEGs when allowed, the DCT-scaled region and a fractional box.
+Image crop_resize(const StoredImage& img, const ImageInfo& info, const CropBox& box, int64_t out_w, int64_t out_h,
+                  const TransformConfig& cfg) {
+  const int64_t x1 = box.left + box.width, y1 = box.top + box.height;
+  if (img.bytes.empty()) {
+    const Image px = convert_pixels(img.pixels, cfg.channels);
+    Image crop(box.height, box.width, cfg.channels);
+    for (int64_t y = 0; y < box.height; ++y) {
+      std::copy_n(px.row(box.top + y) + box.left * cfg.channels, box.width * cfg.channels, crop.row(y));
+    }
+    return resize_bicubic(crop, out_w, out_h);
+  }
+  int denom = 1;
+  if (cfg.dct_scale && info.jpeg) {
+    while (denom < 8 && box.width >= 2 * denom * out_w && box.height >= 2 * denom * out_h) denom *= 2;
+  }
+  if (denom == 1)
+    return resize_bicubic(decode_image(img.bytes, img.name, cfg.channels, box.left, box.top, x1, y1), out_w, out_h);
+  // libjpeg's scaled size is ceil(size / denom); the box maps to fractional scaled pixels.
+  const double d = denom;
+  const int64_t sw = (info.width + denom - 1) / denom, sh = (info.height + denom - 1) / denom;
+  const int64_t sx0 = box.left / denom, sy0 = box.top / denom;
+  const int64_t sx1 = std::min<int64_t>(sw, (x1 + denom - 1) / denom),
+                sy1 = std::min<int64_t>(sh, (y1 + denom - 1) / denom);
+  const Image region = decode_image(img.bytes, img.name, cfg.channels, sx0, sy0, sx1, sy1, denom);
+  const ResampleBox rb{box.left / d - sx0, box.top / d - sy0, std::min(x1 / d, double(sx1)) - sx0,
+                       std::min(y1 / d, double(sy1)) - sy0};
+  return resize_bicubic(region, out_w, out_h, rb);
+}
+
+void flip_horizontal(Image& img) {
+  const int64_t C = img.channels;
+  for (int64_t y = 0; y < img.height; ++y) {
+    uint8_t* r = img.row(y);
+    for (int64_t a = 0, b = img.width - 1; a < b; ++a, --b) std::swap_ranges(r + a * C, r + (a + 1) * C, r + b * C);
+  }
+}
+
+}  // namespace
+
+Image train_transform(const StoredImage& img, const TransformConfig& cfg, const double* draws) {
+  const ImageInfo info = info_of(img);
+  int next = 0;
+  const CropBox box = sample_crop_box(info.height, info.width, cfg.scale_min, cfg.scale_max, cfg.ratio_min,
+                                      cfg.ratio_max, [&] { return draws[next++]; });
+  Image out = crop_resize(img, info, box, cfg.size, cfg.size, cfg);
+  if (cfg.hflip && draws[kTrainDraws - 1] < 0.5) flip_horizontal(out);
+  return out;
+}
+
+Image eval_transform(const StoredImage& img, const TransformConfig& cfg) {
+  const ImageInfo info = info_of(img);
+  // torchvision Resize(int): the shorter side to s, the longer to int(s * long / short).
+  const auto s = static_cast<int64_t>(std::floor(static_cast<double>(cfg.size) / cfg.crop_pct));
+  const bool portrait = info.width <= info.height;
+  const int64_t short_side = portrait ? info.width : info.height, long_side = portrait ? info.height : info.width;
+  const auto resized_long = static_cast<int64_t>(static_cast<double>(s) * long_side / short_side);
+  const int64_t rw = portrait ? s : resized_long, rh = portrait ? resized_long : s;
+  if (rw < cfg.size || rh < cfg.size) throw std::invalid_argument("data.crop_pct must be in (0, 1]");
+  // CenterCrop: offsets int(round((H - size) / 2)) with Python's round (half to even).
+  const auto top = static_cast<int64_t>(std::nearbyint((rh - cfg.size) / 2.0));
+  const auto left = static_cast<int64_t>(std::nearbyint((rw - cfg.size) / 2.0));
+  const Image resized = crop_resize(img, info, {0, 0, info.height, info.width}, rw, rh, cfg);
+  Image out(cfg.size, cfg.size, cfg.channels);
+  for (int64_t y = 0; y < cfg.size; ++y) {
+    std::copy_n(resized.row(top + y) + left * cfg.channels, cfg.size * cfg.channels, out.row(y));
+  }
+  return out;
+}
+
+void to_chw(const Image& img, uint8_t* dst) {
+  const int64_t C = img.channels, n = img.height * img.width;
+  for (int64_t c = 0; c < C; ++c) {
+    const uint8_t* src = img.pixels.data() + c;
+    uint8_t* d = dst + c * n;
+    for (int64_t i = 0; i < n; ++i) d[i] = src[i * C];
+  }
 }
 
 }  // namespace dbot::data

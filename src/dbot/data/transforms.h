@@ -1,12 +1,22 @@
-// Per-sample image transforms with torchvision's semantics, the building blocks of the per-sample uint8
-// pipeline of the image-data issue (the IDX loader still augments whole batches with grid_sample,
-// data/loader.h, until that pipeline replaces it).
-//   sample_crop_box: RandomResizedCrop's box, torchvision's get_params rule on a stream of uniform draws;
-//                    checked against torchvision itself (tests/reference/make_transforms_golden.py).
+// Per-sample image transforms with torchvision's semantics on 8-bit pixels (torchvision on PIL images:
+// crop, then PIL's antialiased bicubic resize, rounded and clamped to uint8; normalisation comes later,
+// on the batch, on the device).
+//   sample_crop_box:  RandomResizedCrop's box, torchvision's get_params rule on a stream of uniform draws;
+//                     checked against torchvision itself (tests/reference/make_transforms_golden.py).
+//   train_transform:  RandomResizedCrop(size, scale, ratio, BICUBIC) + RandomHorizontalFlip(0.5).
+//   eval_transform:   Resize(floor(size / crop_pct), BICUBIC) on the shorter side + CenterCrop(size)
+//                     (MAE/timm evaluation: 224 / 0.875 = 256, then 224).
+// Both read a StoredImage: encoded bytes (decoded here, JPEGs only in the region the crop needs and, when
+// allowed, at 1/2, 1/4 or 1/8 scale in the DCT domain: fast, no longer bit-equal to torchvision) or pixels
+// already in memory (IDX).
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
+
+#include "dbot/data/image.h"
 
 namespace dbot::data {
 
@@ -19,5 +29,32 @@ struct CropBox {
 // otherwise the centre crop with the aspect ratio clamped to `ratio`. `uniform` returns draws in [0, 1).
 CropBox sample_crop_box(int64_t height, int64_t width, double scale_min, double scale_max, double ratio_min,
                         double ratio_max, const std::function<double()>& uniform);
+
+// The most uniform draws one train_transform consumes: 10 tries x 2, top and left, the flip.
+constexpr int kTrainDraws = 23;
+
+struct TransformConfig {
+  int64_t size = 224;    // output is size x size
+  int64_t channels = 3;  // 1 (L) or 3 (RGB), as PIL's convert
+  double scale_min = 0.2, scale_max = 1.0;
+  double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
+  bool hflip = true;
+  double crop_pct = 0.875;  // eval: resize the shorter side to floor(size / crop_pct), then centre crop
+  bool dct_scale = true;    // JPEG: decode at 1/d scale when the crop is at least d times the output
+};
+
+// An image as stored: a file's bytes, or pixels already decoded (then `bytes` is empty).
+struct StoredImage {
+  std::string name;  // the path, for errors
+  std::vector<uint8_t> bytes;
+  Image pixels;
+};
+
+// draws: kTrainDraws uniforms in [0, 1) (crop tries, top, left, then the flip at index kTrainDraws - 1).
+Image train_transform(const StoredImage& img, const TransformConfig& cfg, const double* draws);
+Image eval_transform(const StoredImage& img, const TransformConfig& cfg);
+
+// Writes an [H, W, C] image as [C, H, W] at dst.
+void to_chw(const Image& img, uint8_t* dst);
 
 }  // namespace dbot::data

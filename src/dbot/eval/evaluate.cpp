@@ -1,5 +1,6 @@
 #include "dbot/eval/evaluate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -15,15 +16,18 @@
 
 namespace dbot::eval {
 
-at::Tensor extract_features(model::VisionTransformer& encoder, const at::Tensor& images_u8, const data::DataConfig& dc,
-                            int64_t batch_size, const core::Runtime& runtime) {
+at::Tensor extract_features(model::VisionTransformer& encoder, std::shared_ptr<const data::ImageSource> source,
+                            const data::DataConfig& dc, int64_t batch_size, const core::Runtime& runtime) {
   at::NoGradGuard no_grad;
   encoder->to(runtime.device);
   encoder->eval();
+  const auto& arch = encoder->cfg;
+  data::Loader loader(std::move(source), data::transform_config(dc, arch.img_size, arch.in_chans),
+                      data::loader_config(dc, batch_size, /*train=*/false, 0));
+  loader.start_epoch(0);
   std::vector<at::Tensor> out;
-  for (int64_t start = 0; start < images_u8.size(0); start += batch_size) {
-    auto x = core::to_device(data::normalize(images_u8.slice(0, start, start + batch_size), dc.mean, dc.std),
-                             runtime.device);
+  for (int64_t it = 0; it < loader.iters_per_epoch(); ++it) {
+    auto x = data::normalize(core::to_device(loader.next().images, runtime.device), dc.mean, dc.std);
     compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
     auto tokens = encoder->forward_features(x, /*final_norm=*/true).to(at::kFloat);             // [B, 1+L, D]
     out.push_back(at::cat({tokens.select(1, 0), tokens.slice(1, 1).mean(1)}, 1).to(at::kCPU));  // [B, 2D]
@@ -82,14 +86,24 @@ double linprobe_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, c
   return pred.eq(test_y).to(at::kDouble).mean().item<double>();
 }
 
-Scores evaluate_encoder(model::VisionTransformer& encoder, const data::Dataset& train, const data::Dataset& test,
-                        const data::DataConfig& data, const EvalConfig& cfg, const core::Runtime& runtime, bool knn,
-                        bool linprobe) {
-  const auto ftr = extract_features(encoder, train.images, data, cfg.batch_size, runtime);
-  const auto fte = extract_features(encoder, test.images, data, cfg.batch_size, runtime);
+std::optional<EvalData> open_eval_data(const data::DataConfig& data) {
+  EvalData d{data::open_source(data, "eval_train"), data::open_source(data, "eval_val")};
+  if (!d.train || !d.val) return std::nullopt;
+  for (const auto* src : {d.train.get(), d.val.get()}) {
+    if (src->num_classes() <= 0) throw std::runtime_error(src->describe() + ": evaluation needs labeled images");
+  }
+  return d;
+}
+
+Scores evaluate_encoder(model::VisionTransformer& encoder, const EvalData& d, const data::DataConfig& data,
+                        const EvalConfig& cfg, const core::Runtime& runtime, bool knn, bool linprobe) {
+  const auto ftr = extract_features(encoder, d.train, data, cfg.batch_size, runtime);
+  const auto fte = extract_features(encoder, d.val, data, cfg.batch_size, runtime);
+  const auto ytr = d.train->labels(), yte = d.val->labels();
+  const int64_t classes = std::max(d.train->num_classes(), d.val->num_classes());
   Scores s;
-  if (knn) s.knn = knn_accuracy(ftr, train.labels, fte, test.labels, train.num_classes, cfg.knn_k, cfg.knn_temperature);
-  if (linprobe) s.linprobe = linprobe_accuracy(ftr, train.labels, fte, test.labels, train.num_classes, cfg);
+  if (knn) s.knn = knn_accuracy(ftr, ytr, fte, yte, classes, cfg.knn_k, cfg.knn_temperature);
+  if (linprobe) s.linprobe = linprobe_accuracy(ftr, ytr, fte, yte, classes, cfg);
   return s;
 }
 
@@ -125,12 +139,22 @@ std::vector<StageResult> evaluate_run(const std::string& run_dir, const model::V
   for (int64_t k = 1; fs::exists(run_dir + "/stage-" + std::to_string(k) + ".pt"); ++k) {
     todo.push_back({run_dir + "/stage-" + std::to_string(k) + ".pt", {k, "stage-" + std::to_string(k) + ".pt:model"}});
   }
-  const data::Dataset train_set = data::load_dataset(data, "train");
-  const data::Dataset test_set = data::load_dataset(data, "test");
+  const auto eval_data = open_eval_data(data);
+  if (!eval_data) {
+    if (!quiet) {
+      std::printf(
+          "evaluation skipped: data.format %s has no labels; set data.eval_path to an ImageFolder root "
+          "(train/ and val/) to evaluate\n",
+          data.format.c_str());
+    }
+    return {};
+  }
+  if (!quiet)
+    std::printf("evaluation: %s | %s\n", eval_data->train->describe().c_str(), eval_data->val->describe().c_str());
   std::vector<StageResult> rows;
   for (auto& [path, row] : todo) {
     auto encoder = load_encoder(path, row.stage == 0 ? "teacher" : "model", arch);
-    const Scores scores = evaluate_encoder(encoder, train_set, test_set, data, cfg, runtime, true, true);
+    const Scores scores = evaluate_encoder(encoder, *eval_data, data, cfg, runtime, true, true);
     row.knn = scores.knn;
     row.linprobe = scores.linprobe;
     if (!quiet) {
@@ -142,8 +166,8 @@ std::vector<StageResult> evaluate_run(const std::string& run_dir, const model::V
   }
   nlohmann::json j;
   j["model"] = arch.name;
-  j["train_images"] = train_set.size();
-  j["test_images"] = test_set.size();
+  j["train_images"] = eval_data->train->size();
+  j["test_images"] = eval_data->val->size();
   j["protocol"] = {{"features", "final norm, CLS concat mean(patches)"},
                    {"knn_k", cfg.knn_k},
                    {"knn_temperature", cfg.knn_temperature},

@@ -1,18 +1,21 @@
 // Evaluation of frozen encoders: k-NN and linear probe on cached features.
 //
-// Features (the default protocol): the encoder's final-norm output on the full image, CLS token
-// concatenated with the mean of the patch tokens: [N, 2D].
+// Features (the default protocol): the encoder's final-norm output on the eval transform of each image
+// (shorter side to img_size / data.crop_pct, centre crop), CLS token concatenated with the mean of the
+// patch tokens: [N, 2D]. Images stream through the data loader (never all in memory).
 // k-NN (DINO's protocol): cosine similarity to all training features, k nearest, each votes for its class
 // with weight exp(sim / T); k = 20, T = 0.07.
 // Linear probe: features standardized with the training mean/std, one Linear layer trained with AdamW on
 // softmax cross-entropy (mini-batches, cosine lr), accuracy on the test set.
 #pragma once
 
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "dbot/core/runtime.h"
-#include "dbot/data/dataset.h"
+#include "dbot/data/source.h"
 #include "dbot/model/vit.h"
 
 namespace dbot::eval {
@@ -29,10 +32,10 @@ struct EvalConfig {
   uint64_t seed = 0;         // the linear probe's shuffling (the run's train.seed)
 };
 
-// [N, 2D] fp32 CPU features of uint8 images (normalized with mean/std), in batches on the runtime's device
-// under its autocast, without autograd.
-at::Tensor extract_features(model::VisionTransformer& encoder, const at::Tensor& images_u8, const data::DataConfig& dc,
-                            int64_t batch_size, const core::Runtime& runtime);
+// [N, 2D] fp32 CPU features of a source's images (eval transform, normalized with data.mean/std), in
+// batches of eval.batch_size on the runtime's device under its autocast, without autograd.
+at::Tensor extract_features(model::VisionTransformer& encoder, std::shared_ptr<const data::ImageSource> source,
+                            const data::DataConfig& dc, int64_t batch_size, const core::Runtime& runtime);
 
 // Accuracy in [0, 1].
 double knn_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const at::Tensor& test_f,
@@ -44,10 +47,17 @@ double linprobe_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, c
 struct Scores {
   double knn = -1, linprobe = -1;  // accuracy in [0, 1]; -1 = not run
 };
-// Features of both splits from the encoder, then the requested protocols with the eval settings.
-Scores evaluate_encoder(model::VisionTransformer& encoder, const data::Dataset& train, const data::Dataset& test,
-                        const data::DataConfig& data, const EvalConfig& cfg, const core::Runtime& runtime, bool knn,
-                        bool linprobe);
+// The labeled images evaluation uses: the k-NN bank / probe training set and the held-out set.
+struct EvalData {
+  std::shared_ptr<const data::ImageSource> train, val;
+};
+// data.format's evaluation sets (data/source.h); empty when the format has none (folder or filelist
+// without data.eval_path): evaluation is then skipped.
+std::optional<EvalData> open_eval_data(const data::DataConfig& data);
+
+// Features of both sets from the encoder, then the requested protocols with the eval settings.
+Scores evaluate_encoder(model::VisionTransformer& encoder, const EvalData& eval_data, const data::DataConfig& data,
+                        const EvalConfig& cfg, const core::Runtime& runtime, bool knn, bool linprobe);
 
 // An encoder from a checkpoint: which = "model" (the student) or "teacher". The architecture is `arch`
 // (the run's model config); the depth comes from the tensors (a zero-block teacher has none).
@@ -61,7 +71,8 @@ struct StageResult {
 };
 
 // Evaluates stage 0 (stage-1.pt's teacher) and every stage-k.pt student of a run folder; writes
-// results.json and results.md there (atomically) and returns the rows.
+// results.json and results.md there (atomically) and returns the rows (none, with a message, when the data
+// has no labeled evaluation sets).
 std::vector<StageResult> evaluate_run(const std::string& run_dir, const model::VitConfig& arch,
                                       const data::DataConfig& data, const EvalConfig& cfg, const core::Runtime& runtime,
                                       bool quiet);

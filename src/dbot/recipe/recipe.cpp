@@ -44,12 +44,18 @@ void schema(Recipe& r, YamlOnly& y, F&& f) {
   f("mkd.decoder_embed_dim", r.mkd.decoder.embed_dim);
   f("mkd.decoder_depth", r.mkd.decoder.depth);
   f("mkd.decoder_num_heads", r.mkd.decoder.num_heads);
-  f("data.dataset", r.data.dataset);
-  f("data.root", r.data.root);
+  f("data.format", r.data.format);
+  f("data.path", r.data.path);
+  f("data.eval_path", r.data.eval_path);
   f("data.train_limit", r.data.train_limit);
   f("data.test_limit", r.data.test_limit);
   f("data.crop_scale", r.data.crop_scale);
   f("data.hflip", r.data.hflip);
+  f("data.crop_pct", r.data.crop_pct);
+  f("data.dct_scale", r.data.dct_scale);
+  f("data.workers", r.data.workers);
+  f("data.skip_bad", r.data.skip_bad);
+  f("data.cache_dir", r.data.cache_dir);
   f("data.mean", r.data.mean);
   f("data.std", r.data.std);
   f("optim.batch_size", r.optim.batch_size);
@@ -214,6 +220,24 @@ Recipe build_config(const YAML::Node& tree, const std::string& origin) {
 }
 
 namespace {
+// Recipes and checkpoints written before the image-data formats name the IDX data with data.dataset
+// (fashion_mnist) and data.root: read them as data.format idx and data.path.
+void upgrade_legacy_keys(YAML::Node given, const std::string& origin) {
+  if (!given.IsMap() || !given["data"] || !given["data"].IsMap()) return;
+  YAML::Node data = given["data"];
+  if (data["dataset"]) {
+    if (data["dataset"].as<std::string>() != "fashion_mnist") {
+      throw std::runtime_error(origin + ": data.dataset is now data.format (idx, imagefolder, folder or filelist)");
+    }
+    if (!data["format"]) data["format"] = "idx";
+    data.remove("dataset");
+  }
+  if (data["root"]) {
+    if (!data["path"]) data["path"] = data["root"].as<std::string>();
+    data.remove("root");
+  }
+}
+
 // The defaults with a YAML document (a recipe, or a checkpoint's config) merged on top.
 YAML::Node layered_on_defaults(const std::string& yaml_text, const std::string& origin) {
   YAML::Node tree = default_tree();
@@ -223,7 +247,10 @@ YAML::Node layered_on_defaults(const std::string& yaml_text, const std::string& 
   } catch (const YAML::Exception& e) {
     throw std::runtime_error(origin + ": invalid YAML: " + e.what());
   }
-  if (!given.IsNull()) merge(tree, given, "", origin);
+  if (!given.IsNull()) {
+    upgrade_legacy_keys(given, origin);
+    merge(tree, given, "", origin);
+  }
   return tree;
 }
 }  // namespace

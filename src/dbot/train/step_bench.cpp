@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "dbot/compat.h"
+#include "dbot/data/loader.h"
 
 namespace dbot::train {
 
@@ -58,8 +59,8 @@ StepBenchResult bench_step(const PretrainConfig& cfg, const core::Runtime& runti
   const int64_t epochs = cfg.mkd.stage_epochs.back();
   Trainer trainer(cfg, runtime, (total + epochs - 1) / epochs + 1);
   const auto& m = cfg.model;
-  // Synthetic normalized images on the host, as the loader hands them over.
-  const at::Tensor images = at::randn({B, m.in_chans, m.img_size, m.img_size});
+  // Synthetic uint8 images on the host, as the loader hands them over (train_step normalizes on the device).
+  const at::Tensor images = at::randint(0, 256, {B, m.in_chans, m.img_size, m.img_size}, at::kByte);
   int64_t global = 0;
   auto step = [&] {
     Batch batch;
@@ -74,7 +75,8 @@ StepBenchResult bench_step(const PretrainConfig& cfg, const core::Runtime& runti
   StepBenchResult r;
   r.ms_per_step = time_ms(step, opts.steps, opts.warmup, runtime.device);
   r.peak_memory_gib = static_cast<double>(compat::peak_memory_bytes(runtime.device)) / (1024.0 * 1024 * 1024);
-  const at::Tensor device_images = core::to_device(images, runtime.device);
+  const at::Tensor device_images =
+      data::normalize(core::to_device(images, runtime.device), cfg.data.mean, cfg.data.std);
   r.teacher_ms = time_ms(
       [&] {
         compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());

@@ -1,5 +1,7 @@
 #include "dbot/train/trainer.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -35,11 +37,29 @@ std::vector<double> make_schedule(const PretrainConfig& cfg, int64_t iters_per_e
 }  // namespace
 
 struct Trainer::Progress {
-  Clock::time_point start = Clock::now();
+  Clock::time_point start = Clock::now(), last_status = start;
   int64_t iterations = 0;  // run by this call
+  int64_t bad = 0;         // images replaced (data.skip_bad)
   double images_per_s(int64_t batch) const {
     const double dt = since(start);
     return dt > 0 ? static_cast<double>(iterations * batch) / dt : 0.0;
+  }
+  // On a terminal: one line rewritten in place (at most 4 times a second); nothing otherwise.
+  void status_line(int64_t stage, int64_t epoch, int64_t it, int64_t ipe, int64_t images, double seconds, double wait_s,
+                   int64_t images_left) {
+    static const bool tty = isatty(fileno(stdout)) != 0;
+    if (!tty || since(last_status) < 0.25 || seconds <= 0) return;
+    last_status = Clock::now();
+    const double ips = static_cast<double>(images) / seconds;
+    std::printf("\r\033[Kstage %lld epoch %lld [%lld/%lld] %.0f img/s data %.0f%% eta %s",
+                static_cast<long long>(stage), static_cast<long long>(epoch), static_cast<long long>(it),
+                static_cast<long long>(ipe), ips, 100.0 * wait_s / seconds,
+                format_duration(static_cast<double>(images_left) / ips).c_str());
+    std::fflush(stdout);
+  }
+  static void clear_status_line() {
+    static const bool tty = isatty(fileno(stdout)) != 0;
+    if (tty) std::printf("\r\033[K");
   }
 };
 
@@ -70,7 +90,8 @@ void Trainer::resume(const std::string& path) {
 }
 
 at::Tensor Trainer::train_step(const Batch& batch) {
-  const at::Tensor imgs = core::to_device(batch.images, runtime_.device);
+  at::Tensor imgs = core::to_device(batch.images, runtime_.device);
+  if (imgs.scalar_type() == at::kByte) imgs = data::normalize(imgs, cfg_.data.mean, cfg_.data.std);
   at::Generator gen = batch.rng;
   at::Tensor loss;
   {
@@ -113,7 +134,7 @@ void Trainer::save(const std::string& path, int64_t epoch, int64_t iteration, co
   save_checkpoint(path, distiller_, epoch, iteration, config_yaml, state);
 }
 
-PretrainSummary Trainer::run(const data::TrainLoader& loader, RunFolder& folder, const PretrainOptions& opts) {
+PretrainSummary Trainer::run(data::Loader& loader, RunFolder& folder, const PretrainOptions& opts) {
   folder.write_config(opts.config_yaml);
   const auto& stage_epochs = cfg_.mkd.stage_epochs;
   if (!opts.quiet) {
@@ -150,17 +171,24 @@ PretrainSummary Trainer::run(const data::TrainLoader& loader, RunFolder& folder,
   return finish(distiller_.stage(), true);
 }
 
-bool Trainer::run_epoch(int64_t epoch, const data::TrainLoader& loader, RunFolder& folder, const PretrainOptions& opts,
+// Counters between two log lines: images, time, and the share of it spent waiting for the data loader.
+struct Trainer::Window {
+  Clock::time_point start = Clock::now();
+  int64_t images = 0, bad = 0;
+  double data_wait_s = 0;
+  double seconds() const { return since(start); }
+};
+
+bool Trainer::run_epoch(int64_t epoch, data::Loader& loader, RunFolder& folder, const PretrainOptions& opts,
                         Progress& progress) {
   const int64_t ipe = iters_per_epoch_, stage = distiller_.stage();
   const int64_t first = epoch == start_epoch_ ? start_iteration_ : 0;
   const std::string last_path = folder.last_checkpoint();
-  const at::Tensor perm = loader.permutation(epoch);
+  loader.start_epoch(epoch, first);
   if (first == 0) optimizer_->zero_grad();  // (a mid-epoch resume keeps the restored partial gradients)
   epoch_loss_sum_.zero_();
   first_unchecked_ = first;
-  auto t_log = Clock::now();
-  int64_t log_images = 0;
+  Window window;
   for (int64_t it = first; it < ipe; ++it) {
     const int64_t global = epoch * ipe + it;
     if (opts.stop_after >= 0 && progress.iterations >= opts.stop_after) {
@@ -168,44 +196,31 @@ bool Trainer::run_epoch(int64_t epoch, const data::TrainLoader& loader, RunFolde
       save(last_path, epoch, it, opts.config_yaml);
       return false;
     }
+    data::LoadedBatch loaded = loader.next();
+    window.data_wait_s += loaded.wait_s;
+    window.bad += loaded.bad;
+    progress.bad += loaded.bad;
     Batch batch;
     batch.epoch = epoch;
     batch.iteration = it;
     batch.global = global;
     batch.rng = core::derive_generator(cfg_.train.seed, core::RngPurpose::kStep, static_cast<uint64_t>(global));
-    batch.images = loader.batch(perm, it, batch.rng);
+    batch.images = std::move(loaded.images);
     const at::Tensor loss = train_step(batch).to(at::kDouble);
     unchecked_loss_sum_.add_(loss);
     epoch_loss_sum_.add_(loss);
     ++progress.iterations;
-    log_images += batch.images.size(0);
+    window.images += batch.images.size(0);
+    if (!opts.quiet) {
+      const int64_t left = (cfg_.mkd.stage_epochs.back() * ipe - global - 1) * cfg_.optim.batch_size;
+      progress.status_line(stage, epoch, it + 1, ipe, window.images, window.seconds(), window.data_wait_s, left);
+    }
 
     const bool log_now = cfg_.train.log_every > 0 && ((it + 1) % cfg_.train.log_every == 0 || it + 1 == ipe);
     if (log_now) {
       check_losses(stage, epoch, it + 1, last_path);
-      const double loss_value = loss.item<double>(), lr = lrs_[static_cast<size_t>(global)];
-      const double dt = since(t_log);
-      const double ips = dt > 0 ? static_cast<double>(log_images) / dt : 0.0;
-      nlohmann::json line = {{"type", "step"},
-                             {"stage", stage},
-                             {"epoch", epoch},
-                             {"iteration", it + 1},
-                             {"global_iteration", global + 1},
-                             {"loss", loss_value},
-                             {"lr", lr},
-                             {"images_per_s", ips}};
-      if (scaler_.enabled()) line["loss_scale"] = scaler_.scale();
-      folder.metrics().write(line);
-      if (!opts.quiet) {
-        const int64_t left = cfg_.mkd.stage_epochs.back() * ipe - global - 1;
-        const double eta = ips > 0 ? static_cast<double>(left * cfg_.optim.batch_size) / ips : 0;
-        std::printf("stage %lld epoch %lld [%lld/%lld] loss %.4f lr %.3e %.0f img/s eta %s\n",
-                    static_cast<long long>(stage), static_cast<long long>(epoch), static_cast<long long>(it + 1),
-                    static_cast<long long>(ipe), loss_value, lr, ips, format_duration(eta).c_str());
-        std::fflush(stdout);
-      }
-      t_log = Clock::now();
-      log_images = 0;
+      log_step(loss.item<double>(), stage, epoch, it, global, window, folder, opts);
+      window = Window();
     }
     if (cfg_.train.checkpoint_every > 0 && (global + 1) % cfg_.train.checkpoint_every == 0 && it + 1 < ipe) {
       check_losses(stage, epoch, it + 1, last_path);
@@ -219,20 +234,45 @@ bool Trainer::run_epoch(int64_t epoch, const data::TrainLoader& loader, RunFolde
                           {"epoch", epoch},
                           {"loss", count > 0 ? epoch_loss_sum_.item<double>() / static_cast<double>(count) : 0.0},
                           {"lr", lrs_[static_cast<size_t>((epoch + 1) * ipe - 1)]},
-                          {"images_per_s", progress.images_per_s(cfg_.optim.batch_size)}});
+                          {"images_per_s", progress.images_per_s(cfg_.optim.batch_size)},
+                          {"bad_images", progress.bad}});
   save(last_path, epoch + 1, 0, opts.config_yaml);
   return true;
 }
 
+void Trainer::log_step(double loss, int64_t stage, int64_t epoch, int64_t it, int64_t global, const Window& w,
+                       RunFolder& folder, const PretrainOptions& opts) {
+  const double lr = lrs_[static_cast<size_t>(global)], dt = w.seconds();
+  const double ips = dt > 0 ? static_cast<double>(w.images) / dt : 0.0;
+  const double wait = dt > 0 ? w.data_wait_s / dt : 0.0;
+  nlohmann::json line = {{"type", "step"},
+                         {"stage", stage},
+                         {"epoch", epoch},
+                         {"iteration", it + 1},
+                         {"global_iteration", global + 1},
+                         {"loss", loss},
+                         {"lr", lr},
+                         {"images_per_s", ips},
+                         {"data_wait", wait},
+                         {"bad_images", w.bad}};
+  if (scaler_.enabled()) line["loss_scale"] = scaler_.scale();
+  folder.metrics().write(line);
+  if (opts.quiet) return;
+  const int64_t left = cfg_.mkd.stage_epochs.back() * iters_per_epoch_ - global - 1;
+  const double eta = ips > 0 ? static_cast<double>(left * cfg_.optim.batch_size) / ips : 0;
+  Progress::clear_status_line();
+  std::printf("stage %lld epoch %lld [%lld/%lld] loss %.4f lr %.3e %.0f img/s data %.0f%% eta %s\n",
+              static_cast<long long>(stage), static_cast<long long>(epoch), static_cast<long long>(it + 1),
+              static_cast<long long>(iters_per_epoch_), loss, lr, ips, 100.0 * wait, format_duration(eta).c_str());
+  std::fflush(stdout);
+}
+
 PretrainSummary pretrain(const PretrainConfig& cfg, const core::Runtime& runtime, const PretrainOptions& opts) {
   RunFolder folder(opts.run_dir, opts.resume);
-  const data::Dataset train_set = data::load_dataset(cfg.data, "train");
-  if (train_set.images.size(1) != cfg.model.in_chans || train_set.images.size(2) != cfg.model.img_size) {
-    throw std::runtime_error(cfg.data.root + ": images are " + c10::str(train_set.images.sizes().slice(1)) +
-                             " but model " + cfg.model.name + " expects " + std::to_string(cfg.model.in_chans) + "x" +
-                             std::to_string(cfg.model.img_size) + "x" + std::to_string(cfg.model.img_size));
-  }
-  const data::TrainLoader loader(train_set, cfg.data, cfg.optim.batch_size, cfg.train.seed);
+  const auto source = data::open_source(cfg.data, "train");
+  if (!opts.quiet) std::printf("data: %s\n", source->describe().c_str());
+  data::Loader loader(source, data::transform_config(cfg.data, cfg.model.img_size, cfg.model.in_chans),
+                      data::loader_config(cfg.data, cfg.optim.batch_size, /*train=*/true, cfg.train.seed));
   Trainer trainer(cfg, runtime, loader.iters_per_epoch());
   if (folder.has_last_checkpoint()) trainer.resume(folder.last_checkpoint());
   return trainer.run(loader, folder, opts);

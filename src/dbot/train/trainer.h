@@ -57,7 +57,8 @@ struct PretrainSummary {
   bool finished = false;  // all stages complete
 };
 
-// One iteration's input: augmented images [B, C, H, W] (host or device) and where it sits in the run.
+// One iteration's input: augmented uint8 images [B, C, H, W] (host or device; normalized on the device in
+// train_step) and where it sits in the run.
 struct Batch {
   at::Tensor images;
   int64_t epoch = 0, iteration = 0, global = 0;  // iteration within the epoch; global = epoch * ipe + iteration
@@ -78,7 +79,7 @@ class Trainer {
   at::Tensor train_step(const Batch& batch);
 
   // Trains from the resume point to the end (or stop_after) into the run folder.
-  PretrainSummary run(const data::TrainLoader& loader, RunFolder& folder, const PretrainOptions& opts);
+  PretrainSummary run(data::Loader& loader, RunFolder& folder, const PretrainOptions& opts);
 
   mkd::Distiller& distiller() { return distiller_; }
   AdamW& optimizer() { return *optimizer_; }
@@ -88,8 +89,11 @@ class Trainer {
 
  private:
   struct Progress;  // counters of one run() call
-  bool run_epoch(int64_t epoch, const data::TrainLoader& loader, RunFolder& folder, const PretrainOptions& opts,
+  struct Window;    // counters between two log lines
+  bool run_epoch(int64_t epoch, data::Loader& loader, RunFolder& folder, const PretrainOptions& opts,
                  Progress& progress);
+  void log_step(double loss, int64_t stage, int64_t epoch, int64_t it, int64_t global, const Window& w,
+                RunFolder& folder, const PretrainOptions& opts);
   void optimizer_update(double lr);
   // Throws when a loss since the last check was not finite (one host synchronization).
   void check_losses(int64_t stage, int64_t epoch, int64_t up_to_iteration, const std::string& last_path);
