@@ -1,11 +1,19 @@
 // The pretraining engine on a small synthetic Fashion-MNIST-format dataset: run folder contents, stage
-// semantics seen through the saved files, exact resume, and refusing to overwrite a run.
+// semantics seen through the saved files, exact resume, refusing to overwrite a run, and a run on an
+// ImageFolder of PNG and JPEG files.
 #include <ATen/Parallel.h>
 
+#include <cstring>
+#include <filesystem>
+#include <tuple>
+
 #include "dbot/compat.h"
+#include "dbot/data/decode.h"
+#include "dbot/eval/evaluate.h"
 #include "dbot/recipe/recipe.h"
 #include "dbot/train/checkpoint.h"
 #include "dbot/train/trainer.h"
+#include "image_util.h"
 #include "test_util.h"
 
 using namespace dbot;
@@ -206,4 +214,69 @@ TEST_F(EngineTest, NonFiniteLossStopsBeforeACheckpointWrite) {
   const auto after = train::load_checkpoint(dir.str() + "/checkpoint-last.pt");
   for (const auto& [k, v] : after.model) EXPECT_TRUE(v.isfinite().all().item<bool>()) << k;
   EXPECT_GE(after.epoch * 4 + after.iteration, before.epoch * 4 + before.iteration);
+}
+
+// End to end on real image files: Fashion-MNIST images (Debian's dataset-fashion-mnist, else the synthetic
+// set) written as grayscale PNG and JPEG into an ImageFolder (train/ and val/), two tiny stages, then the
+// per-stage k-NN / linear probe on the same folder.
+TEST(EngineImageFolder, PretrainsTwoStagesAndEvaluatesOnAnImageFolder) {
+  at::set_num_threads(1);
+  test::TempDir fake, root, run_dir;
+  const char* env = std::getenv("DBOT_FMNIST_DIR");
+  std::string fmnist = env && *env ? env : "/usr/share/datasets/fashion-mnist";
+  if (!std::filesystem::exists(fmnist + "/train-images-idx3-ubyte.gz")) {
+    test::write_fake_fmnist(fake.str(), 300, 100, 28);
+    fmnist = fake.str();
+  }
+  for (const auto& [split, idx_split, n] :
+       {std::tuple<std::string, std::string, int>{"train", "train", 300}, {"val", "test", 100}}) {
+    const auto ds = data::load_fashion_mnist(fmnist, idx_split, n);
+    for (int64_t i = 0; i < ds.size(); ++i) {
+      const int64_t label = ds.labels[i].item<int64_t>();
+      const std::string dir = root.str() + "/" + split + "/class_" + std::to_string(label);
+      std::filesystem::create_directories(dir);
+      data::Image img(28, 28, 1);
+      std::memcpy(img.pixels.data(), ds.images[i].contiguous().data_ptr<uint8_t>(), 28 * 28);
+      const std::string stem = dir + "/" + std::to_string(i);
+      if (i % 2 == 0) {
+        test::write_png(stem + ".png", img);
+      } else {
+        test::write_jpeg(stem + ".jpg", img, 95);
+      }
+    }
+  }
+  auto cfg = recipe::load_config("", {"model.name=vit_tiny_patch7_28",
+                                      "model.in_chans=1",
+                                      "model.embed_dim=32",
+                                      "model.depth=2",
+                                      "model.num_heads=2",
+                                      "mkd.decoder_embed_dim=16",
+                                      "mkd.decoder_depth=1",
+                                      "mkd.decoder_num_heads=2",
+                                      "mkd.stage_epochs=[0, 1, 2]",
+                                      "data.format=imagefolder",
+                                      "data.path=" + root.str(),
+                                      "data.cache_dir=none",
+                                      "data.crop_pct=1.0",
+                                      "data.workers=2",
+                                      "data.mean=[0.286]",
+                                      "data.std=[0.353]",
+                                      "optim.batch_size=32",
+                                      "optim.lr=1e-3",
+                                      "train.precision=fp32",
+                                      "eval.linprobe_epochs=5",
+                                      "eval.batch_size=64"});
+  train::PretrainOptions o;
+  o.run_dir = run_dir.str();
+  o.config_yaml = cfg.to_yaml();
+  o.quiet = true;
+  const auto s = train::pretrain(cfg, core::Runtime{}, o);
+  EXPECT_TRUE(s.finished);
+  EXPECT_EQ(s.iterations, 2 * (300 / 32));
+  const auto rows = eval::evaluate_run(run_dir.str(), cfg.model, cfg.data, cfg.eval, core::Runtime{}, true);
+  ASSERT_EQ(rows.size(), 3u);
+  for (const auto& r : rows) {
+    EXPECT_GT(r.knn, 0.3) << r.source;  // chance is 0.1
+    EXPECT_GT(r.linprobe, 0.3) << r.source;
+  }
 }

@@ -1,8 +1,12 @@
-// Per-sample transforms against torchvision (tests/reference/make_transforms_golden.py): the
-// RandomResizedCrop box rule on the same uniform draws.
+// Per-sample transforms against torchvision: the RandomResizedCrop box rule on the same uniform draws
+// (tests/reference/make_transforms_golden.py), the crop + antialiased bicubic resize and the eval transform
+// on real files (tests/reference/make_image_golden.py), and PIL's resampler on hand-checked cases.
 #include <fstream>
 
+#include "dbot/data/decode.h"
+#include "dbot/data/resample.h"
 #include "dbot/data/transforms.h"
+#include "image_util.h"
 #include "test_util.h"
 
 using namespace dbot;
@@ -41,4 +45,83 @@ TEST(Transforms, CropBoxHandChecked) {
   EXPECT_EQ(box.top, 0);
   EXPECT_EQ(box.left, 0);
   EXPECT_EQ(i, 4u);
+}
+
+// torchvision's F.resized_crop(BICUBIC) (+ F.hflip) and Resize + CenterCrop on the test images
+// (tests/reference/make_image_golden.py), on dbot's exact path (dct_scale off).
+TEST(Transforms, ResizedCropAndEvalMatchTorchvision) {
+  int checked = 0;
+  for (const auto& c : test::image_golden().at("images")) {
+    const std::string file = c["file"];
+    data::StoredImage img;
+    img.name = test::test_image(file);
+    img.bytes = data::read_bytes(img.name);
+    const int tol = file.substr(file.size() - 4) == ".jpg" ? 1 : 0;  // JPEG decoder versions: +-1 (observed 0)
+    for (const auto& crop : c["crops"]) {
+      data::TransformConfig cfg;
+      cfg.dct_scale = false;
+      cfg.channels = crop["mode"] == "L" ? 1 : 3;
+      const auto b = crop["box"].get<std::vector<int64_t>>();
+      const int64_t size = crop["size"];
+      auto out = data::resized_crop(img, {b[0], b[1], b[2], b[3]}, size, size, cfg);
+      if (crop["flip"].get<bool>()) data::flip_horizontal(out);
+      EXPECT_LE(test::max_abs_diff(out.pixels, test::base64(crop["out"])), tol)
+          << file << " box " << crop["box"] << " flip " << crop["flip"] << " " << crop["mode"];
+      ++checked;
+    }
+    data::TransformConfig cfg;
+    cfg.dct_scale = false;
+    cfg.size = c["eval"]["size"];
+    cfg.crop_pct = c["eval"]["crop_pct"];
+    const auto out = data::eval_transform(img, cfg);
+    EXPECT_LE(test::max_abs_diff(out.pixels, test::base64(c["eval"]["out"])), tol) << file << " eval";
+  }
+  EXPECT_EQ(checked, 22 * 4);
+}
+
+TEST(Transforms, DctScaledCropsStayCloseToTheExactOnes) {
+  data::StoredImage img;
+  img.name = test::test_image("large.jpg");  // 320 x 240
+  img.bytes = data::read_bytes(img.name);
+  data::TransformConfig exact, fast;
+  exact.dct_scale = false;
+  for (const data::CropBox box :
+       {data::CropBox{0, 0, 240, 320}, data::CropBox{17, 33, 150, 201}, data::CropBox{5, 100, 200, 190}}) {
+    const auto a = data::resized_crop(img, box, 48, 48, exact), b = data::resized_crop(img, box, 48, 48, fast);
+    double sum = 0;
+    for (size_t i = 0; i < a.pixels.size(); ++i) sum += std::abs(int(a.pixels[i]) - int(b.pixels[i]));
+    EXPECT_LT(sum / static_cast<double>(a.pixels.size()), 3.0) << box.left << "," << box.top;
+  }
+}
+
+TEST(Transforms, TrainTransformUsesTheDrawsAsTorchvision) {
+  // The draws that RandomResizedCrop takes (tries, then top/left) and the flip as the last draw.
+  data::StoredImage img;
+  img.name = test::test_image("rgb.png");  // 32 x 24
+  img.bytes = data::read_bytes(img.name);
+  data::TransformConfig cfg;
+  cfg.size = 12;
+  std::vector<double> draws(data::kTrainDraws, 0.0);
+  draws[0] = 0.999999, draws[1] = 0.5;  // area ~1, aspect ~1.0 -> a 24 x 24 box (fits), top draw 0, left draw 0
+  draws[data::kTrainDraws - 1] = 0.25;  // flip
+  size_t next = 0;
+  const auto box = data::sample_crop_box(24, 32, cfg.scale_min, cfg.scale_max, cfg.ratio_min, cfg.ratio_max,
+                                         [&] { return draws.at(next++); });
+  auto expected = data::resized_crop(img, box, 12, 12, cfg);
+  data::flip_horizontal(expected);
+  EXPECT_EQ(data::train_transform(img, cfg, draws.data()).pixels, expected.pixels);
+  draws[data::kTrainDraws - 1] = 0.75;  // no flip
+  EXPECT_EQ(data::train_transform(img, cfg, draws.data()).pixels, data::resized_crop(img, box, 12, 12, cfg).pixels);
+}
+
+TEST(Resample, ConstantStaysConstantAndSameSizeIsIdentity) {
+  data::Image img(7, 9, 3);
+  std::fill(img.pixels.begin(), img.pixels.end(), 77);
+  for (const auto& [w, h] : std::vector<std::pair<int, int>>{{3, 2}, {20, 11}, {9, 30}, {1, 1}}) {
+    const auto out = data::resize_bicubic(img, w, h);
+    EXPECT_TRUE(std::all_of(out.pixels.begin(), out.pixels.end(), [](uint8_t v) { return v == 77; })) << w << "x" << h;
+  }
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(i * 37);
+  EXPECT_EQ(data::resize_bicubic(img, 9, 7).pixels, img.pixels);
+  EXPECT_THROW(data::resize_bicubic(img, 0, 7), std::invalid_argument);
 }

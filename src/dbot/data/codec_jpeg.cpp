@@ -2,11 +2,11 @@
 // upsampling), so the pixels equal PIL's up to the libjpeg-turbo version. Only the rows and iMCU columns
 // of the requested region are decoded (jpeg_crop_scanline, jpeg_skip_scanlines, early abort), optionally
 // at 1/2, 1/4 or 1/8 scale in the DCT domain.
-#include <jpeglib.h>
-
+// clang-format off
 #include <cstdio>  // jpeglib.h needs FILE and size_t declared first
-// after jpeglib.h
+#include <jpeglib.h>
 #include <jerror.h>
+// clang-format on
 
 #include <algorithm>
 #include <csetjmp>
@@ -87,11 +87,12 @@ bool run(Job* job, ErrorManager* err) {
     jpeg_destroy_decompress(&cinfo);
     return false;
   }
-  // One iMCU column beyond the region's right edge, so that fancy upsampling sees the same neighbours as in
-  // a full decode (a crop ending exactly at the region replicates its last column instead).
+  // One iMCU column beyond each side of the region, so that fancy upsampling sees the same neighbours as
+  // in a full decode (a crop that ends at the region replicates its edge columns instead).
   const int64_t imcu = static_cast<int64_t>(cinfo.max_h_samp_factor) * cinfo.min_DCT_scaled_size;
+  const int64_t x_begin = std::max<int64_t>(0, job->x0 - imcu);
   const int64_t x_end = std::min<int64_t>(cinfo.output_width, job->x1 + imcu);
-  JDIMENSION xoff = static_cast<JDIMENSION>(job->x0), cw = static_cast<JDIMENSION>(x_end - job->x0);
+  JDIMENSION xoff = static_cast<JDIMENSION>(x_begin), cw = static_cast<JDIMENSION>(x_end - x_begin);
   if (cw < cinfo.output_width) jpeg_crop_scanline(&cinfo, &xoff, &cw);  // widens to iMCU boundaries
   const int64_t skip_x = job->x0 - xoff;
   if (job->y0 > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(job->y0));
@@ -104,7 +105,7 @@ bool run(Job* job, ErrorManager* err) {
     std::memcpy(out + (y - job->y0) * row_bytes, line + skip_x * C, row_bytes);
   }
   if (err->truncated) {
-    std::snprintf(err->message, sizeof err->message, "truncated JPEG data (premature end of file)");
+    std::snprintf(err->message, sizeof err->message, "the image data ends early");
     jpeg_destroy_decompress(&cinfo);
     return false;
   }
@@ -128,6 +129,12 @@ uint8_t* alloc(void* ctx, int64_t h, int64_t w, int64_t c) {
   return b->image->pixels.data();
 }
 
+// The message for a failed run: a file cut short says so whatever libjpeg stumbled on next.
+std::string failure(const ErrorManager& err, const char* what) {
+  if (err.truncated) return std::string("truncated JPEG data (premature end of file: ") + err.message + ")";
+  return std::string(what) + " (" + err.message + ")";
+}
+
 Job make_job(const std::vector<uint8_t>& bytes) {
   Job job{};
   job.data = bytes.data();
@@ -144,7 +151,7 @@ ImageInfo jpeg_info(const std::vector<uint8_t>& bytes, const std::string& path) 
   Job job = make_job(bytes);
   job.header_only = true;
   ErrorManager err;
-  if (!run(&job, &err)) throw std::runtime_error(path + ": bad JPEG header (" + err.message + ")");
+  if (!run(&job, &err)) throw std::runtime_error(path + ": " + failure(err, "bad JPEG header"));
   return {job.width, job.height, true};
 }
 
@@ -157,7 +164,7 @@ Raw decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, int6
   job.alloc = alloc;
   job.ctx = &buffers;
   ErrorManager err;
-  if (!run(&job, &err)) throw std::runtime_error(path + ": cannot decode JPEG (" + err.message + ")");
+  if (!run(&job, &err)) throw std::runtime_error(path + ": " + failure(err, "cannot decode JPEG"));
   raw.cmyk = job.cmyk;
   if (raw.cmyk) {  // PIL reads every CMYK JPEG as Adobe's inverted CMYK ("CMYK;I")
     for (auto& v : raw.image.pixels) v = static_cast<uint8_t>(255 - v);

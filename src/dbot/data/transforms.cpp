@@ -62,6 +62,11 @@ Image convert_pixels(const Image& in, int64_t channels) {
 // resize, or, for JPEGs when allowed, the DCT-scaled region and a fractional box.
 Image crop_resize(const StoredImage& img, const ImageInfo& info, const CropBox& box, int64_t out_w, int64_t out_h,
                   const TransformConfig& cfg) {
+  if (box.top < 0 || box.left < 0 || box.height <= 0 || box.width <= 0 || box.top + box.height > info.height ||
+      box.left + box.width > info.width) {
+    throw std::invalid_argument(img.name + ": crop box outside the " + std::to_string(info.width) + "x" +
+                                std::to_string(info.height) + " image");
+  }
   const int64_t x1 = box.left + box.width, y1 = box.top + box.height;
   if (img.bytes.empty()) {
     const Image px = convert_pixels(img.pixels, cfg.channels);
@@ -89,6 +94,8 @@ Image crop_resize(const StoredImage& img, const ImageInfo& info, const CropBox& 
   return resize_bicubic(region, out_w, out_h, rb);
 }
 
+}  // namespace
+
 void flip_horizontal(Image& img) {
   const int64_t C = img.channels;
   for (int64_t y = 0; y < img.height; ++y) {
@@ -97,7 +104,9 @@ void flip_horizontal(Image& img) {
   }
 }
 
-}  // namespace
+Image resized_crop(const StoredImage& img, const CropBox& box, int64_t out_w, int64_t out_h, const TransformConfig& cfg) {
+  return crop_resize(img, info_of(img), box, out_w, out_h, cfg);
+}
 
 Image train_transform(const StoredImage& img, const TransformConfig& cfg, const double* draws) {
   const ImageInfo info = info_of(img);

@@ -50,6 +50,11 @@ struct StoredImage {
   Image pixels;
 };
 
+// torchvision's F.resized_crop(img, top, left, h, w, [out_h, out_w], BICUBIC) on the image converted to
+// cfg.channels (with cfg.dct_scale, JPEGs may be decoded at a smaller scale first).
+Image resized_crop(const StoredImage& img, const CropBox& box, int64_t out_w, int64_t out_h, const TransformConfig& cfg);
+void flip_horizontal(Image& img);
+
 // draws: kTrainDraws uniforms in [0, 1) (crop tries, top, left, then the flip at index kTrainDraws - 1).
 Image train_transform(const StoredImage& img, const TransformConfig& cfg, const double* draws);
 Image eval_transform(const StoredImage& img, const TransformConfig& cfg);
