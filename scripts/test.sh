@@ -15,7 +15,7 @@ else
 fi
 for flavor in "${flavors[@]}"; do
   echo "=== $flavor build ==="
-  scripts/build.sh "$flavor"
+  scripts/build.sh "$flavor" -DDBOT_BUILD_TESTS=ON  # (demo.sh builds without tests)
   (cd "build-$flavor" && ctest --output-on-failure -j "$(nproc)" --timeout 600)
 done
 echo "test.sh: all tests passed (${flavors[*]})"
