@@ -77,6 +77,7 @@ int run_pretrain(const PretrainArgs& a) {
               summary.seconds, summary.images_per_s);
   if (summary.finished && !a.no_eval) {
     const auto rows = dbot::eval::evaluate_run(a.output, r.model, r.data, r.eval, rt, false);
+    if (rows.empty()) return 0;  // no labeled evaluation data (evaluate_run said so)
     std::printf("\n%s\nwritten: %s/results.md, %s/results.json\n",
                 dbot::eval::results_markdown(rows, "per-stage evaluation: " + r.model.name).c_str(), a.output.c_str(),
                 a.output.c_str());

@@ -51,6 +51,12 @@ if ! nvidia-smi -L >/dev/null 2>&1; then  # "no CUDA GPU found" or "this build o
   expect_error "--device cuda: " pretrain --config "$recipe" --output "$work/r0" --device cuda
 fi
 expect_error "expected auto, cpu, cuda or cuda:N" pretrain --config "$recipe" --output "$work/r0" --device tpu
+expect_error "$work/nowhere/train: no such directory" pretrain --config "$recipe" --output "$work/r0" \
+  --set data.format=imagefolder --set data.path="$work/nowhere"
+expect_error "data.format: unknown format 'lmdb'" pretrain --config "$recipe" --output "$work/r0" --set data.format=lmdb
+printf 'does/not/exist.png 3\n' >"$work/list.txt"
+expect_error "list.txt:1: no such image file" pretrain --config "$recipe" --output "$work/r0" \
+  --set data.format=filelist --set data.path="$work/list.txt"
 head -c 1000 "$src/tests/reference/golden.json" >"$work/notackpt.pt"
 expect_error "notackpt.pt: not a readable checkpoint" eval knn --checkpoint "$work/notackpt.pt"
 
@@ -73,6 +79,15 @@ expect_error "exists: pass --resume" pretrain --config "$recipe" --output "$run"
   fail "eval knn failed: $(cat "$work/eval.log")"
 grep -q "top-1" "$work/eval.log" || fail "eval printed no accuracy"
 cat "$work/eval.log"
+
+# --- an unlabeled folder of real image files (the test images: JPEG, PNG, WebP, PNM, BMP; RGB) ---
+"$dbot" pretrain --config "$recipe" --output "$work/folder-run" "${tiny[@]}" --set data.format=folder \
+  --set data.path="$src/tests/data/images" --set data.cache_dir=none --set model.in_chans=3 \
+  --set "data.mean=[0.5, 0.5, 0.5]" --set "data.std=[0.25, 0.25, 0.25]" --set "mkd.stage_epochs=[0, 1, 2]" \
+  --set optim.batch_size=8 --precision fp32 >"$work/folder.log" 2>&1 || { fail "pretrain on a folder failed"; cat "$work/folder.log"; }
+grep -q "tests/data/images: 22 images" "$work/folder.log" || fail "folder run did not describe its data: $(head -3 "$work/folder.log")"
+grep -q "evaluation skipped: data.format folder has no labels" "$work/folder.log" || fail "folder run did not skip evaluation"
+[[ -s "$work/folder-run/stage-2.pt" ]] || fail "folder run wrote no stage-2.pt"
 
 # --- the step benchmark runs the real train_step and prints its machine-readable line ---
 "$dbot" bench step --config "$recipe" "${tiny[@]}" --steps 2 --warmup 1 --precision fp32 --device cpu \
