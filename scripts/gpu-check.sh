@@ -138,7 +138,10 @@ phase_configure() {
     "-DCMAKE_PREFIX_PATH=$torch_prefix;$PREFIX/usr;$lib/cmake;$share/cmake" \
     "-Dyaml-cpp_DIR=$lib/cmake/yaml-cpp" "-DCLI11_DIR=$share/cmake/CLI11" \
     "-Dnlohmann_json_DIR=$share/cmake/nlohmann_json" "-DGTest_DIR=$lib/cmake/GTest" \
-    "-DZLIB_ROOT=$PREFIX/usr" "-DZLIB_INCLUDE_DIR=$PREFIX/usr/include" "-DZLIB_LIBRARY=$lib/libz.so" || return 1
+    "-DZLIB_ROOT=$PREFIX/usr" "-DZLIB_INCLUDE_DIR=$PREFIX/usr/include" "-DZLIB_LIBRARY=$lib/libz.so" \
+    "-DJPEG_INCLUDE_DIR=$PREFIX/usr/include;$PREFIX/usr/include/x86_64-linux-gnu" "-DJPEG_LIBRARY=$lib/libjpeg.so" \
+    "-DPNG_PNG_INCLUDE_DIR=$PREFIX/usr/include" "-DPNG_LIBRARY=$lib/libpng16.so" \
+    "-DWEBP_INCLUDE_DIR=$PREFIX/usr/include" "-DWEBP_LIBRARY=$lib/libwebp.so" || return 1
   { set +x; } 2>/dev/null
   verify_prefix
 }
@@ -147,7 +150,8 @@ phase_configure() {
 verify_prefix() {
   local cache="$BUILD/CMakeCache.txt" bad=0 key val
   echo "where CMake found the dependencies ($cache):"
-  for key in yaml-cpp_DIR CLI11_DIR nlohmann_json_DIR GTest_DIR ZLIB_INCLUDE_DIR ZLIB_LIBRARY_RELEASE ZLIB_LIBRARY Torch_DIR; do
+  for key in yaml-cpp_DIR CLI11_DIR nlohmann_json_DIR GTest_DIR ZLIB_INCLUDE_DIR ZLIB_LIBRARY_RELEASE ZLIB_LIBRARY \
+    JPEG_LIBRARY PNG_LIBRARY WEBP_LIBRARY Torch_DIR; do
     val="$(grep -E "^$key:[A-Z]+=" "$cache" | head -1 | cut -d= -f2-)"
     [[ -z "$val" ]] && continue
     if [[ "$key" == Torch_DIR || "$val" == "$PREFIX"* ]]; then echo "  ok   $key=$val"; else echo "  BAD  $key=$val"; bad=1; fi
