@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake ccache pkg-config
   libtorch-dev libopenblas0-openmp        # LibTorch 1.13 (CPU) with a fast BLAS (the reference BLAS is ~20x slower)
   libcli11-dev libyaml-cpp-dev nlohmann-json3-dev zlib1g-dev
-  libjpeg62-turbo-dev libpng-dev libwebp-dev   # image decoding (libjpeg-turbo, libpng, libwebp)
+  libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev   # image decoding
   googletest libgtest-dev
   dataset-fashion-mnist                   # /usr/share/datasets/fashion-mnist/
   python3 python3-pip

@@ -50,9 +50,11 @@ TEST(Transforms, CropBoxHandChecked) {
 // torchvision's F.resized_crop(BICUBIC) (+ F.hflip) and Resize + CenterCrop on the test images
 // (tests/reference/make_image_golden.py), on dbot's exact path (dct_scale off).
 TEST(Transforms, ResizedCropAndEvalMatchTorchvision) {
-  int checked = 0;
+  int checked = 0, images = 0;
   for (const auto& c : test::image_golden().at("images")) {
     const std::string file = c["file"];
+    if (file.find(".tif") != std::string::npos && !data::tiff_supported()) continue;
+    ++images;
     data::StoredImage img;
     img.name = test::test_image(file);
     img.bytes = data::read_bytes(img.name);
@@ -76,7 +78,8 @@ TEST(Transforms, ResizedCropAndEvalMatchTorchvision) {
     const auto out = data::eval_transform(img, cfg);
     EXPECT_LE(test::max_abs_diff(out.pixels, test::base64(c["eval"]["out"])), tol) << file << " eval";
   }
-  EXPECT_EQ(checked, 22 * 4);
+  EXPECT_EQ(checked, images * 4);
+  EXPECT_GE(images, 22);
 }
 
 TEST(Transforms, DctScaledCropsStayCloseToTheExactOnes) {

@@ -6,7 +6,7 @@ tests/test_transforms.cpp), from PIL and torchvision, the pipeline of torchvisio
    Debian's python3-skimage (astronaut.png, chelsea.png, coffee.png) saved as JPEG (baseline 4:2:0,
    progressive, 4:4:4, grayscale, CMYK), PNG (RGB, RGBA, gray, gray+alpha, palette, palette + tRNS,
    16-bit gray with values above 255, 16-bit RGB, 1-bit), WebP (lossy, lossless, alpha), PGM, PPM and
-   BMP (24-bit, 8-bit palette), plus a 320x240 JPEG for DCT-domain scaling.
+   BMP (24-bit, 8-bit palette), TIFF (LZW RGB, gray), plus a 320x240 JPEG for DCT-domain scaling.
 2. Writes tests/reference/image_golden.json: per image, PIL's mode, Image.open().convert("RGB") and
    convert("L") pixels, torchvision's F.resized_crop(BICUBIC) (+ F.hflip) for chosen boxes, and the eval
    transform Resize(floor(size / crop_pct), BICUBIC) + CenterCrop(size). Pixels are base64 of uint8 [H, W, C].
@@ -83,6 +83,8 @@ def write_images(src):
     ast.save(out("rgb.ppm"))
     ast.save(out("rgb24.bmp"))
     pal.save(out("palette8.bmp"))
+    ast.save(out("rgb.tif"), compression="tiff_lzw")
+    che.convert("L").save(out("gray.tif"))
     photo("chelsea.png").crop((60, 20, 380, 260)).save(out("large.jpg"), quality=90)  # 320x240
 
 

@@ -25,4 +25,9 @@ bool is_png(const std::vector<uint8_t>& b);
 ImageInfo png_info(const std::vector<uint8_t>& bytes, const std::string& path);
 Raw decode_png(const std::vector<uint8_t>& bytes, const std::string& path);
 
+#ifdef DBOT_WITH_TIFF
+// info_only: read the header, fill it and return nothing.
+Raw decode_tiff(const std::vector<uint8_t>& bytes, const std::string& path, ImageInfo* info_only);
+#endif
+
 }  // namespace dbot::data::codecs

@@ -130,7 +130,11 @@ Raw decode_other(const std::vector<uint8_t>& b, const std::string& path) {
   if (is_webp(b)) return decode_webp(b, path);
   if (is_pnm(b)) return decode_pnm(b, path, nullptr);
   if (is_bmp(b)) return decode_bmp(b, path, nullptr);
-  if (is_tiff(b)) fail(path, "TIFF images are not supported by this build of dbot (convert them to PNG or JPEG)");
+#ifdef DBOT_WITH_TIFF
+  if (is_tiff(b)) return codecs::decode_tiff(b, path, nullptr);
+#else
+  if (is_tiff(b)) fail(path, "this build of dbot has no TIFF support (libtiff-dev was missing when it was built)");
+#endif
   fail(path, "not a JPEG, PNG, WebP, PPM/PGM or BMP image (unrecognised file signature)");
 }
 
@@ -179,6 +183,9 @@ ImageInfo read_image_info(const std::vector<uint8_t>& bytes, const std::string& 
   ImageInfo info;
   if (is_pnm(bytes)) return decode_pnm(bytes, path, &info), info;
   if (is_bmp(bytes)) return decode_bmp(bytes, path, &info), info;
+#ifdef DBOT_WITH_TIFF
+  if (is_tiff(bytes)) return codecs::decode_tiff(bytes, path, &info), info;
+#endif
   if (is_webp(bytes)) {
     int w = 0, h = 0;
     if (!WebPGetInfo(bytes.data(), bytes.size(), &w, &h)) fail(path, "corrupt or truncated WebP data");
@@ -208,6 +215,14 @@ Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, i
 Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t channels) {
   const ImageInfo info = read_image_info(bytes, path);
   return decode_image(bytes, path, channels, 0, 0, info.width, info.height, 1);
+}
+
+bool tiff_supported() {
+#ifdef DBOT_WITH_TIFF
+  return true;
+#else
+  return false;
+#endif
 }
 
 std::vector<uint8_t> read_bytes(const std::string& path) {

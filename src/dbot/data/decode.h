@@ -31,6 +31,9 @@ Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, i
                    int64_t x1, int64_t y1, int denom = 1);
 Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t channels);
 
+// Whether this build decodes TIFF (libtiff was found when it was built).
+bool tiff_supported();
+
 // The whole file; throws naming the path when it is missing, unreadable or empty.
 std::vector<uint8_t> read_bytes(const std::string& path);
 
