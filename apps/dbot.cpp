@@ -1,10 +1,13 @@
 // dbot: the command line. Thin: one function per subcommand parses nothing itself (CLI11 does), builds a
 // Recipe and a Runtime, calls the library, and turns every error into one line on stderr and exit code 1.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
+#include <thread>
 
 #include "dbot/compat.h"
 #include "dbot/core/runtime.h"
+#include "dbot/data/data_bench.h"
 #include "dbot/data/dataset.h"
 #include "dbot/eval/evaluate.h"
 #include "dbot/model/registry.h"
@@ -145,6 +148,24 @@ int run_bench_step(const BenchArgs& a) {
   return 0;
 }
 
+struct BenchDataArgs {
+  std::string path, dct_scale = "on";
+  int64_t size = 224, workers = 0, images = 1000, batch = 64;
+};
+
+int run_bench_data(const BenchDataArgs& a) {
+  dbot::data::DataBenchOptions opts;
+  opts.path = a.path;
+  opts.size = a.size;
+  opts.images = a.images;
+  opts.batch = a.batch;
+  opts.dct_scale = a.dct_scale == "on";
+  const int64_t max_workers = a.workers > 0 ? a.workers : std::max<int64_t>(1, std::thread::hardware_concurrency());
+  for (int64_t w = 1; w <= max_workers; ++w) opts.workers.push_back(w);
+  std::printf("%s", dbot::data::format_data_bench(dbot::data::bench_data(opts)).c_str());
+  return 0;
+}
+
 std::string models_help() {
   std::string s;
   for (const auto& n : dbot::model::registered_models()) s += "  " + n + "\n";
@@ -215,6 +236,28 @@ int main(int argc, char** argv) {
   bstep->add_option("--warmup", ba.warmup, "untimed steps first (default 5)");
   add_runtime_flags(bstep, ba.runtime);
 
+  BenchDataArgs bda;
+  auto* bdata = bench->add_subcommand(
+      "data",
+      "time the data loader alone: decode + training transform (RandomResizedCrop to --size with data.crop_scale's "
+      "default [0.2, 1], bicubic, flip) of the JPEGs under DIR/train into uint8 batches, for 1, 2, ... --workers "
+      "worker threads; prints images/s in total and per worker (bench/compare_data.sh runs torchvision beside it)");
+  bdata
+      ->add_option("--path", bda.path,
+                   "an ImageFolder root (DIR/train/<class>/<image>; bench/make_photos.py makes one)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  bdata->add_option("--size", bda.size, "output side (default 224)");
+  bdata->add_option("--workers", bda.workers, "the largest worker count: rows for 1 .. N (default: the core count)");
+  bdata->add_option("--images", bda.images,
+                    "timed images per row (default 1000; rounded up to whole rounds of one batch per worker)");
+  bdata->add_option("--batch", bda.batch, "batch size (default 64)");
+  bdata
+      ->add_option("--dct-scale", bda.dct_scale,
+                   "on | off: data.dct_scale, JPEGs decoded at 1/2, 1/4, 1/8 scale when the crop is that many times "
+                   "the output, or always at full size (default on)")
+      ->check(CLI::IsMember({"on", "off"}));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -225,6 +268,7 @@ int main(int argc, char** argv) {
     if (pre->parsed()) return run_pretrain(pa);
     if (ev->parsed()) return run_eval(ea);
     if (bstep->parsed()) return run_bench_step(ba);
+    if (bdata->parsed()) return run_bench_data(bda);
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "dbot: error: %s\n", e.what_without_backtrace());
     return 1;

@@ -95,6 +95,14 @@ grep -q "evaluation skipped: data.format folder has no labels" "$work/folder.log
 grep -q "^dbot-bench: ms_per_step=" "$work/bench.log" || fail "bench step printed no dbot-bench line"
 grep -q "| vit_tiny_patch7_28 | 28 | 128 |" "$work/bench.log" || fail "bench step table: $(cat "$work/bench.log")"
 
+# --- the data benchmark (decode + train transform through the Loader) prints its machine-readable line ---
+mkdir -p "$work/bench-data/train/a" "$work/bench-data/train/b"
+cp "$src"/tests/data/images/{baseline,progressive,subsampling444}.jpg "$work/bench-data/train/a/"
+cp "$src"/tests/data/images/{rgb,gray,palette}.png "$work/bench-data/train/b/"
+"$dbot" bench data --path "$work/bench-data" --size 32 --images 8 --batch 2 --workers 2 >"$work/bench-data.log" 2>&1 ||
+  fail "bench data failed: $(cat "$work/bench-data.log")"
+grep -q "^dbot-bench-data: workers=2 images_per_s=" "$work/bench-data.log" || fail "bench data: $(cat "$work/bench-data.log")"
+
 # --- Python interop: torch.load + timm strict load ---
 if python3 -c 'import torch' 2>/dev/null; then
   python3 "$src/tests/reference/check_checkpoint.py" "$run" || fail "Python torch.load check failed"
