@@ -107,9 +107,14 @@ std::vector<int64_t> Loader::order(int64_t epoch) const {
 }
 
 void Loader::start_epoch(int64_t epoch, int64_t first_iteration) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);  // already serving exactly that (started ahead): keep its prefetch
+    if (epoch_ == epoch && consume_iter_ == first_iteration && started_at_ == first_iteration) return;
+  }
   auto order_now = std::make_shared<const std::vector<int64_t>>(order(epoch));
   {
     std::lock_guard<std::mutex> lk(mu_);
+    started_at_ = first_iteration;
     ++generation_;
     epoch_ = epoch;
     order_ = std::move(order_now);

@@ -67,6 +67,8 @@ class Loader {
   const ImageSource& source() const { return *source_; }
   int64_t workers() const { return static_cast<int64_t>(threads_.size()); }
   // Serves batches first_iteration .. iters_per_epoch() - 1 of `epoch` (any batches still queued are dropped).
+  // A no-op when the loader already serves exactly that and nothing was taken yet, so a caller may start the
+  // next epoch ahead (workers decode while it writes a checkpoint) and start it again where it begins.
   void start_epoch(int64_t epoch, int64_t first_iteration = 0);
   // The next batch of the current epoch, in order; rethrows a worker's error.
   LoadedBatch next();
@@ -89,7 +91,7 @@ class Loader {
   std::mutex mu_;
   std::condition_variable work_cv_, done_cv_;
   bool stop_ = false;
-  int64_t generation_ = 0, epoch_ = -1, end_ = 0;
+  int64_t generation_ = 0, epoch_ = -1, end_ = 0, started_at_ = -1;
   int64_t fill_iter_ = 0, fill_pos_ = 0, consume_iter_ = 0;
   std::shared_ptr<const std::vector<int64_t>> order_;
 };

@@ -227,6 +227,8 @@ bool Trainer::run_epoch(int64_t epoch, data::Loader& loader, RunFolder& folder, 
       save(last_path, epoch, it + 1, opts.config_yaml);
     }
   }
+  // The next epoch's first batches decode while this one's checkpoint is written.
+  if (epoch + 1 < cfg_.mkd.stage_epochs.back()) loader.start_epoch(epoch + 1, 0);
   check_losses(stage, epoch, ipe, last_path);
   const int64_t count = ipe - first;
   folder.metrics().write({{"type", "epoch"},
