@@ -2,8 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace dbot::data {
 
@@ -115,7 +120,158 @@ void horizontal_c(const Image& src, int64_t y0, const Taps& t, Image& out) {
   }
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DBOT_HAVE_AVX2_KERNEL 1
+// AVX2 horizontal passes, picked at run time (the scalar pass above is the fallback). Why they look so:
+// the pass reads C-channel pixels at per-output offsets, which plain auto-vectorisation does not handle, and
+// PIL's 22-bit weights rule out 16-bit products. Measured (300x300 -> 224 RGB, Zen 3): scalar 1.0 ms, gathers
+// 0.76, pmaddwd on split weights 0.5 (0.6 without the unrolled chunk loop; two rows per weight load: slower).
+// Integer sums do not depend on the order, so both kernels give the scalar pass's bytes, bit for bit.
+// Reads run past a row's end (taps with weight 0, or bytes past the last channel): rows whose reads would
+// leave the image are first copied into a zero-padded buffer.
+//
+// C = 1 or 2: 8 output pixels at a time. Per tap, one 32-bit gather at the 8 pixels' byte offsets fetches
+// all C channels; each is masked out and multiply-added in int32 with the tap's 8 weights, pre-transposed
+// to [block][tap][8] and zero past a pixel's count.
+template <int C>
+__attribute__((target("avx2"))) void horizontal_gather(const Image& src, int64_t y0, const Taps& t, Image& out) {
+  const int64_t ow = out.width, nb = (ow + 7) / 8, K = t.ksize;
+  std::vector<int32_t> wt(static_cast<size_t>(nb * K * 8), 0), idx(static_cast<size_t>(nb * 8), 0);
+  std::vector<int> ntaps(static_cast<size_t>(nb), 0);
+  for (int64_t xx = 0; xx < ow; ++xx) {
+    const int64_t b = xx / 8, l = xx % 8;
+    idx[b * 8 + l] = t.first[xx] * C;
+    ntaps[b] = std::max(ntaps[b], t.count[xx]);
+    for (int k = 0; k < t.count[xx]; ++k) wt[(b * K + k) * 8 + l] = t.weights[xx * K + k];
+  }
+  const int64_t row_len = src.width * C;
+  const int64_t need = (t.first.back() + K) * C + 4;
+  std::vector<uint8_t> pad(static_cast<size_t>(std::max(need, row_len)), 0);
+  const uint8_t* end = src.pixels.data() + src.pixels.size();
+  const __m256i round = _mm256_set1_epi32(1 << (kPrecisionBits - 1)), ff = _mm256_set1_epi32(0xFF);
+  const __m256i zero = _mm256_setzero_si256();
+  for (int64_t y = 0; y < out.height; ++y) {
+    const uint8_t* in = src.row(y0 + y);
+    if (end - in < need) {
+      std::copy_n(in, row_len, pad.data());
+      in = pad.data();
+    }
+    uint8_t* o = out.row(y);
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256i vi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&idx[b * 8]));
+      const int32_t* w = &wt[b * K * 8];
+      __m256i acc[C];
+      for (int c = 0; c < C; ++c) acc[c] = round;
+      for (int k = 0; k < ntaps[b]; ++k) {
+        const __m256i g = _mm256_i32gather_epi32(reinterpret_cast<const int*>(in + k * C), vi, 1);
+        const __m256i wk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k * 8));
+        for (int c = 0; c < C; ++c) {
+          const __m256i ch = c == 0 ? _mm256_and_si256(g, ff) : _mm256_and_si256(_mm256_srli_epi32(g, 8 * c), ff);
+          acc[c] = _mm256_add_epi32(acc[c], _mm256_mullo_epi32(ch, wk));
+        }
+      }
+      __m256i px = zero;
+      for (int c = 0; c < C; ++c) {
+        __m256i v = _mm256_srai_epi32(acc[c], kPrecisionBits);
+        v = _mm256_min_epi32(_mm256_max_epi32(v, zero), ff);
+        px = _mm256_or_si256(px, c == 0 ? v : _mm256_slli_epi32(v, 8 * c));
+      }
+      alignas(32) uint32_t tmp[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), px);
+      const int64_t n = std::min<int64_t>(8, ow - b * 8);
+      uint8_t* ob = o + b * 8 * C;
+      for (int64_t l = 0; l < n; ++l) std::memcpy(ob + l * C, &tmp[l], C);
+    }
+  }
+}
+
+// One row of the pass; N > 0 fixes the number of 4-tap chunks at compile time, so that the loop unrolls.
+template <int C, int N>
+__attribute__((target("avx2"))) void madd_row(const uint8_t* in, uint8_t* o, const int* first, int64_t ow, int nch,
+                                              const int16_t* w, __m256i shuf) {
+  if (N > 0) nch = N;
+  const __m128i round = _mm_set1_epi32(1 << (kPrecisionBits - 1));
+  for (int64_t xx = 0; xx < ow; ++xx) {
+    const uint8_t* p = in + first[xx] * C;
+    __m256i ah = _mm256_setzero_si256(), al = _mm256_setzero_si256();
+    for (int j = 0; j < nch; ++j, w += 32) {
+      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j * 4 * C));
+      const __m256i v = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(raw), shuf);
+      ah = _mm256_add_epi32(ah, _mm256_madd_epi16(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(w))));
+      al = _mm256_add_epi32(al, _mm256_madd_epi16(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 16))));
+    }
+    const __m256i a = _mm256_add_epi32(_mm256_slli_epi32(ah, 11), al);
+    __m128i s = _mm_add_epi32(_mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1)), round);
+    s = _mm_srai_epi32(s, kPrecisionBits);
+    s = _mm_packus_epi16(_mm_packs_epi32(s, s), s);
+    const uint32_t px = static_cast<uint32_t>(_mm_cvtsi128_si32(s));
+    std::memcpy(o + xx * C, &px, C);
+  }
+}
+
+// C = 3 or 4: pmaddwd on int16 pairs, exact by splitting each 22-bit weight w = hi * 2^11 + lo with
+// lo = w & 0x7FF, so that both halves fit int16; sum = (sum p * hi) * 2^11 + sum p * lo, in wrapping int32
+// (equal mod 2^32 to PIL's int32 sum, which does not overflow). One 16-byte load per 4 taps; lane 0 of
+// the ymm holds taps (0, 1) as int16 pairs per channel, lane 1 taps (2, 3).
+template <int C>
+__attribute__((target("avx2"))) void horizontal_madd(const Image& src, int64_t y0, const Taps& t, Image& out) {
+  const int64_t ow = out.width, K = t.ksize;
+  int maxc = 0;
+  for (int c : t.count) maxc = std::max(maxc, c);
+  const int nch = (maxc + 3) / 4;
+  std::vector<int16_t> wv(static_cast<size_t>(ow * nch * 32), 0);  // [xx][chunk][hi 16, lo 16]
+  for (int64_t xx = 0; xx < ow; ++xx) {
+    for (int k = 0; k < t.count[xx]; ++k) {
+      const int32_t w = t.weights[xx * K + k];
+      int16_t* d = &wv[(xx * nch + k / 4) * 32];
+      const int lane = (k % 4) / 2, par = k % 2;
+      for (int c = 0; c < C; ++c) {
+        d[lane * 8 + c * 2 + par] = static_cast<int16_t>(w >> 11);
+        d[16 + lane * 8 + c * 2 + par] = static_cast<int16_t>(w & 0x7FF);
+      }
+    }
+  }
+  alignas(32) int8_t sh[32];
+  for (int i = 0; i < 32; ++i) sh[i] = -1;
+  for (int lane = 0; lane < 2; ++lane)
+    for (int c = 0; c < C; ++c)
+      for (int par = 0; par < 2; ++par)
+        sh[lane * 16 + (c * 2 + par) * 2] = static_cast<int8_t>((lane * 2 + par) * C + c);
+  const __m256i shuf = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh));
+  const int64_t row_len = src.width * C;
+  const int64_t need = t.first.back() * C + (nch - 1) * 4 * C + 16;
+  std::vector<uint8_t> pad(static_cast<size_t>(std::max(need, row_len)), 0);
+  const uint8_t* end = src.pixels.data() + src.pixels.size();
+  using RowFn = void (*)(const uint8_t*, uint8_t*, const int*, int64_t, int, const int16_t*, __m256i);
+  constexpr RowFn fixed[] = {madd_row<C, 0>, madd_row<C, 1>, madd_row<C, 2>, madd_row<C, 3>,
+                             madd_row<C, 4>, madd_row<C, 5>, madd_row<C, 6>};
+  const RowFn row = fixed[nch < 7 ? nch : 0];
+  for (int64_t y = 0; y < out.height; ++y) {
+    const uint8_t* in = src.row(y0 + y);
+    if (end - in < need) {
+      std::copy_n(in, row_len, pad.data());
+      in = pad.data();
+    }
+    row(in, out.row(y), t.first.data(), ow, nch, wv.data(), shuf);
+  }
+}
+#endif
+
 void horizontal(const Image& src, int64_t y0, const Taps& t, Image& out) {
+#ifdef DBOT_HAVE_AVX2_KERNEL
+  if (__builtin_cpu_supports("avx2")) {
+    switch (src.channels) {
+      case 1:
+        return horizontal_gather<1>(src, y0, t, out);
+      case 2:
+        return horizontal_gather<2>(src, y0, t, out);
+      case 3:
+        return horizontal_madd<3>(src, y0, t, out);
+      case 4:
+        return horizontal_madd<4>(src, y0, t, out);
+    }
+  }
+#endif
   switch (src.channels) {
     case 1:
       return horizontal_c<1>(src, y0, t, out);
