@@ -217,6 +217,11 @@ Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, i
   return decode_image(bytes, path, channels, 0, 0, info.width, info.height, 1);
 }
 
+Image convert_channels(Image image, int64_t channels) {
+  check_channels(channels);
+  return to_channels(Raw{std::move(image), false}, channels);
+}
+
 bool tiff_supported() {
 #ifdef DBOT_WITH_TIFF
   return true;

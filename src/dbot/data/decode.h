@@ -31,6 +31,9 @@ Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, i
                    int64_t x1, int64_t y1, int denom = 1);
 Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t channels);
 
+// PIL's convert("L") / convert("RGB") of 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA) channel pixels.
+Image convert_channels(Image image, int64_t channels);
+
 // Whether this build decodes TIFF (libtiff was found when it was built).
 bool tiff_supported();
 

@@ -1,13 +1,9 @@
 #include "dbot/data/source.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <sstream>
 #include <stdexcept>
 
 #include "dbot/data/decode.h"

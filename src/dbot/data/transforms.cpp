@@ -42,22 +42,6 @@ ImageInfo info_of(const StoredImage& img) {
   return read_image_info(img.bytes, img.name);
 }
 
-// PIL's convert on pixels held in memory: L <-> RGB (IDX images are L).
-Image convert_pixels(const Image& in, int64_t channels) {
-  if (in.channels == channels) return in;
-  Image out(in.height, in.width, channels);
-  const int64_t n = in.height * in.width;
-  for (int64_t i = 0; i < n; ++i) {
-    const uint8_t* p = &in.pixels[i * in.channels];
-    if (channels == 3) {
-      std::fill_n(&out.pixels[i * 3], 3, p[0]);
-    } else {
-      out.pixels[i] = static_cast<uint8_t>((p[0] * 19595 + p[1] * 38470 + p[2] * 7471 + 0x8000) >> 16);
-    }
-  }
-  return out;
-}
-
 // Resizes `box` of the stored image (full-resolution pixels) to out_w x out_h: the exact crop then PIL's
 // resize, or, for JPEGs when allowed, the DCT-scaled region and a fractional box.
 Image crop_resize(const StoredImage& img, const ImageInfo& info, const CropBox& box, int64_t out_w, int64_t out_h,
@@ -69,7 +53,7 @@ Image crop_resize(const StoredImage& img, const ImageInfo& info, const CropBox& 
   }
   const int64_t x1 = box.left + box.width, y1 = box.top + box.height;
   if (img.bytes.empty()) {
-    const Image px = convert_pixels(img.pixels, cfg.channels);
+    const Image px = convert_channels(img.pixels, cfg.channels);
     Image crop(box.height, box.width, cfg.channels);
     for (int64_t y = 0; y < box.height; ++y) {
       std::copy_n(px.row(box.top + y) + box.left * cfg.channels, box.width * cfg.channels, crop.row(y));
@@ -104,7 +88,8 @@ void flip_horizontal(Image& img) {
   }
 }
 
-Image resized_crop(const StoredImage& img, const CropBox& box, int64_t out_w, int64_t out_h, const TransformConfig& cfg) {
+Image resized_crop(const StoredImage& img, const CropBox& box, int64_t out_w, int64_t out_h,
+                   const TransformConfig& cfg) {
   return crop_resize(img, info_of(img), box, out_w, out_h, cfg);
 }
 
