@@ -10,11 +10,15 @@
 #include "dbot/data/data_bench.h"
 #include "dbot/data/dataset.h"
 #include "dbot/eval/evaluate.h"
+#include "dbot/eval/extract.h"
+#include "dbot/io/safetensors.h"
 #include "dbot/model/registry.h"
 #include "dbot/recipe/recipe.h"
 #include "dbot/train/checkpoint.h"
 #include "dbot/train/step_bench.h"
 #include "dbot/train/trainer.h"
+#include "dbot/train/weights.h"
+#include "dbot/version.h"
 
 namespace {
 
@@ -88,23 +92,73 @@ int run_pretrain(const PretrainArgs& a) {
   return 0;
 }
 
-struct EvalArgs {
-  std::string protocol, checkpoint, which = "model", data_root;
+// What evaluating or extracting from a weights file needs besides the runtime.
+struct WeightsArgs {
+  std::string checkpoint, which = "model", data_root;
   std::vector<std::string> overrides;
   int64_t train_limit = -1, test_limit = -1;
   RuntimeFlags runtime;
 };
 
-int run_eval(const EvalArgs& a) {
-  const auto ckpt = dbot::train::load_checkpoint(a.checkpoint);
-  YAML::Node tree = dbot::recipe::config_from_yaml(ckpt.config, a.checkpoint).tree;
+void add_weights_flags(CLI::App* cmd, WeightsArgs& a) {
+  cmd->add_option("--checkpoint", a.checkpoint,
+                  "a dbot checkpoint (stage-<k>.pt, checkpoint-last.pt) or a .safetensors file (dbot export, timm or "
+                  "Hugging Face names)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--which", a.which, "model (the student) | teacher (stage-1.pt:teacher is the stage-0 network)")
+      ->check(CLI::IsMember({"model", "teacher"}));
+  cmd->add_option("--data", a.data_root, "data path (default: data.path of the file's recipe)");
+  cmd->add_option("--train-limit", a.train_limit, "use the first N training images (0 = all)");
+  cmd->add_option("--test-limit", a.test_limit, "use the first N test images (0 = all)");
+  cmd->add_option("--set", a.overrides, "override a key of the file's recipe, e.g. --set eval.knn_k=10");
+  add_runtime_flags(cmd, a.runtime);
+}
+
+// The recipe a weights file was trained with (a checkpoint's config, an exported file's dbot.recipe
+// metadata, else the defaults), with the command's overrides; and its encoder.
+struct LoadedWeights {
+  Recipe recipe;
+  dbot::core::Runtime runtime;
+  dbot::model::VisionTransformer encoder{nullptr};
+};
+
+LoadedWeights load_weights(const WeightsArgs& a) {
+  std::string yaml;
+  if (dbot::train::is_safetensors(a.checkpoint)) {
+    const auto meta = dbot::io::read_safetensors_metadata(a.checkpoint);
+    const auto it = meta.find("dbot.recipe");
+    if (it != meta.end()) yaml = it->second;
+  } else {
+    yaml = dbot::train::load_checkpoint(a.checkpoint).config;
+  }
+  YAML::Node tree = dbot::recipe::config_from_yaml(yaml, a.checkpoint).tree;
   for (const auto& o : a.overrides) dbot::recipe::apply_override(tree, o);
   if (!a.data_root.empty()) tree["data"]["path"] = a.data_root;
   if (a.train_limit >= 0) tree["data"]["train_limit"] = a.train_limit;
   if (a.test_limit >= 0) tree["data"]["test_limit"] = a.test_limit;
-  auto r = dbot::recipe::build_config(tree, a.checkpoint);
-  const auto rt = apply_runtime(r, a.runtime);
-  auto encoder = dbot::eval::load_encoder(a.checkpoint, a.which, r.model);
+  LoadedWeights w{dbot::recipe::build_config(tree, a.checkpoint), {}, nullptr};
+  w.runtime = apply_runtime(w.recipe, a.runtime);
+  auto weights = dbot::train::read_encoder(a.checkpoint, a.which, w.recipe.model);
+  if (static_cast<int64_t>(w.recipe.data.mean.size()) != weights.cfg.in_chans) {
+    throw std::runtime_error(a.checkpoint + ": the encoder takes " + std::to_string(weights.cfg.in_chans) +
+                             " channel(s), data.mean/data.std have " + std::to_string(w.recipe.data.mean.size()) +
+                             ": set them with --set data.mean=[...] --set data.std=[...]");
+  }
+  w.encoder = dbot::model::VisionTransformer(weights.cfg);
+  dbot::model::load_state_dict(*w.encoder, weights.state, a.checkpoint);
+  w.encoder->eval();
+  return w;
+}
+
+struct EvalArgs {
+  std::string protocol;
+  WeightsArgs weights;
+};
+
+int run_eval(const EvalArgs& a) {
+  auto w = load_weights(a.weights);
+  const auto& r = w.recipe;
   const auto eval_data = dbot::eval::open_eval_data(r.data);
   if (!eval_data) {
     throw std::runtime_error("data.format " + r.data.format +
@@ -112,10 +166,47 @@ int run_eval(const EvalArgs& a) {
                              "root (train/ and val/) to evaluate");
   }
   const bool knn = a.protocol == "knn";
-  const auto scores = dbot::eval::evaluate_encoder(encoder, *eval_data, r.data, r.eval, rt, knn, !knn);
-  std::printf("%s %s (%s): top-1 %.2f%% on %lld test images\n", a.protocol.c_str(), a.checkpoint.c_str(),
-              a.which.c_str(), 100.0 * (knn ? scores.knn : scores.linprobe),
+  const auto scores = dbot::eval::evaluate_encoder(w.encoder, *eval_data, r.data, r.eval, w.runtime, knn, !knn);
+  std::printf("%s %s (%s): top-1 %.2f%% on %lld test images\n", a.protocol.c_str(), a.weights.checkpoint.c_str(),
+              a.weights.which.c_str(), 100.0 * (knn ? scores.knn : scores.linprobe),
               static_cast<long long>(eval_data->val->size()));
+  return 0;
+}
+
+struct ExtractArgs {
+  WeightsArgs weights;
+  std::string out, pool = "cls+mean", split = "train";
+};
+
+int run_extract(const ExtractArgs& a) {
+  auto w = load_weights(a.weights);
+  const auto& r = w.recipe;
+  auto source = dbot::data::open_source(r.data, a.split == "val" ? "eval_val" : "train");
+  if (!source) throw std::runtime_error("data.format " + r.data.format + " has no val split");
+  const auto res = dbot::eval::extract_to_file(
+      w.encoder, source, r.data, r.eval.batch_size, w.runtime, dbot::eval::parse_pool(a.pool), a.out,
+      {{"dbot.weights", a.weights.checkpoint}, {"dbot.which", a.weights.which}});
+  std::printf("extracted %lld x %lld features (%s) of %s%s\nwritten: %s\n", static_cast<long long>(res.images),
+              static_cast<long long>(res.dim), a.pool.c_str(), source->describe().c_str(),
+              res.labeled ? " with labels" : "", a.out.c_str());
+  return 0;
+}
+
+struct ExportArgs {
+  std::string checkpoint, out;
+  dbot::train::ExportOptions opts;
+};
+
+int run_export(const ExportArgs& a) {
+  const auto ckpt = dbot::train::load_checkpoint(a.checkpoint);
+  const auto r = dbot::recipe::config_from_yaml(ckpt.config, a.checkpoint);
+  const auto res = dbot::train::export_weights(ckpt, a.checkpoint, r.model, r.mkd.decoder, a.opts, a.out);
+  std::printf(
+      "exported %s of %s (stage %lld): %zu tensors, %.2fM parameters, encoder %lld wide x %lld blocks, "
+      "%s layout\n",
+      a.opts.part.c_str(), a.checkpoint.c_str(), static_cast<long long>(ckpt.stage), res.tensors, res.parameters / 1e6,
+      static_cast<long long>(res.cfg.embed_dim), static_cast<long long>(res.cfg.depth), a.opts.layout.c_str());
+  for (const auto& f : res.files) std::printf("written: %s\n", f.c_str());
   return 0;
 }
 
@@ -180,6 +271,8 @@ int main(int argc, char** argv) {
       "arXiv 2209.03917), on LibTorch " +
       dbot::compat::torch_version() + (dbot::compat::built_with_cuda() ? " with CUDA" : " (CPU only)")};
   app.require_subcommand(1);
+  app.set_version_flag("--version",
+                       std::string("dbot ") + dbot::kVersion + ", LibTorch " + dbot::compat::torch_version());
   app.footer("Models (vit_<tiny|small|base|large|huge>_patch<p>_<img>):\n" + models_help() +
              "\nExample: dbot pretrain --config recipes/fmnist_vit_tiny.yaml --output runs/demo");
 
@@ -207,16 +300,38 @@ int main(int argc, char** argv) {
       "by exp(sim / eval.knn_temperature (0.07)) (DINO's protocol). linprobe: a linear classifier trained with AdamW "
       "on cached features standardized by the training mean/std (eval.linprobe_* keys)");
   ev->add_option("protocol", ea.protocol, "knn | linprobe")->required()->check(CLI::IsMember({"knn", "linprobe"}));
-  ev->add_option("--checkpoint", ea.checkpoint, "a dbot checkpoint (stage-<k>.pt or checkpoint-last.pt)")
+  add_weights_flags(ev, ea.weights);
+
+  ExtractArgs xta;
+  auto* ext = app.add_subcommand(
+      "extract",
+      "an encoder's features for every image of a split, on the eval transform (the final-norm output pooled as "
+      "--pool), written as safetensors: features F32 [N, F], labels I64 [N] when labeled, names U8 (each name followed "
+      "by a newline)");
+  add_weights_flags(ext, xta.weights);
+  ext->add_option("--out", xta.out, "the .safetensors file to write")->required();
+  ext->add_option("--pool", xta.pool, "cls | mean (of the patch tokens) | cls+mean (default, as evaluation)")
+      ->check(CLI::IsMember({"cls", "mean", "cls+mean"}));
+  ext->add_option("--split", xta.split, "train (the pretraining images, default) | val (the held-out labeled set)")
+      ->check(CLI::IsMember({"train", "val"}));
+
+  ExportArgs xa;
+  auto* exp = app.add_subcommand(
+      "export",
+      "write a checkpoint's network as safetensors (what timm, Hugging Face and model hubs load). timm layout: one "
+      "file with timm's VisionTransformer names (load with strict=True into timm.create_model(..., num_classes=0)); "
+      "hf layout: a folder with model.safetensors + config.json for transformers.ViTModel.from_pretrained(DIR, "
+      "add_pooling_layer=False). The metadata records the architecture, dbot version, stage and recipe");
+  exp->add_option("--checkpoint", xa.checkpoint, "a dbot checkpoint (stage-<k>.pt or checkpoint-last.pt)")
       ->required()
       ->check(CLI::ExistingFile);
-  ev->add_option("--which", ea.which, "model (the student) | teacher (stage-1.pt:teacher is the stage-0 network)")
-      ->check(CLI::IsMember({"model", "teacher"}));
-  ev->add_option("--data", ea.data_root, "data path (default: data.path of the checkpoint's config)");
-  ev->add_option("--train-limit", ea.train_limit, "use the first N training images (0 = all)");
-  ev->add_option("--test-limit", ea.test_limit, "use the first N test images (0 = all)");
-  ev->add_option("--set", ea.overrides, "override a key of the checkpoint's config, e.g. --set eval.knn_k=10");
-  add_runtime_flags(ev, ea.runtime);
+  exp->add_option("--out", xa.out, "the .safetensors file (timm layout) or the folder (hf layout) to write")
+      ->required();
+  exp->add_option("--part", xa.opts.part,
+                  "encoder (the student's encoder, default) | student (encoder + decoder, dbot names) | teacher")
+      ->check(CLI::IsMember({"encoder", "student", "teacher"}));
+  exp->add_option("--layout", xa.opts.layout, "timm (default) | hf (Hugging Face ViTModel)")
+      ->check(CLI::IsMember({"timm", "hf"}));
 
   BenchArgs ba;
   auto* bench = app.add_subcommand("bench", "benchmarks");
@@ -267,6 +382,8 @@ int main(int argc, char** argv) {
   try {
     if (pre->parsed()) return run_pretrain(pa);
     if (ev->parsed()) return run_eval(ea);
+    if (exp->parsed()) return run_export(xa);
+    if (ext->parsed()) return run_extract(xta);
     if (bstep->parsed()) return run_bench_step(ba);
     if (bdata->parsed()) return run_bench_data(bda);
   } catch (const c10::Error& e) {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what dbot needs on Debian 12, idempotently: Debian packages by name, and with --pypi the PyPI
-# torch wheel (LibTorch 2.x) plus timm for the reference/interop tests.
+# torch wheel (LibTorch 2.x) plus timm and transformers for the reference/interop tests.
 #   scripts/install-deps.sh           Debian packages only (LibTorch 1.13 CPU build)
-#   scripts/install-deps.sh --pypi    also PyPI torch + timm (a few GB)
+#   scripts/install-deps.sh --pypi    also PyPI torch + timm + transformers (a few GB)
 set -euo pipefail
 
 PACKAGES=(
@@ -30,10 +30,11 @@ else
 fi
 
 if [[ "${1:-}" == "--pypi" ]]; then
-  if python3 -c 'import torch, timm' 2>/dev/null; then
-    echo "install-deps: PyPI torch $(python3 -c 'import torch; print(torch.__version__)') and timm present"
+  if python3 -c 'import torch, timm, transformers' 2>/dev/null; then
+    echo "install-deps: PyPI torch $(python3 -c 'import torch; print(torch.__version__)'), timm and transformers present"
   else
-    echo "install-deps: pip install torch timm (several GB)"
-    python3 -m pip install --quiet torch timm || python3 -m pip install --quiet --break-system-packages torch timm
+    echo "install-deps: pip install torch timm transformers (several GB)"
+    python3 -m pip install --quiet torch timm transformers ||
+      python3 -m pip install --quiet --break-system-packages torch timm transformers
   fi
 fi

@@ -12,6 +12,7 @@ else
   scripts/install-deps.sh --pypi
   flavors=(deb pypi)
   export DBOT_REQUIRE_PYTHON_TORCH=1  # the torch.load interop test must run, not skip
+  export DBOT_REQUIRE_TRANSFORMERS=1  # and the Hugging Face load of the export
 fi
 for flavor in "${flavors[@]}"; do
   echo "=== $flavor build ==="

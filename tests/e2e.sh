@@ -103,9 +103,29 @@ cp "$src"/tests/data/images/{rgb,gray,palette}.png "$work/bench-data/train/b/"
   fail "bench data failed: $(cat "$work/bench-data.log")"
 grep -q "^dbot-bench-data: workers=2 images_per_s=" "$work/bench-data.log" || fail "bench data: $(cat "$work/bench-data.log")"
 
-# --- Python interop: torch.load + timm strict load ---
+# --- weights out: export (timm file, Hugging Face folder), extract; and back in (eval on the export) ---
+frun="$work/folder-run/stage-2.pt"
+"$dbot" export --checkpoint "$frun" --out "$work/export/encoder.safetensors" >"$work/export.log" 2>&1 &&
+  "$dbot" export --checkpoint "$frun" --out "$work/export/hf" --layout hf >>"$work/export.log" 2>&1 &&
+  "$dbot" export --checkpoint "$run/stage-2.pt" --out "$work/export/run.safetensors" >>"$work/export.log" 2>&1 ||
+  fail "export failed: $(cat "$work/export.log")"
+"$dbot" extract --checkpoint "$work/export/encoder.safetensors" --data "$work/bench-data" --set data.format=imagefolder \
+  --out "$work/export/features.safetensors" --threads 2 >"$work/extract.log" 2>&1 ||
+  fail "extract failed: $(cat "$work/extract.log")"
+grep -q "extracted 6 x 64 features (cls+mean)" "$work/extract.log" || fail "extract: $(cat "$work/extract.log")"
+"$dbot" eval knn --checkpoint "$work/export/run.safetensors" --train-limit 512 --test-limit 200 >"$work/eval-st.log" 2>&1 ||
+  fail "eval on an exported file failed: $(cat "$work/eval-st.log")"
+[[ "$(sed 's/.*top-1//' "$work/eval.log")" == "$(sed 's/.*top-1//' "$work/eval-st.log")" ]] ||
+  fail "eval on the export differs from eval on the checkpoint: $(cat "$work/eval.log" "$work/eval-st.log")"
+expect_error "the Hugging Face layout holds an encoder only" export --checkpoint "$frun" --out "$work/x" --layout hf --part student
+head -c 300 "$work/export/encoder.safetensors" >"$work/truncated.safetensors"
+expect_error "truncated.safetensors: header size" eval knn --checkpoint "$work/truncated.safetensors"
+
+# --- Python interop: torch.load + timm strict load; exports into timm and transformers; extract = timm ---
 if python3 -c 'import torch' 2>/dev/null; then
   python3 "$src/tests/reference/check_checkpoint.py" "$run" || fail "Python torch.load check failed"
+  python3 "$src/tests/reference/check_export.py" "$work/export/encoder.safetensors" "$work/export/hf" \
+    "$work/export/features.safetensors" 2>&1 | grep -v "^Loading weights" || fail "Python export check failed"
 elif [[ "${DBOT_REQUIRE_PYTHON_TORCH:-0}" == 1 ]]; then
   fail "python3 has no torch, but DBOT_REQUIRE_PYTHON_TORCH=1"
 else

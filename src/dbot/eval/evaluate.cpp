@@ -16,8 +16,15 @@
 
 namespace dbot::eval {
 
+Pool parse_pool(const std::string& name) {
+  if (name == "cls") return Pool::kCls;
+  if (name == "mean") return Pool::kMean;
+  if (name == "cls+mean") return Pool::kClsMean;
+  throw std::invalid_argument("unknown pooling '" + name + "': expected cls, mean or cls+mean");
+}
+
 at::Tensor extract_features(model::VisionTransformer& encoder, std::shared_ptr<const data::ImageSource> source,
-                            const data::DataConfig& dc, int64_t batch_size, const core::Runtime& runtime) {
+                            const data::DataConfig& dc, int64_t batch_size, const core::Runtime& runtime, Pool pool) {
   at::NoGradGuard no_grad;
   encoder->to(runtime.device);
   encoder->eval();
@@ -29,8 +36,10 @@ at::Tensor extract_features(model::VisionTransformer& encoder, std::shared_ptr<c
   for (int64_t it = 0; it < loader.iters_per_epoch(); ++it) {
     auto x = data::normalize(core::to_device(loader.next().images, runtime.device), dc.mean, dc.std);
     compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
-    auto tokens = encoder->forward_features(x, /*final_norm=*/true).to(at::kFloat);             // [B, 1+L, D]
-    out.push_back(at::cat({tokens.select(1, 0), tokens.slice(1, 1).mean(1)}, 1).to(at::kCPU));  // [B, 2D]
+    auto tokens = encoder->forward_features(x, /*final_norm=*/true).to(at::kFloat);  // [B, 1+L, D]
+    auto cls = tokens.select(1, 0), mean = tokens.slice(1, 1).mean(1);               // [B, D] each
+    auto f = pool == Pool::kCls ? cls : pool == Pool::kMean ? mean : at::cat({cls, mean}, 1);
+    out.push_back(f.to(at::kCPU));
   }
   return at::cat(out, 0);
 }
@@ -78,7 +87,8 @@ double linprobe_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, c
       opt.zero_grad();
       loss.backward();
       const double progress = static_cast<double>(epoch * ipe + it) / static_cast<double>(total);
-      opt.step(cfg.linprobe_lr * 0.5 * (1.0 + std::cos(M_PI * progress)));
+      const bool constant = cfg.linprobe_schedule == "constant";
+      opt.step(constant ? cfg.linprobe_lr : cfg.linprobe_lr * 0.5 * (1.0 + std::cos(M_PI * progress)));
     }
   }
   at::NoGradGuard no_grad;

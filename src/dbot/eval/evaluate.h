@@ -6,7 +6,7 @@
 // k-NN (DINO's protocol): cosine similarity to all training features, k nearest, each votes for its class
 // with weight exp(sim / T); k = 20, T = 0.07.
 // Linear probe: features standardized with the training mean/std, one Linear layer trained with AdamW on
-// softmax cross-entropy (mini-batches, cosine lr), accuracy on the test set.
+// softmax cross-entropy (mini-batches, cosine or constant lr), accuracy on the test set.
 #pragma once
 
 #include <memory>
@@ -28,14 +28,20 @@ struct EvalConfig {
   double linprobe_lr = 1e-3;
   int64_t linprobe_batch_size = 256;
   double linprobe_weight_decay = 1e-4;
-  int64_t batch_size = 500;  // feature extraction
-  uint64_t seed = 0;         // the linear probe's shuffling (the run's train.seed)
+  std::string linprobe_schedule = "cosine";  // cosine (from linprobe_lr to 0) | constant
+  int64_t batch_size = 500;                  // feature extraction
+  uint64_t seed = 0;                         // the linear probe's shuffling (the run's train.seed)
 };
 
-// [N, 2D] fp32 CPU features of a source's images (eval transform, normalized with data.mean/std), in
+// How tokens of the final-norm output become one feature vector.
+enum class Pool { kCls, kMean, kClsMean };  // CLS [D] | mean of the patch tokens [D] | both [2D]
+Pool parse_pool(const std::string& name);   // "cls" | "mean" | "cls+mean"
+
+// [N, D or 2D] fp32 CPU features of a source's images (eval transform, normalized with data.mean/std), in
 // batches of eval.batch_size on the runtime's device under its autocast, without autograd.
 at::Tensor extract_features(model::VisionTransformer& encoder, std::shared_ptr<const data::ImageSource> source,
-                            const data::DataConfig& dc, int64_t batch_size, const core::Runtime& runtime);
+                            const data::DataConfig& dc, int64_t batch_size, const core::Runtime& runtime,
+                            Pool pool = Pool::kClsMean);
 
 // Accuracy in [0, 1].
 double knn_accuracy(const at::Tensor& train_f, const at::Tensor& train_y, const at::Tensor& test_f,

@@ -176,9 +176,8 @@ class MappedFile {
   size_t size_ = 0;
 };
 
-}  // namespace
-
-Safetensors parse_safetensors(const char* data, size_t size, const std::string& what) {
+// The header's size, checked against the file's size.
+uint64_t header_size(const char* data, size_t size, const std::string& what) {
   if (size < 8) fail(what, "file of " + std::to_string(size) + " bytes is too short for a safetensors header");
   const uint64_t n = read_u64_le(data);
   if (n > kMaxHeaderSize) fail(what, "header size " + std::to_string(n) + " exceeds the 100 MB limit");
@@ -186,19 +185,31 @@ Safetensors parse_safetensors(const char* data, size_t size, const std::string& 
     fail(what, "header size " + std::to_string(n) + " runs past the end of the file (" + std::to_string(size) +
                    " bytes): truncated?");
   }
+  return n;
+}
+
+std::map<std::string, std::string> parse_metadata(const nlohmann::json& header, const std::string& what) {
+  std::map<std::string, std::string> out;
+  const auto meta = header.find("__metadata__");
+  if (meta == header.end()) return out;
+  if (!meta->is_object()) fail(what, "\"__metadata__\" is not an object of strings");
+  for (const auto& [key, value] : meta->items()) {
+    if (!value.is_string()) fail(what, "\"__metadata__\" entry '" + key + "' is not a string");
+    out[key] = value.get<std::string>();
+  }
+  return out;
+}
+
+}  // namespace
+
+Safetensors parse_safetensors(const char* data, size_t size, const std::string& what) {
+  const uint64_t n = header_size(data, size, what);
   const auto header = parse_header(data + 8, static_cast<size_t>(n), what);
   Safetensors out;
+  out.metadata = parse_metadata(header, what);
   std::vector<Entry> entries;
   for (const auto& [name, info] : header.items()) {
-    if (name == "__metadata__") {
-      if (!info.is_object()) fail(what, "\"__metadata__\" is not an object of strings");
-      for (const auto& [key, value] : info.items()) {
-        if (!value.is_string()) fail(what, "\"__metadata__\" entry '" + key + "' is not a string");
-        out.metadata[key] = value.get<std::string>();
-      }
-      continue;
-    }
-    entries.push_back(parse_entry(name, info, what));
+    if (name != "__metadata__") entries.push_back(parse_entry(name, info, what));
   }
   // The entries must tile the buffer: sorted by offset, each starting where the previous ended.
   std::sort(entries.begin(), entries.end(),
@@ -228,6 +239,16 @@ Safetensors parse_safetensors(const char* data, size_t size, const std::string& 
 Safetensors read_safetensors(const std::string& path) {
   const MappedFile file(path);
   return parse_safetensors(file.data(), file.size(), path);
+}
+
+std::map<std::string, std::string> read_safetensors_metadata(const std::string& path) {
+  const MappedFile file(path);  // only the header's pages are touched
+  const uint64_t n = header_size(file.data(), file.size(), path);
+  const auto header = parse_header(file.data() + 8, static_cast<size_t>(n), path);
+  for (const auto& [name, info] : header.items()) {
+    if (name != "__metadata__") parse_entry(name, info, path);  // the entries' own checks, as a full read
+  }
+  return parse_metadata(header, path);
 }
 
 std::vector<char> serialize_safetensors(const std::map<std::string, at::Tensor>& tensors,

@@ -28,6 +28,8 @@ struct Safetensors {
 Safetensors parse_safetensors(const char* data, size_t size, const std::string& what);
 // Reads a file (memory-mapped, so a large teacher is not held twice).
 Safetensors read_safetensors(const std::string& path);
+// Only the "__metadata__" of a file (reads the header, not the tensors; the header is still fully checked).
+std::map<std::string, std::string> read_safetensors_metadata(const std::string& path);
 
 // The file's bytes. Tensors may be on any device, of dtypes F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL.
 std::vector<char> serialize_safetensors(const std::map<std::string, at::Tensor>& tensors,

@@ -80,6 +80,7 @@ void schema(Recipe& r, YamlOnly& y, F&& f) {
   f("eval.linprobe_lr", r.eval.linprobe_lr);
   f("eval.linprobe_batch_size", r.eval.linprobe_batch_size);
   f("eval.linprobe_weight_decay", r.eval.linprobe_weight_decay);
+  f("eval.linprobe_schedule", r.eval.linprobe_schedule);
   f("eval.batch_size", r.eval.batch_size);
 }
 
@@ -166,6 +167,8 @@ void finish(Recipe& r, const YamlOnly& y, const std::string& origin) {
   if (p != "auto" && p != "bf16" && p != "fp16" && p != "fp32") {
     fail("train.precision must be auto, bf16, fp16 or fp32, got '" + p + "'");
   }
+  const auto& ls = r.eval.linprobe_schedule;
+  if (ls != "cosine" && ls != "constant") fail("eval.linprobe_schedule must be cosine or constant, got '" + ls + "'");
   const auto& d = r.runtime.device;
   if (d != "auto" && d != "cpu" && d.rfind("cuda", 0) != 0) {
     fail("train.device must be auto, cpu, cuda or cuda:N, got '" + d + "'");

@@ -1,0 +1,39 @@
+// Weight layouts of a ViT encoder: dbot's own names are timm's (model/vit.h); this file maps them to and
+// from Hugging Face Transformers' ViTModel names and writes the architecture down as JSON, so that a
+// weights file says what network it holds.
+//
+//   timm                               Hugging Face ViTModel
+//   cls_token                          embeddings.cls_token
+//   pos_embed                          embeddings.position_embeddings
+//   patch_embed.proj.{weight,bias}     embeddings.patch_embeddings.projection.{weight,bias}
+//   blocks.i.norm1                     encoder.layer.i.layernorm_before
+//   blocks.i.attn.qkv [3D, D]          encoder.layer.i.attention.attention.{query,key,value} [D, D] each
+//   blocks.i.attn.proj                 encoder.layer.i.attention.output.dense
+//   blocks.i.norm2                     encoder.layer.i.layernorm_after
+//   blocks.i.mlp.fc1 / fc2             encoder.layer.i.intermediate.dense / output.dense
+//   norm                               layernorm
+// Hugging Face's ViTModel adds a pooler (dense + tanh on CLS) that self-supervised pretraining never trains;
+// dbot writes none, so the model loads with ViTModel.from_pretrained(dir, add_pooling_layer=False).
+#pragma once
+
+#include <string>
+
+#include "dbot/model/vit.h"
+
+namespace dbot::model {
+
+// {"img_size": .., "patch_size": .., "in_chans": .., "embed_dim": .., "depth": .., "num_heads": ..,
+//  "mlp_ratio": ..}: what rebuilds the encoder (the "dbot.model" metadata of an exported file).
+std::string vit_config_to_json(const VitConfig& cfg);
+// Throws naming `what` when a field is missing or the architecture is invalid.
+VitConfig vit_config_from_json(const std::string& json, const std::string& what);
+
+// timm names -> Hugging Face ViTModel names (every tensor of the encoder, nothing else, else an error).
+TensorMap timm_to_hf(const TensorMap& timm, const VitConfig& cfg);
+// Hugging Face ViTModel names -> timm names; `pooler.*` is dropped. Errors name `what` and the tensor.
+TensorMap hf_to_timm(const TensorMap& hf, const std::string& what);
+
+// The config.json of a Hugging Face ViTModel of this architecture (exact GELU, LayerNorm eps 1e-6, qkv bias).
+std::string hf_vit_config_json(const VitConfig& cfg);
+
+}  // namespace dbot::model
