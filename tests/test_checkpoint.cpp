@@ -91,6 +91,18 @@ TEST(Checkpoint, BadFilesAreClearErrors) {
   const auto e2 = error_of([&] { train::load_checkpoint(dir.str() + "/foreign.pt"); });
   EXPECT_NE(e2.find("not a dbot checkpoint (no 'format_version')"), std::string::npos) << e2;
 
+  // A field of the wrong type (what a fuzzer finds first) is a runtime_error naming the file, not a c10::Error.
+  c10::impl::GenericDict typed(c10::StringType::get(), c10::AnyType::get());
+  typed.insert("format_version", std::string("two"));
+  const auto mistyped = torch::pickle_save(typed);
+  io::write_atomic(dir.str() + "/mistyped.pt", mistyped.data(), mistyped.size());
+  try {
+    train::load_checkpoint(dir.str() + "/mistyped.pt");
+    ADD_FAILURE() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("mistyped.pt: malformed dbot checkpoint"), std::string::npos) << e.what();
+  }
+
   const auto e3 = error_of([&] { train::load_checkpoint(dir.str() + "/absent.pt"); });
   EXPECT_NE(e3.find("absent.pt"), std::string::npos) << e3;
 

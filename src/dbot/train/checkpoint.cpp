@@ -105,16 +105,10 @@ void save_checkpoint(const std::string& path, const mkd::Distiller& d, int64_t e
   io::write_atomic(path, bytes.data(), bytes.size());
 }
 
-Checkpoint load_checkpoint(const std::string& path) {
-  const std::vector<char> bytes = io::read_file(path);
-  c10::IValue root;
-  try {
-    root = torch::pickle_load(bytes);
-  } catch (const std::exception& e) {
-    const std::string what = e.what();
-    throw std::runtime_error(path + ": not a readable checkpoint (truncated or not written by torch.save/dbot): " +
-                             what.substr(0, what.find('\n')));
-  }
+namespace {
+
+// The fields of an unpickled checkpoint; c10::Error for a field of the wrong type.
+Checkpoint checkpoint_from_dict(const c10::IValue& root, const std::string& path) {
   if (!root.isGenericDict()) throw std::runtime_error(path + ": checkpoint is not a dict");
   auto dict = root.toGenericDict();
   auto need = [&](const std::string& key) {
@@ -150,6 +144,26 @@ Checkpoint load_checkpoint(const std::string& path) {
   }
   if (dict.contains("grad_accum")) c.grad_accum = to_map(dict.at("grad_accum"), path, "grad_accum");
   return c;
+}
+
+}  // namespace
+
+Checkpoint load_checkpoint(const std::string& path) {
+  const std::vector<char> bytes = io::read_file(path);
+  c10::IValue root;
+  try {
+    root = torch::pickle_load(bytes);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    throw std::runtime_error(path + ": not a readable checkpoint (truncated or not written by torch.save/dbot): " +
+                             what.substr(0, what.find('\n')));
+  }
+  try {
+    return checkpoint_from_dict(root, path);
+  } catch (const c10::Error& e) {  // a field of the wrong type (the unpickler accepted the bytes)
+    const std::string what = e.what_without_backtrace();
+    throw std::runtime_error(path + ": malformed dbot checkpoint: " + what.substr(0, what.find('\n')));
+  }
 }
 
 void restore(mkd::Distiller& d, AdamW* optimizer, LossScaler* loss_scaler, const Checkpoint& c,
