@@ -103,6 +103,12 @@ TEST(Checkpoint, BadFilesAreClearErrors) {
     EXPECT_NE(std::string(e.what()).find("mistyped.pt: malformed dbot checkpoint"), std::string::npos) << e.what();
   }
 
+  // The input with which the fuzzer made LibTorch's in-memory zip adapter read out of bounds (the zip
+  // directory points past the end of the file): now a clean error (ASan-checked by scripts/fuzz.sh).
+  const std::string past_end = DBOT_TEST_DATA "/fuzz/checkpoint-zip-directory-past-end.pt";
+  const auto e5 = error_of([&] { train::load_checkpoint(past_end); });
+  EXPECT_NE(e5.find("checkpoint-zip-directory-past-end.pt: not a readable checkpoint"), std::string::npos) << e5;
+
   const auto e3 = error_of([&] { train::load_checkpoint(dir.str() + "/absent.pt"); });
   EXPECT_NE(e3.find("absent.pt"), std::string::npos) << e3;
 

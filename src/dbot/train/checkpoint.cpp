@@ -1,10 +1,14 @@
 #include "dbot/train/checkpoint.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
 #include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/import_read.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/serialize.h>
 
+#include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 #include "dbot/io/files.h"
@@ -107,6 +111,33 @@ void save_checkpoint(const std::string& path, const mkd::Distiller& d, int64_t e
 
 namespace {
 
+// The bytes for LibTorch's zip reader, bounds-checked: LibTorch's own in-memory adapters (behind
+// torch::pickle_load) copy whatever range the zip directory asks for, so a file whose directory points past
+// its end made them read out of bounds (found by fuzz/fuzz_checkpoint.cpp under ASan). A short read here
+// makes the zip reader fail with an error instead.
+class BoundedReadAdapter final : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BoundedReadAdapter(const std::vector<char>& bytes) : bytes_(bytes) {}
+  size_t size() const override { return bytes_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= bytes_.size()) return 0;
+    const size_t count = std::min<uint64_t>(n, bytes_.size() - pos);
+    std::memcpy(buf, bytes_.data() + pos, count);
+    return count;
+  }
+
+ private:
+  const std::vector<char>& bytes_;
+};
+
+// torch::pickle_load's zip path (torch.save's format: the pickle in "data.pkl", tensors beside it) through
+// the bounded adapter.
+c10::IValue unpickle(const std::vector<char>& bytes) {
+  caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BoundedReadAdapter>(bytes));
+  return torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"", /*type_resolver=*/{},
+                                           /*obj_loader=*/{}, /*device=*/{}, reader);
+}
+
 // The fields of an unpickled checkpoint; c10::Error for a field of the wrong type.
 Checkpoint checkpoint_from_dict(const c10::IValue& root, const std::string& path) {
   if (!root.isGenericDict()) throw std::runtime_error(path + ": checkpoint is not a dict");
@@ -152,7 +183,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   const std::vector<char> bytes = io::read_file(path);
   c10::IValue root;
   try {
-    root = torch::pickle_load(bytes);
+    root = unpickle(bytes);
   } catch (const std::exception& e) {
     const std::string what = e.what();
     throw std::runtime_error(path + ": not a readable checkpoint (truncated or not written by torch.save/dbot): " +
