@@ -16,6 +16,7 @@ cmake --build build-fuzz -j "$(nproc)" --target "fuzz_$name"
 corpus="build-fuzz/corpus-$name" artifacts="build-fuzz/artifacts-$name/"
 mkdir -p "$corpus" "$artifacts"
 export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=0"
+export LSAN_OPTIONS="suppressions=$PWD/fuzz/lsan.supp:print_suppressions=0"  # LibTorch-internal leaks only
 DBOT_FUZZ_WRITE_SEED="$corpus/seed-written" "build-fuzz/fuzz_$name"
 if [[ "$name" == safetensors ]]; then cp tests/data/safetensors/*.safetensors "$corpus/"; fi
 cp tests/data/fuzz/"$name"-* "$corpus/" 2>/dev/null || true  # inputs that once failed
