@@ -109,6 +109,13 @@ TEST(Checkpoint, BadFilesAreClearErrors) {
   const auto e5 = error_of([&] { train::load_checkpoint(past_end); });
   EXPECT_NE(e5.find("checkpoint-zip-directory-past-end.pt: not a readable checkpoint"), std::string::npos) << e5;
 
+  // The fuzzer's file whose pickle claims a 4 GB string (LibTorch's Unpickler zero-filled 4 GB before failing):
+  // refused before unpickling.
+  const std::string claims = DBOT_TEST_DATA "/fuzz/checkpoint-pickle-4gb-string.pt";
+  const auto e6 = error_of([&] { train::load_checkpoint(claims); });
+  EXPECT_NE(e6.find("checkpoint-pickle-4gb-string.pt: not a readable checkpoint"), std::string::npos) << e6;
+  EXPECT_NE(e6.find("declares 4294967295 bytes"), std::string::npos) << e6;
+
   const auto e3 = error_of([&] { train::load_checkpoint(dir.str() + "/absent.pt"); });
   EXPECT_NE(e3.find("absent.pt"), std::string::npos) << e3;
 

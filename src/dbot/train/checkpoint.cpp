@@ -130,10 +130,65 @@ class BoundedReadAdapter final : public caffe2::serialize::ReadAdapterInterface 
   const std::vector<char>& bytes_;
 };
 
+// Walks a pickle's opcodes (the table of Python's pickletools) and checks every length an opcode declares
+// against what is left of the pickle. LibTorch's Unpickler allocates a declared length before reading it,
+// so an 80 KB file claiming a 4 GB string made it zero-fill 4 GB (found by fuzz/fuzz_checkpoint.cpp).
+// Returns "" when every length fits, else what is wrong.
+std::string check_pickle_lengths(const uint8_t* p, size_t n) {
+  size_t i = 0;
+  auto little_endian = [&](size_t k) {
+    uint64_t v = 0;
+    for (size_t b = 0; b < k; ++b) v |= static_cast<uint64_t>(p[i + b]) << (8 * b);
+    return v;
+  };
+  while (i < n) {
+    const size_t at = i;
+    const uint8_t op = p[i++];
+    size_t fixed = 0, length_bytes = 0, lines = 0;
+    // clang-format off
+    switch (op) {
+      case '.': return "";                                                           // STOP
+      case 'K': case 'h': case 'q': case 0x80: case 0x82: fixed = 1; break;         // BININT1 BINGET BINPUT PROTO EXT1
+      case 'M': case 0x83: fixed = 2; break;                                        // BININT2 EXT2
+      case 'J': case 'j': case 'r': case 0x84: fixed = 4; break;                    // BININT LONG_BINGET LONG_BINPUT EXT4
+      case 'G': case 0x95: fixed = 8; break;                                        // BINFLOAT FRAME
+      case 'C': case 'U': case 0x8c: case 0x8a: length_bytes = 1; break;            // SHORT_BIN{BYTES,STRING,UNICODE} LONG1
+      case 'B': case 'T': case 'X': case 0x8b: length_bytes = 4; break;             // BINBYTES BINSTRING BINUNICODE LONG4
+      case 0x8d: case 0x8e: case 0x96: length_bytes = 8; break;                     // BINUNICODE8 BINBYTES8 BYTEARRAY8
+      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': case 'p': lines = 1; break;
+      case 'c': case 'i': lines = 2; break;                                         // GLOBAL INST
+      default: break;                                                               // no argument
+    }
+    // clang-format on
+    const size_t arg = fixed + length_bytes;
+    if (arg > n - i) return "opcode at byte " + std::to_string(at) + " runs past the end of the pickle";
+    if (length_bytes > 0) {
+      const uint64_t len = little_endian(length_bytes);
+      i += length_bytes;
+      if (len > n - i) {
+        return "opcode at byte " + std::to_string(at) + " declares " + std::to_string(len) + " bytes, " +
+               std::to_string(n - i) + " remain";
+      }
+      i += len;
+    }
+    i += fixed;
+    for (size_t l = 0; l < lines; ++l) {
+      while (i < n && p[i] != '\n') ++i;
+      if (i++ >= n) return "opcode at byte " + std::to_string(at) + " runs past the end of the pickle";
+    }
+  }
+  return "";  // no STOP: the Unpickler reports it
+}
+
 // torch::pickle_load's zip path (torch.save's format: the pickle in "data.pkl", tensors beside it) through
-// the bounded adapter.
+// the bounded adapter, with the pickle's declared lengths checked first.
 c10::IValue unpickle(const std::vector<char>& bytes) {
   caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BoundedReadAdapter>(bytes));
+  if (reader.hasRecord("data.pkl")) {
+    const auto [data, size] = reader.getRecord("data.pkl");
+    const auto problem = check_pickle_lengths(static_cast<const uint8_t*>(data.get()), size);
+    if (!problem.empty()) throw std::runtime_error("data.pkl: " + problem);
+  }
   return torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"", /*type_resolver=*/{},
                                            /*obj_loader=*/{}, /*device=*/{}, reader);
 }
