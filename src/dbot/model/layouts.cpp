@@ -48,6 +48,11 @@ std::string vit_config_to_json(const VitConfig& cfg) {
   return j.dump();
 }
 
+std::string weights_file_model_name(const VitConfig& cfg) {
+  return "vit_d" + std::to_string(cfg.embed_dim) + "x" + std::to_string(cfg.depth) + "_patch" +
+         std::to_string(cfg.patch_size) + "_" + std::to_string(cfg.img_size);
+}
+
 VitConfig vit_config_from_json(const std::string& json, const std::string& what) {
   VitConfig cfg;
   try {
@@ -62,8 +67,7 @@ VitConfig vit_config_from_json(const std::string& json, const std::string& what)
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(what + ": the architecture '" + json + "' is unreadable: " + e.what());
   }
-  cfg.name = "vit_d" + std::to_string(cfg.embed_dim) + "x" + std::to_string(cfg.depth) + "_patch" +
-             std::to_string(cfg.patch_size) + "_" + std::to_string(cfg.img_size);
+  cfg.name = weights_file_model_name(cfg);
   try {
     cfg.validate();
   } catch (const std::invalid_argument& e) {

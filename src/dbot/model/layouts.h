@@ -25,6 +25,8 @@ namespace dbot::model {
 // {"img_size": .., "patch_size": .., "in_chans": .., "embed_dim": .., "depth": .., "num_heads": ..,
 //  "mlp_ratio": ..}: what rebuilds the encoder (the "dbot.model" metadata of an exported file).
 std::string vit_config_to_json(const VitConfig& cfg);
+// The name given to an architecture read from a weights file (not a registry name): vit_d<D>x<depth>_patch<p>_<img>.
+std::string weights_file_model_name(const VitConfig& cfg);
 // Throws naming `what` when a field is missing or the architecture is invalid.
 VitConfig vit_config_from_json(const std::string& json, const std::string& what);
 

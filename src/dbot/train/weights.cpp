@@ -62,8 +62,7 @@ model::VitConfig infer_vit_config(const model::TensorMap& state, const std::stri
                              "-wide encoder cannot be inferred (width / 64 is not whole)");
   }
   cfg.num_heads = cfg.embed_dim / 64;
-  cfg.name = "vit_d" + std::to_string(cfg.embed_dim) + "x" + std::to_string(cfg.depth) + "_patch" +
-             std::to_string(cfg.patch_size) + "_" + std::to_string(cfg.img_size);
+  cfg.name = model::weights_file_model_name(cfg);
   return cfg;
 }
 
