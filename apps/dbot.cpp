@@ -15,6 +15,7 @@
 #include "dbot/model/registry.h"
 #include "dbot/recipe/recipe.h"
 #include "dbot/train/checkpoint.h"
+#include "dbot/train/pretrained.h"
 #include "dbot/train/step_bench.h"
 #include "dbot/train/trainer.h"
 #include "dbot/train/weights.h"
@@ -124,29 +125,25 @@ struct LoadedWeights {
 };
 
 LoadedWeights load_weights(const WeightsArgs& a) {
-  std::string yaml;
-  if (dbot::train::is_safetensors(a.checkpoint)) {
-    const auto meta = dbot::io::read_safetensors_metadata(a.checkpoint);
-    const auto it = meta.find("dbot.recipe");
-    if (it != meta.end()) yaml = it->second;
-  } else {
-    yaml = dbot::train::load_checkpoint(a.checkpoint).config;
-  }
-  YAML::Node tree = dbot::recipe::config_from_yaml(yaml, a.checkpoint).tree;
+  dbot::train::PretrainedOptions opts;
+  opts.which = a.which;
+  auto weights = dbot::train::read_pretrained(a.checkpoint, opts);
+  YAML::Node tree = dbot::recipe::config_from_yaml(weights.recipe, a.checkpoint).tree;
   for (const auto& o : a.overrides) dbot::recipe::apply_override(tree, o);
   if (!a.data_root.empty()) tree["data"]["path"] = a.data_root;
   if (a.train_limit >= 0) tree["data"]["train_limit"] = a.train_limit;
   if (a.test_limit >= 0) tree["data"]["test_limit"] = a.test_limit;
   LoadedWeights w{dbot::recipe::build_config(tree, a.checkpoint), {}, nullptr};
   w.runtime = apply_runtime(w.recipe, a.runtime);
-  auto weights = dbot::train::read_encoder(a.checkpoint, a.which, w.recipe.model);
-  if (static_cast<int64_t>(w.recipe.data.mean.size()) != weights.cfg.in_chans) {
-    throw std::runtime_error(a.checkpoint + ": the encoder takes " + std::to_string(weights.cfg.in_chans) +
+  auto& cfg = weights.encoder.cfg;
+  if (weights.arch_from_shapes && !weights.recipe.empty()) cfg.num_heads = w.recipe.model.num_heads;  // format 2
+  if (static_cast<int64_t>(w.recipe.data.mean.size()) != cfg.in_chans) {
+    throw std::runtime_error(a.checkpoint + ": the encoder takes " + std::to_string(cfg.in_chans) +
                              " channel(s), data.mean/data.std have " + std::to_string(w.recipe.data.mean.size()) +
                              ": set them with --set data.mean=[...] --set data.std=[...]");
   }
-  w.encoder = dbot::model::VisionTransformer(weights.cfg);
-  dbot::model::load_state_dict(*w.encoder, weights.state, a.checkpoint);
+  w.encoder = dbot::model::VisionTransformer(cfg);
+  dbot::model::load_state_dict(*w.encoder, weights.encoder.state, a.checkpoint);
   w.encoder->eval();
   return w;
 }

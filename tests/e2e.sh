@@ -58,7 +58,9 @@ printf 'does/not/exist.png 3\n' >"$work/list.txt"
 expect_error "list.txt:1: no such image file" pretrain --config "$recipe" --output "$work/r0" \
   --set data.format=filelist --set data.path="$work/list.txt"
 head -c 1000 "$src/tests/reference/golden.json" >"$work/notackpt.pt"
-expect_error "notackpt.pt: not a readable checkpoint" eval knn --checkpoint "$work/notackpt.pt"
+expect_error "notackpt.pt: not a readable torch.save file" eval knn --checkpoint "$work/notackpt.pt"
+expect_error "notackpt.pt: not a readable torch.save file" pretrain --config "$recipe" --output "$work/r0" \
+  --set mkd.teacher.init="$work/notackpt.pt"
 
 # --- a short two-stage run ---
 run="$work/run"
@@ -88,6 +90,24 @@ cat "$work/eval.log"
 grep -qE "tests/data/images: [0-9]+ images" "$work/folder.log" || fail "folder run did not describe its data: $(head -3 "$work/folder.log")"
 grep -q "evaluation skipped: data.format folder has no labels" "$work/folder.log" || fail "folder run did not skip evaluation"
 [[ -s "$work/folder-run/stage-2.pt" ]] || fail "folder run wrote no stage-2.pt"
+
+# --- a pretrained teacher of another width, depth and patch size: timm weights saved by Python's torch.save
+#     (tests/reference/make_teacher_golden.py); stage 1 predicts its 24 features, stage 2 the student's 32 ---
+teacher_file="$src/tests/data/teachers/timm_w24_d3_p4.pth"
+teacher_run() {  # teacher_run NAME FILE [flags...]: pretraining from a teacher file, its log in $work/NAME.log
+  local name="$1" file="$2"
+  shift 2
+  "$dbot" pretrain --config "$recipe" --output "$work/$name" "${tiny[@]}" --set data.train_limit=256 \
+    --set "mkd.stage_epochs=[0, 1, 2]" --set optim.batch_size=64 --set mkd.teacher.init="$file" --no-eval \
+    --precision fp32 "$@" >"$work/$name.log" 2>&1 || { fail "pretrain from $file failed"; cat "$work/$name.log"; }
+}
+teacher_run teacher-run "$teacher_file" --set mkd.teacher.num_heads=2
+grep -qF "'model' wrapper, 'module.' prefix: ViT 24 wide, 3 blocks, 2 heads, patch 4, 6x6 grid, 1 channel(s); ignored 2: head.bias, head.weight" \
+  "$work/teacher-run.log" || fail "the teacher file was not described: $(head -3 "$work/teacher-run.log")"
+"$dbot" export --checkpoint "$work/teacher-run/stage-1.pt" --part teacher --out "$work/teacher.safetensors" \
+  >"$work/export-teacher.log" 2>&1 || fail "export of the foreign teacher failed: $(cat "$work/export-teacher.log")"
+grep -qaF 'embed_dim\":24' "$work/teacher.safetensors" || fail "the exported teacher is not 24 wide"
+[[ -s "$work/teacher-run/stage-2.pt" ]] || fail "the teacher run wrote no stage-2.pt"
 
 # --- the step benchmark runs the real train_step and prints its machine-readable line ---
 "$dbot" bench step --config "$recipe" "${tiny[@]}" --steps 2 --warmup 1 --precision fp32 --device cpu \
@@ -124,6 +144,17 @@ expect_error "truncated.safetensors: header size" eval knn --checkpoint "$work/t
 # --- Python interop: torch.load + timm strict load; exports into timm and transformers; extract = timm ---
 if python3 -c 'import torch' 2>/dev/null; then
   python3 "$src/tests/reference/check_checkpoint.py" "$run" || fail "Python torch.load check failed"
+  # A released-style file with an argparse.Namespace (LibTorch's Unpickler refuses it; dbot reads it), and the
+  # same weights through tools/convert_checkpoint.py.
+  python3 -c "import argparse, sys, torch; sd = torch.load(sys.argv[1], weights_only=True)['model']
+torch.save({'model': sd, 'args': argparse.Namespace(lr=1e-3), 'epoch': 3}, sys.argv[2])" "$teacher_file" "$work/ns.pth"
+  teacher_run ns-run "$work/ns.pth" --set mkd.teacher.num_heads=2 --stop-after 1
+  grep -qF "ns.pth: torch.save dict, 'model' wrapper, 'module.' prefix: ViT 24 wide" "$work/ns-run.log" || fail "ns.pth: $(head -3 "$work/ns-run.log")"
+  python3 "$src/tools/convert_checkpoint.py" "$teacher_file" "$work/converted.safetensors" --num-heads 2 \
+    >"$work/convert.log" 2>&1 || fail "convert_checkpoint failed: $(cat "$work/convert.log")"
+  teacher_run converted-run "$work/converted.safetensors" --stop-after 1
+  grep -qF "converted.safetensors: safetensors (dbot.model metadata): ViT 24 wide, 3 blocks, 2 heads" "$work/converted-run.log" ||
+    fail "converted teacher: $(head -3 "$work/converted-run.log")"
   python3 "$src/tests/reference/check_export.py" "$work/export/encoder.safetensors" "$work/export/hf" \
     "$work/export/features.safetensors" 2>&1 | grep -v "^Loading weights" || fail "Python export check failed"
 elif [[ "${DBOT_REQUIRE_PYTHON_TORCH:-0}" == 1 ]]; then

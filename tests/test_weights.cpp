@@ -1,7 +1,8 @@
-// train/weights: `dbot export` of each part in each layout reads back (read_encoder) to exactly the
+// train/weights: `dbot export` of each part in each layout reads back (train/pretrained.h) to exactly the
 // checkpoint's tensors with the architecture in the metadata; files without dbot metadata get it from
 // their shapes; parts that a layout cannot hold are refused.
 #include "dbot/io/safetensors.h"
+#include "dbot/train/pretrained.h"
 #include "dbot/train/weights.h"
 #include "test_util.h"
 
@@ -42,7 +43,7 @@ TEST(Weights, EncoderExportsReadBackInBothLayouts) {
   EXPECT_EQ(meta.at("dbot.part"), "encoder");
   EXPECT_EQ(meta.at("dbot.stage"), "2");
   EXPECT_EQ(meta.at("dbot.recipe"), "model:\n  in_chans: 3\n");
-  auto w = train::read_encoder(timm_file, "model", {});
+  auto w = train::read_pretrained(timm_file).encoder;
   EXPECT_EQ(w.cfg.embed_dim, 16);
   EXPECT_EQ(w.cfg.num_heads, cfg.num_heads);
   expect_encoder_equal(w.state, s.ckpt.model);
@@ -53,7 +54,7 @@ TEST(Weights, EncoderExportsReadBackInBothLayouts) {
   const auto rh = train::export_weights(s.ckpt, s.path, cfg, test::tiny_mkd().decoder, hf, hf_dir);
   EXPECT_EQ(rh.files, (std::vector<std::string>{hf_dir + "/model.safetensors", hf_dir + "/config.json"}));
   EXPECT_TRUE(io::read_safetensors(hf_dir + "/model.safetensors").tensors.count("embeddings.cls_token"));
-  expect_encoder_equal(train::read_encoder(hf_dir + "/model.safetensors", "model", {}).state, s.ckpt.model);
+  expect_encoder_equal(train::read_pretrained(hf_dir + "/model.safetensors").encoder.state, s.ckpt.model);
 }
 
 TEST(Weights, TeacherAndStudentParts) {
@@ -63,7 +64,7 @@ TEST(Weights, TeacherAndStudentParts) {
   o.part = "teacher";
   const auto tf = s.dir.str() + "/teacher.safetensors";
   train::export_weights(s.ckpt, s.path, cfg, test::tiny_mkd().decoder, o, tf);
-  expect_encoder_equal(train::read_encoder(tf, "model", {}).state, s.ckpt.teacher);
+  expect_encoder_equal(train::read_pretrained(tf).encoder.state, s.ckpt.teacher);
 
   o.part = "student";
   const auto sf = s.dir.str() + "/student.safetensors";
@@ -74,7 +75,7 @@ TEST(Weights, TeacherAndStudentParts) {
   const auto dec = nlohmann::json::parse(st.metadata.at("dbot.decoder"));
   EXPECT_EQ(dec.at("embed_dim"), 8);
   EXPECT_EQ(dec.at("target_dim"), 16);
-  expect_encoder_equal(train::read_encoder(sf, "model", {}).state, s.ckpt.model);  // the decoder is left out
+  expect_encoder_equal(train::read_pretrained(sf).encoder.state, s.ckpt.model);  // the decoder is left out
 
   o.layout = "hf";
   EXPECT_NE(error_of([&] {
@@ -93,7 +94,7 @@ TEST(Weights, ArchitectureFromShapesWhenThereIsNoMetadata) {
   const auto state = model::state_dict(*vit);
   const auto f = s.dir.str() + "/plain.safetensors";
   io::write_safetensors(f, state, {});
-  const auto w = train::read_encoder(f, "model", {});
+  const auto w = train::read_pretrained(f).encoder;
   EXPECT_EQ(w.cfg.embed_dim, 64);
   EXPECT_EQ(w.cfg.depth, 1);
   EXPECT_EQ(w.cfg.num_heads, 1);
@@ -103,15 +104,18 @@ TEST(Weights, ArchitectureFromShapesWhenThereIsNoMetadata) {
 
   const auto narrow = s.dir.str() + "/narrow.safetensors";
   io::write_safetensors(narrow, model::state_dict(*model::VisionTransformer(test::tiny_vit(3))), {});
-  EXPECT_NE(error_of([&] {
-              train::read_encoder(narrow, "model", {});
-            }).find("number of heads of a 16-wide encoder cannot be inferred"),
-            std::string::npos);
-  auto extra = state;
+  EXPECT_NE(
+      error_of([&] { train::read_pretrained(narrow); }).find("number of heads of a 16-wide encoder cannot be inferred"),
+      std::string::npos);
+  auto extra = state;  // a classification head is dropped and listed; an unknown tensor is an error
   extra["head.weight"] = at::zeros({10, 64});
   const auto ef = s.dir.str() + "/extra.safetensors";
   io::write_safetensors(ef, extra, {});
-  EXPECT_NE(
-      error_of([&] { train::read_encoder(ef, "model", {}); }).find("tensor 'head.weight' is not part of a ViT encoder"),
-      std::string::npos);
+  EXPECT_EQ(train::read_pretrained(ef).ignored, std::vector<std::string>{"head.weight"});
+  extra["blocks.0.attn.rel_pos_bias"] = at::zeros({3});
+  io::write_safetensors(ef, extra, {});
+  EXPECT_NE(error_of([&] {
+              train::read_pretrained(ef);
+            }).find("tensor 'blocks.0.attn.rel_pos_bias' is not part of a ViT encoder"),
+            std::string::npos);
 }

@@ -8,6 +8,7 @@ VisionTransformer (timm names); the decoder uses the official dBOT names; pos_em
 table; the stage-2 teacher equals the stage-1 student's encoder; the optimizer state is keyed by parameter
 name. Exits non-zero with a message on the first failure.
 """
+import json
 import math
 import os
 import sys
@@ -33,8 +34,12 @@ def load(path):
     missing = KEYS - set(ckpt)
     if missing:
         fail(f"{path}: missing keys {sorted(missing)}")
-    if ckpt["format_version"] != 2:
+    if ckpt["format_version"] != 3:
         fail(f"{path}: format_version {ckpt['format_version']}")
+    for key in ("model_arch", "teacher_arch"):  # the two encoders' architectures, JSON
+        arch = json.loads(ckpt[key])
+        if not all(isinstance(arch.get(k), int) for k in ("embed_dim", "depth", "num_heads", "patch_size")):
+            fail(f"{path}: {key} is not an architecture: {ckpt[key]}")
     return ckpt
 
 

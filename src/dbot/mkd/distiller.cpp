@@ -21,7 +21,7 @@ at::Tensor forward_loss(const at::Tensor& target, const at::Tensor& pred, const 
   return (per_token * weight).sum() / weight.sum();
 }
 
-Distiller::Distiller(model::VitConfig student_config, MkdConfig config, uint64_t seed_)
+Distiller::Distiller(model::VitConfig student_config, MkdConfig config, uint64_t seed_, const StartWeights& start)
     : student_cfg(std::move(student_config)), cfg(std::move(config)), seed(seed_) {
   student_cfg.validate();
   if (!(cfg.mask_ratio >= 0.0 && cfg.mask_ratio < 1.0)) {
@@ -31,15 +31,42 @@ Distiller::Distiller(model::VitConfig student_config, MkdConfig config, uint64_t
     throw std::invalid_argument("mkd.teacher_depth " + std::to_string(cfg.teacher_depth) +
                                 " exceeds the student depth " + std::to_string(student_cfg.depth));
   }
+  target_dim_ = start.teacher ? start.teacher->cfg.embed_dim : student_cfg.embed_dim;
   student = make_student();
   initialize_student(1, /*reset_patch_bias=*/true);
-  // The stage-0 network: a copy of the student's own random initialization.
-  make_teacher(cfg.teacher_depth >= 0 ? cfg.teacher_depth : student_cfg.depth, model::state_dict(*student),
-               "teacher from student");
+  if (!start.student.empty()) load_student_start(start.student, start.student_what);
+  if (start.teacher) {
+    make_teacher(start.teacher->cfg, start.teacher->state, start.teacher_what);
+    return;
+  }
+  // The stage-0 network: a copy of the student's own initialization.
+  model::VitConfig teacher_cfg = student_cfg;
+  if (cfg.teacher_depth >= 0) teacher_cfg.depth = cfg.teacher_depth;
+  make_teacher(teacher_cfg, model::state_dict(*student), "teacher from student");
+}
+
+// The student's encoder from a file (every tensor), and its decoder when the file has one (all of it).
+void Distiller::load_student_start(const model::TensorMap& state, const std::string& what) {
+  bool has_decoder = false;
+  for (const auto& [name, t] : state) has_decoder = has_decoder || name.rfind("decoder_", 0) == 0;
+  at::NoGradGuard no_grad;
+  for (const auto& [name, t] : model::state_dict(*student)) {
+    const bool decoder = name.rfind("decoder_", 0) == 0 || name == "mask_token";
+    const auto it = state.find(name);
+    if (it == state.end()) {
+      if (decoder && !has_decoder) continue;  // keeps its official initialization
+      throw std::runtime_error(what + ": missing tensor '" + name + "' for the student");
+    }
+    if (it->second.sizes() != t.sizes()) {
+      throw std::runtime_error(what + ": tensor '" + name + "' has shape " + c10::str(it->second.sizes()) +
+                               ", the student's is " + c10::str(t.sizes()));
+    }
+    t.copy_(it->second);
+  }
 }
 
 MaskedStudent Distiller::make_student() const {
-  return MaskedStudent(student_cfg, cfg.decoder, student_cfg.embed_dim, cfg.mask_ratio);
+  return MaskedStudent(student_cfg, cfg.decoder, target_dim_, cfg.mask_ratio);
 }
 
 void Distiller::to(c10::Device device, at::ScalarType amp_dtype) {
@@ -50,21 +77,36 @@ void Distiller::to(c10::Device device, at::ScalarType amp_dtype) {
   teacher->set_compute_dtype(amp_dtype);
 }
 
-void Distiller::make_teacher(int64_t depth, const model::TensorMap& state, const std::string& what) {
-  model::VitConfig teacher_cfg = student_cfg;
-  teacher_cfg.depth = depth;
-  teacher = Teacher(teacher_cfg);
+void Distiller::make_teacher(model::VitConfig teacher_cfg, const model::TensorMap& state, const std::string& what) {
+  if (teacher_cfg.embed_dim != target_dim_) {
+    throw std::runtime_error(what + ": a " + std::to_string(teacher_cfg.embed_dim) + "-wide teacher for a decoder " +
+                             "predicting " + std::to_string(target_dim_) + " features");
+  }
+  teacher = Teacher(std::move(teacher_cfg));
   teacher->to(device_);
-  // Entries the teacher lacks (a student's decoder, blocks beyond `depth`) are ignored.
+  // Entries the teacher lacks (a student's decoder, blocks beyond its depth) are ignored.
   model::load_state_dict(*teacher, state, what);
   teacher->set_compute_dtype(amp_dtype_);
 }
 
+void Distiller::set_target_dim(int64_t dim) {
+  if (dim == target_dim_) return;
+  target_dim_ = dim;
+  at::NoGradGuard no_grad;
+  auto& predp = student->decoder.decoder_predp;  // [D_teacher, Dd], [D_teacher]: new shapes, initialized later
+  predp->weight.set_data(at::empty({dim, predp->weight.size(1)}, predp->weight.options()));
+  predp->bias.set_data(at::empty({dim}, predp->bias.options()));
+  predp->weight.mutable_grad().reset();  // a gradient buffer of the old shape would not accumulate
+  predp->bias.mutable_grad().reset();
+}
+
 void Distiller::load(int64_t stage, const model::TensorMap& student_state, const model::TensorMap& teacher_state,
-                     const std::string& what) {
+                     const model::VitConfig& teacher_cfg, const std::string& what) {
   stage_ = stage;
+  const auto predp = student_state.find("decoder_predp.weight");
+  if (predp != student_state.end()) set_target_dim(predp->second.size(0));
   model::load_state_dict(*student, student_state, what + " (model)");
-  make_teacher(model::count_blocks(teacher_state), teacher_state, what + " (teacher)");
+  make_teacher(teacher_cfg, teacher_state, what + " (teacher)");
 }
 
 void Distiller::initialize_student(uint64_t stage_index, bool reset_patch_bias) {
@@ -99,7 +141,8 @@ at::Tensor Distiller::forward(const at::Tensor& imgs, at::Generator& gen) {
 }
 
 void Distiller::next_stage() {
-  make_teacher(student_cfg.depth, model::state_dict(*student), "teacher from student");
+  set_target_dim(student_cfg.embed_dim);
+  make_teacher(student_cfg, model::state_dict(*student), "teacher from student");
   ++stage_;
   initialize_student(static_cast<uint64_t>(stage_), cfg.reset_patch_bias);
 }

@@ -6,13 +6,16 @@
 //     pred   = student.forward_decoder(latent, ids_restore)             // [N, 1+L, D_teacher]
 //     target = teacher.forward_target(imgs)                             // full image, before the final norm
 //     loss   = forward_loss(target, pred, mask)                         // SmoothL1(beta 2) on masked + CLS
-//   next_stage(): teacher <- student encoder; student re-initialized (patch conv bias carried).
+//   next_stage(): teacher <- student encoder; student re-initialized (patch conv bias carried); when the
+//   teacher's width changes (a pretrained teacher of another width was stage 0), decoder_predp is rebuilt
+//   to predict the new width.
 //
 // Stage numbering is the paper's: the random network is stage 0; `stage` is the stage being trained
 // (1, 2, ...), whose teacher is the stage-(stage-1) network. All randomness comes from generators derived
 // from (seed, purpose, index) so that a run resumes exactly, on any device.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,6 +32,19 @@ struct MkdConfig {
   DecoderConfig decoder;
   int64_t teacher_depth = -1;     // stage-0 teacher depth: -1 = same as the student, 0 = zero-block teacher
   bool reset_patch_bias = false;  // official: the patch conv bias is NOT re-initialized between stages
+  // Pretrained starts (read by the train layer, train/pretrained.h): the stage-0 teacher and the student's
+  // initial weights; "" = the stage-0 rule and the official initialization.
+  std::string teacher_init, student_init;
+  int64_t teacher_num_heads = 0;  // for a teacher file without architecture metadata; 0 = inferred
+};
+
+// Pretrained weights to start from, already read (see MkdConfig::teacher_init, student_init).
+struct StartWeights {
+  std::optional<model::EncoderWeights> teacher;  // the stage-0 teacher, any width/depth/patch (fit_to_grid)
+  model::TensorMap student;                // encoder tensors of the student's shape (pos_embed on the student's grid),
+                                           // with the decoder's when it has them; empty = no file
+  std::string teacher_what, student_what;  // the files, for errors
+  std::vector<std::string> log;            // what was read, one line per file
 };
 
 // Per-token normalization over features with the unbiased variance: (t - mean) / sqrt(var + 1e-6), fp32.
@@ -40,9 +56,10 @@ at::Tensor forward_loss(const at::Tensor& target, const at::Tensor& pred, const 
 
 class Distiller {
  public:
-  // Builds the student on the CPU, initializes it from derive_generator(seed, kInit, 1) and makes the
-  // stage-0 teacher a copy of that initialization (truncated to teacher_depth blocks when given).
-  Distiller(model::VitConfig student_cfg, MkdConfig cfg, uint64_t seed);
+  // Builds the student on the CPU, initializes it from derive_generator(seed, kInit, 1) (then from
+  // start.student when given) and makes the stage-0 teacher start.teacher, else a copy of the student's
+  // initialization (truncated to teacher_depth blocks when given). The decoder predicts the teacher's width.
+  Distiller(model::VitConfig student_cfg, MkdConfig cfg, uint64_t seed, const StartWeights& start = {});
 
   // Moves student and teacher to `device` and gives the teacher a compute copy in `amp_dtype` (kFloat:
   // none). Call before building an optimizer on the student's parameters.
@@ -59,9 +76,10 @@ class Distiller {
   // re-initialized from derive_generator(seed, kInit, stage + 1), stage advances. Parameters are modified
   // in place, so an optimizer holding them keeps its state (the official behaviour).
   void next_stage();
-  // For resuming: sets the stage, rebuilds the teacher with `teacher_depth` blocks and loads both networks.
+  // For resuming: sets the stage, rebuilds the teacher as teacher_cfg, sizes decoder_predp as the saved
+  // one, and loads both networks.
   void load(int64_t stage, const model::TensorMap& student_state, const model::TensorMap& teacher_state,
-            const std::string& what);
+            const model::VitConfig& teacher_cfg, const std::string& what);
   int64_t stage() const { return stage_; }
 
   // Student parameters with checkpoint names (encoder names as timm, decoder as dBOT), encoder first.
@@ -76,10 +94,15 @@ class Distiller {
   Teacher teacher{nullptr};
 
  private:
-  MaskedStudent make_student() const;  // on the CPU, not initialized
+  MaskedStudent make_student() const;  // on the CPU, not initialized, predicting target_dim_
   void initialize_student(uint64_t stage_index, bool reset_patch_bias);
-  // A frozen ViT like the student with `depth` blocks, on the device, loaded from `state`, with its compute copy.
-  void make_teacher(int64_t depth, const model::TensorMap& state, const std::string& what);
+  void load_student_start(const model::TensorMap& state, const std::string& what);
+  // Rebuilds decoder_predp (in place: optimizers keep the same tensors) for a teacher of another width; no
+  // autograd graph through the old one may be alive (its gradient accumulator keeps the old shape).
+  void set_target_dim(int64_t dim);
+  // A frozen ViT of `teacher_cfg` on the device, loaded from `state`, with its compute copy.
+  void make_teacher(model::VitConfig teacher_cfg, const model::TensorMap& state, const std::string& what);
+  int64_t target_dim_ = 0;  // the teacher's width: what decoder_predp predicts
   int64_t stage_ = 1;
   c10::Device device_{c10::kCPU};
   at::ScalarType amp_dtype_ = at::kFloat;

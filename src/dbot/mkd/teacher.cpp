@@ -1,5 +1,9 @@
 #include "dbot/mkd/teacher.h"
 
+#include <stdexcept>
+
+#include "dbot/model/pos_embed.h"
+
 namespace dbot::mkd {
 
 TeacherImpl::TeacherImpl(model::VitConfig config)
@@ -35,7 +39,23 @@ void TeacherImpl::set_compute_dtype(at::ScalarType dtype) {
 at::Tensor TeacherImpl::forward_target(const at::Tensor& imgs) {
   at::NoGradGuard no_grad;
   auto& net = compute_ ? *compute_ : static_cast<model::VisionTransformerImpl&>(*this);
-  return net.forward_features(imgs, /*final_norm=*/false);  // [N, 1+L, D_teacher], before the norm
+  if (imgs.size(-1) == cfg.img_size && imgs.size(-2) == cfg.img_size) {
+    return net.forward_features(imgs, /*final_norm=*/false);  // [N, 1+L, D_teacher], before the norm
+  }
+  const auto resized = at::_upsample_bicubic2d_aa(imgs.to(at::kFloat), {cfg.img_size, cfg.img_size}, false);
+  return net.forward_features(resized, /*final_norm=*/false);
+}
+
+model::EncoderWeights fit_to_grid(model::EncoderWeights w, const model::VitConfig& student, const std::string& what) {
+  if (w.cfg.in_chans != student.in_chans) {
+    throw std::runtime_error(what + ": the encoder takes " + std::to_string(w.cfg.in_chans) +
+                             " channel(s), the student " + std::to_string(student.in_chans));
+  }
+  const int64_t grid = student.grid_size();
+  w.cfg.img_size = grid * w.cfg.patch_size;
+  const auto pos = w.state.find("pos_embed");
+  if (pos != w.state.end()) pos->second = model::resample_abs_pos_embed(pos->second, grid);
+  return w;
 }
 
 }  // namespace dbot::mkd

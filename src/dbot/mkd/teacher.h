@@ -1,11 +1,13 @@
 // Teacher: a frozen ViT encoder whose last block's output (before the final norm) is dBOT's target.
-// It has its own config (today the student's shape, or a zero-block network at stage 0), never needs
-// gradients, and keeps a compute copy of its weights in the autocast dtype, made once per stage: autocast
-// caches casts only for leaves that require grad, so a frozen fp32 teacher would be re-cast every step.
-// The fp32 weights stay the teacher's state (what checkpoints hold and the next stage copies).
+// It has its own config (the student's shape, a zero-block network at stage 0, or a pretrained encoder of
+// any width, depth and patch size from a file: fit_to_grid), never needs gradients, and keeps a compute copy of its
+// weights in the autocast dtype, made once per stage: autocast caches casts only for leaves that require grad, so a
+// frozen fp32 teacher would be re-cast every step. The fp32 weights stay the teacher's state (what checkpoints hold and
+// the next stage copies).
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "dbot/model/vit.h"
 
@@ -22,7 +24,8 @@ class TeacherImpl : public model::VisionTransformerImpl {
   at::ScalarType compute_dtype() const { return compute_dtype_; }
 
   // The dBOT target: [N, C, H, W] -> [N, 1+L, D_teacher], the last block's output before the final norm,
-  // without autograd. Run it under the same autocast as the student.
+  // without autograd. Run it under the same autocast as the student. Images of another size than
+  // cfg.img_size (a teacher of another patch size) are resized to it first: bicubic, antialiased.
   at::Tensor forward_target(const at::Tensor& imgs);
 
  private:
@@ -30,5 +33,12 @@ class TeacherImpl : public model::VisionTransformerImpl {
   std::shared_ptr<model::VisionTransformerImpl> compute_;  // null: compute with the fp32 weights
 };
 TORCH_MODULE(Teacher);
+
+// A pretrained encoder made to give the student's token grid g: its input size becomes g x its patch size
+// (so a /14 teacher of a 224 px /16 student takes 196 px images, as the paper's CLIP-L/14 teacher) and
+// its position table is resampled to g x g (model::resample_abs_pos_embed). Errors name `what` when the
+// channel count differs from the student's.
+model::EncoderWeights fit_to_grid(model::EncoderWeights weights, const model::VitConfig& student,
+                                  const std::string& what);
 
 }  // namespace dbot::mkd

@@ -31,4 +31,20 @@ at::Tensor get_2d_sincos_pos_embed(int64_t embed_dim, int64_t grid_size, bool cl
   return table.to(at::kFloat);
 }
 
+at::Tensor resample_abs_pos_embed(const at::Tensor& pos_embed, int64_t new_grid, int64_t num_prefix_tokens) {
+  const int64_t tokens = pos_embed.size(1), dim = pos_embed.size(2);
+  const auto grid = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(tokens - num_prefix_tokens))));
+  if (grid * grid != tokens - num_prefix_tokens) {
+    throw std::invalid_argument("a position table of " + std::to_string(tokens) + " rows is not " +
+                                std::to_string(num_prefix_tokens) + " prefix rows and a square grid");
+  }
+  if (grid == new_grid) return pos_embed;
+  const auto prefix = pos_embed.slice(1, 0, num_prefix_tokens);
+  auto patches =
+      pos_embed.slice(1, num_prefix_tokens).to(at::kFloat).reshape({1, grid, grid, dim}).permute({0, 3, 1, 2});
+  patches = at::_upsample_bicubic2d_aa(patches.contiguous(), {new_grid, new_grid}, /*align_corners=*/false);
+  patches = patches.permute({0, 2, 3, 1}).reshape({1, new_grid * new_grid, dim}).to(pos_embed.scalar_type());
+  return at::cat({prefix, patches}, 1);
+}
+
 }  // namespace dbot::model

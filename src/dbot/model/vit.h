@@ -123,6 +123,12 @@ void init_block(Block& block, at::Generator& gen);
 using TensorMap = std::map<std::string, at::Tensor>;
 TensorMap state_dict(const torch::nn::Module& module);
 
+// A ViT encoder's architecture and its tensors with timm names (what weight files give and teachers take).
+struct EncoderWeights {
+  VitConfig cfg;
+  TensorMap state;
+};
+
 // Number of blocks in an encoder state dict ("blocks.{i}." prefixes).
 int64_t count_blocks(const TensorMap& state, const std::string& prefix = "blocks.");
 

@@ -41,6 +41,9 @@ void schema(Recipe& r, YamlOnly& y, F&& f) {
   f("mkd.mask_ratio", r.mkd.mask_ratio);
   f("mkd.teacher_depth", r.mkd.teacher_depth);
   f("mkd.reset_patch_bias", r.mkd.reset_patch_bias);
+  f("mkd.teacher.init", r.mkd.teacher_init);
+  f("mkd.teacher.num_heads", r.mkd.teacher_num_heads);
+  f("mkd.student.init", r.mkd.student_init);
   f("mkd.decoder_embed_dim", r.mkd.decoder.embed_dim);
   f("mkd.decoder_depth", r.mkd.decoder.depth);
   f("mkd.decoder_num_heads", r.mkd.decoder.num_heads);

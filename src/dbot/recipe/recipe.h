@@ -42,7 +42,11 @@ void apply_override(YAML::Node tree, const std::string& assignment);
 template <typename T>
 void set_key(YAML::Node tree, const std::string& dotted, const T& value) {
   const auto dot = dotted.find('.');
-  tree[dotted.substr(0, dot)][dotted.substr(dot + 1)] = value;
+  if (dot == std::string::npos) {
+    tree[dotted] = value;
+  } else {
+    set_key(tree[dotted.substr(0, dot)], dotted.substr(dot + 1), value);
+  }
 }
 
 }  // namespace dbot::recipe

@@ -1,9 +1,7 @@
 #include "dbot/train/checkpoint.h"
 
 #include <caffe2/serialize/inline_container.h>
-#include <caffe2/serialize/read_adapter_interface.h>
 #include <torch/csrc/jit/serialization/export.h>
-#include <torch/csrc/jit/serialization/import_read.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/serialize.h>
 
@@ -12,6 +10,8 @@
 #include <stdexcept>
 
 #include "dbot/io/files.h"
+#include "dbot/io/torch_pickle.h"
+#include "dbot/model/layouts.h"
 
 namespace dbot::train {
 
@@ -83,6 +83,8 @@ void save_checkpoint(const std::string& path, const mkd::Distiller& d, int64_t e
   ckpt.insert("format_version", kCheckpointFormatVersion);
   ckpt.insert("model", to_dict(state_dict(*d.student)));
   ckpt.insert("teacher", to_dict(state_dict(*d.teacher)));
+  ckpt.insert("model_arch", model::vit_config_to_json(d.student_cfg));
+  ckpt.insert("teacher_arch", model::vit_config_to_json(d.teacher->cfg));
   if (state.optimizer != nullptr) ckpt.insert("optimizer", optimizer_dict(*state.optimizer));
   if (state.loss_scaler != nullptr && state.loss_scaler->enabled()) {
     auto ls = make_dict();
@@ -111,90 +113,8 @@ void save_checkpoint(const std::string& path, const mkd::Distiller& d, int64_t e
 
 namespace {
 
-// The bytes for LibTorch's zip reader, bounds-checked: LibTorch's own in-memory adapters (behind
-// torch::pickle_load) copy whatever range the zip directory asks for, so a file whose directory points past
-// its end made them read out of bounds (found by fuzz/fuzz_checkpoint.cpp under ASan). A short read here
-// makes the zip reader fail with an error instead.
-class BoundedReadAdapter final : public caffe2::serialize::ReadAdapterInterface {
- public:
-  explicit BoundedReadAdapter(const std::vector<char>& bytes) : bytes_(bytes) {}
-  size_t size() const override { return bytes_.size(); }
-  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
-    if (pos >= bytes_.size()) return 0;
-    const size_t count = std::min<uint64_t>(n, bytes_.size() - pos);
-    std::memcpy(buf, bytes_.data() + pos, count);
-    return count;
-  }
-
- private:
-  const std::vector<char>& bytes_;
-};
-
-// Walks a pickle's opcodes (the table of Python's pickletools) and checks every length an opcode declares
-// against what is left of the pickle. LibTorch's Unpickler allocates a declared length before reading it,
-// so an 80 KB file claiming a 4 GB string made it zero-fill 4 GB (found by fuzz/fuzz_checkpoint.cpp).
-// Returns "" when every length fits, else what is wrong.
-std::string check_pickle_lengths(const uint8_t* p, size_t n) {
-  size_t i = 0;
-  auto little_endian = [&](size_t k) {
-    uint64_t v = 0;
-    for (size_t b = 0; b < k; ++b) v |= static_cast<uint64_t>(p[i + b]) << (8 * b);
-    return v;
-  };
-  while (i < n) {
-    const size_t at = i;
-    const uint8_t op = p[i++];
-    size_t fixed = 0, length_bytes = 0, lines = 0;
-    // clang-format off
-    switch (op) {
-      case '.': return "";                                                           // STOP
-      case 'K': case 'h': case 'q': case 0x80: case 0x82: fixed = 1; break;         // BININT1 BINGET BINPUT PROTO EXT1
-      case 'M': case 0x83: fixed = 2; break;                                        // BININT2 EXT2
-      case 'J': case 'j': case 'r': case 0x84: fixed = 4; break;                    // BININT LONG_BINGET LONG_BINPUT EXT4
-      case 'G': case 0x95: fixed = 8; break;                                        // BINFLOAT FRAME
-      case 'C': case 'U': case 0x8c: case 0x8a: length_bytes = 1; break;            // SHORT_BIN{BYTES,STRING,UNICODE} LONG1
-      case 'B': case 'T': case 'X': case 0x8b: length_bytes = 4; break;             // BINBYTES BINSTRING BINUNICODE LONG4
-      case 0x8d: case 0x8e: case 0x96: length_bytes = 8; break;                     // BINUNICODE8 BINBYTES8 BYTEARRAY8
-      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': case 'p': lines = 1; break;
-      case 'c': case 'i': lines = 2; break;                                         // GLOBAL INST
-      default: break;                                                               // no argument
-    }
-    // clang-format on
-    const size_t arg = fixed + length_bytes;
-    if (arg > n - i) return "opcode at byte " + std::to_string(at) + " runs past the end of the pickle";
-    if (length_bytes > 0) {
-      const uint64_t len = little_endian(length_bytes);
-      i += length_bytes;
-      if (len > n - i) {
-        return "opcode at byte " + std::to_string(at) + " declares " + std::to_string(len) + " bytes, " +
-               std::to_string(n - i) + " remain";
-      }
-      i += len;
-    }
-    i += fixed;
-    for (size_t l = 0; l < lines; ++l) {
-      while (i < n && p[i] != '\n') ++i;
-      if (i++ >= n) return "opcode at byte " + std::to_string(at) + " runs past the end of the pickle";
-    }
-  }
-  return "";  // no STOP: the Unpickler reports it
-}
-
-// torch::pickle_load's zip path (torch.save's format: the pickle in "data.pkl", tensors beside it) through
-// the bounded adapter, with the pickle's declared lengths checked first.
-c10::IValue unpickle(const std::vector<char>& bytes) {
-  caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BoundedReadAdapter>(bytes));
-  if (reader.hasRecord("data.pkl")) {
-    const auto [data, size] = reader.getRecord("data.pkl");
-    const auto problem = check_pickle_lengths(static_cast<const uint8_t*>(data.get()), size);
-    if (!problem.empty()) throw std::runtime_error("data.pkl: " + problem);
-  }
-  return torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"", /*type_resolver=*/{},
-                                           /*obj_loader=*/{}, /*device=*/{}, reader);
-}
-
 // The fields of an unpickled checkpoint; c10::Error for a field of the wrong type.
-Checkpoint checkpoint_from_dict(const c10::IValue& root, const std::string& path) {
+Checkpoint checkpoint_fields(const c10::IValue& root, const std::string& path) {
   if (!root.isGenericDict()) throw std::runtime_error(path + ": checkpoint is not a dict");
   auto dict = root.toGenericDict();
   auto need = [&](const std::string& key) {
@@ -214,6 +134,8 @@ Checkpoint checkpoint_from_dict(const c10::IValue& root, const std::string& path
   c.epoch = need("epoch").toInt();
   c.iteration = need("iteration").toInt();
   c.config = need("config").toStringRef();
+  if (dict.contains("model_arch")) c.model_arch = dict.at("model_arch").toStringRef();
+  if (dict.contains("teacher_arch")) c.teacher_arch = dict.at("teacher_arch").toStringRef();
   c.seed = static_cast<uint64_t>(need("rng").toGenericDict().at("seed").toInt());
   if (dict.contains("optimizer")) {
     auto opt = dict.at("optimizer").toGenericDict();
@@ -234,22 +156,30 @@ Checkpoint checkpoint_from_dict(const c10::IValue& root, const std::string& path
 
 }  // namespace
 
-Checkpoint load_checkpoint(const std::string& path) {
-  const std::vector<char> bytes = io::read_file(path);
-  c10::IValue root;
+bool is_checkpoint(const c10::IValue& root) {
+  return root.isGenericDict() && root.toGenericDict().contains("format_version");
+}
+
+Checkpoint checkpoint_from_value(const c10::IValue& root, const std::string& path) {
   try {
-    root = unpickle(bytes);
-  } catch (const std::exception& e) {
-    const std::string what = e.what();
-    throw std::runtime_error(path + ": not a readable checkpoint (truncated or not written by torch.save/dbot): " +
-                             what.substr(0, what.find('\n')));
-  }
-  try {
-    return checkpoint_from_dict(root, path);
-  } catch (const c10::Error& e) {  // a field of the wrong type (the unpickler accepted the bytes)
+    return checkpoint_fields(root, path);
+  } catch (const c10::Error& e) {  // a field of the wrong type
     const std::string what = e.what_without_backtrace();
     throw std::runtime_error(path + ": malformed dbot checkpoint: " + what.substr(0, what.find('\n')));
   }
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  c10::IValue root;
+  try {
+    root = io::read_torch_save(path);
+  } catch (const std::runtime_error& e) {
+    std::string what = e.what();
+    if (what.rfind(path + ": ", 0) == 0) what = what.substr(path.size() + 2);
+    throw std::runtime_error(path +
+                             ": not a readable checkpoint (truncated or not written by torch.save/dbot): " + what);
+  }
+  return checkpoint_from_value(root, path);
 }
 
 void restore(mkd::Distiller& d, AdamW* optimizer, LossScaler* loss_scaler, const Checkpoint& c,
@@ -258,9 +188,13 @@ void restore(mkd::Distiller& d, AdamW* optimizer, LossScaler* loss_scaler, const
     throw std::runtime_error(path + ": was written with seed " + std::to_string(c.seed) + ", this run has seed " +
                              std::to_string(d.seed));
   }
-  d.load(c.stage, c.model, c.teacher, path);
+  model::VitConfig teacher_cfg = d.student_cfg;  // format 1 and 2: the student's shape, the depth it holds
+  teacher_cfg.depth = model::count_blocks(c.teacher);
+  if (!c.teacher_arch.empty()) teacher_cfg = model::vit_config_from_json(c.teacher_arch, path + " (teacher_arch)");
+  d.load(c.stage, c.model, c.teacher, teacher_cfg, path);
   if (optimizer == nullptr) return;
   if (!c.has_optimizer) throw std::runtime_error(path + ": checkpoint has no optimizer state to resume from");
+  optimizer->fit_state_to_params();  // the loaded decoder_predp may have another shape
   optimizer->load_state(c.optimizer, path);
   if (loss_scaler != nullptr && c.has_loss_scaler) loss_scaler->load_state(c.loss_scaler);
   at::NoGradGuard no_grad;

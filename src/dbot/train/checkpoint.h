@@ -1,14 +1,17 @@
 // Checkpoints: one pickled plain dict that Python opens with torch.load (no dbot code needed):
-//   {"format_version": 2, "model": {student encoder (timm names) + decoder (dBOT names)},
-//    "teacher": {teacher encoder, timm names}, "optimizer": {"step", "exp_avg": {name: T},
-//    "exp_avg_sq": {name: T}, "weight_decay", "betas", "eps"},
-//    "loss_scaler": {"scale", "growth_tracker"} (fp16 runs), "grad_accum": {name: T} (only when written inside
-//    a gradient-accumulation window: the partial gradients, so that a resume continues exactly),
-//    "stage", "epoch", "iteration", "rng": {"scheme": "derived", "seed"}, "config": "<resolved recipe, YAML>"}
+//   {"format_version": 3, "model": {student encoder (timm names) + decoder (dBOT names)},
+//    "teacher": {teacher encoder, timm names}, "model_arch" and "teacher_arch": the two encoders'
+//    architectures (JSON, model/layouts.h; the teacher's may differ from the student's), "optimizer": {"step",
+//    "exp_avg": {name: T}, "exp_avg_sq": {name: T}, "weight_decay", "betas", "eps"}, "loss_scaler": {"scale",
+//    "growth_tracker"} (fp16 runs), "grad_accum": {name: T} (only when written inside a gradient-accumulation window:
+//    the partial gradients, so that a resume continues exactly), "stage", "epoch", "iteration", "rng": {"scheme":
+//    "derived", "seed"}, "config": "<resolved recipe, YAML>"}
 // epoch/iteration say where training continues: epoch `epoch`, iteration `iteration` within it. Tensors
 // are stored on the CPU whatever the device, so a GPU checkpoint resumes on a CPU and the other way round.
 // All randomness derives from (seed, purpose, index), so rng holds only the seed. Version 1 files (no
-// loss_scaler, no grad_accum) are still read. Files are written atomically (temporary file + rename).
+// loss_scaler, no grad_accum) and 2 (no architectures: the teacher is the student's shape) are still read.
+// Reading goes through io/torch_pickle.h (data only, every length checked), not LibTorch's Unpickler. Files are written
+// atomically (temporary file + rename).
 #pragma once
 
 #include <map>
@@ -20,7 +23,7 @@
 
 namespace dbot::train {
 
-constexpr int64_t kCheckpointFormatVersion = 2;
+constexpr int64_t kCheckpointFormatVersion = 3;
 
 using model::load_state_dict;
 using model::state_dict;
@@ -36,7 +39,8 @@ struct Checkpoint {
   TensorMap grad_accum;  // partial gradients of an unfinished accumulation window; empty at boundaries
   int64_t stage = 1, epoch = 0, iteration = 0;
   uint64_t seed = 0;
-  std::string config;  // YAML
+  std::string config;                    // YAML
+  std::string model_arch, teacher_arch;  // JSON (format 3); empty in older files
 };
 
 // What a checkpoint holds besides the networks (all optional: stage-<k>.pt files hold none of it).
@@ -56,6 +60,9 @@ void save_checkpoint(const std::string& path, const mkd::Distiller& distiller, i
 // Throws std::runtime_error naming the file when it is missing, truncated, not a dbot checkpoint, or of
 // an unsupported format_version.
 Checkpoint load_checkpoint(const std::string& path);
+// The same from a value io::read_torch_save gave; is_checkpoint: it has a format_version (a dbot checkpoint).
+bool is_checkpoint(const c10::IValue& root);
+Checkpoint checkpoint_from_value(const c10::IValue& root, const std::string& path);
 
 // Loads student, decoder, teacher (rebuilt with the saved depth) and stage; then, when given, the optimizer
 // state, the loss scaler and any partial gradients. Refuses a checkpoint written with another seed.

@@ -109,6 +109,18 @@ AdamWState AdamW::state() const {
   return s;
 }
 
+std::vector<std::string> AdamW::fit_state_to_params() {
+  std::vector<std::string> reset;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& p = params_[i].second;
+    if (p.sizes() == exp_avg_[i].sizes()) continue;
+    exp_avg_[i] = at::zeros_like(p, at::MemoryFormat::Contiguous);
+    exp_avg_sq_[i] = at::zeros_like(p, at::MemoryFormat::Contiguous);
+    reset.push_back(params_[i].first);
+  }
+  return reset;
+}
+
 void AdamW::load_state(const AdamWState& s, const std::string& what) {
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < params_.size(); ++i) {

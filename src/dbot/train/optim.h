@@ -60,6 +60,10 @@ class AdamW {
   // scales them by min(1, max_norm / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_.
   at::Tensor clip_grad_norm(double max_norm);
 
+  // After a parameter changed shape (the decoder's last layer when the teacher's width changes at a stage
+  // switch): its moments restart at zero in the new shape. Returns the names of the parameters reset.
+  std::vector<std::string> fit_state_to_params();
+
   AdamWState state() const;
   // Restores a state() taken from an optimizer over the same parameter names and shapes; errors name `what`.
   void load_state(const AdamWState& state, const std::string& what);

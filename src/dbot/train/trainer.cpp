@@ -9,6 +9,7 @@
 
 #include "dbot/compat.h"
 #include "dbot/train/checkpoint.h"
+#include "dbot/train/pretrained.h"
 #include "dbot/train/schedule.h"
 
 namespace dbot::train {
@@ -64,11 +65,11 @@ struct Trainer::Progress {
 };
 
 Trainer::Trainer(const PretrainConfig& cfg, const core::Runtime& runtime, int64_t iters_per_epoch,
-                 dist::GradSync* grad_sync)
+                 dist::GradSync* grad_sync, const mkd::StartWeights& start)
     : cfg_(cfg),
       runtime_(runtime),
       iters_per_epoch_(iters_per_epoch),
-      distiller_(cfg.model, cfg.mkd, cfg.train.seed),
+      distiller_(cfg.model, cfg.mkd, cfg.train.seed, start),
       scaler_(runtime.amp == core::Amp::kFP16),
       grad_sync_(grad_sync != nullptr ? grad_sync : &default_sync_),
       lrs_(make_schedule(cfg, iters_per_epoch, runtime.world_size)) {
@@ -164,6 +165,7 @@ PretrainSummary Trainer::run(data::Loader& loader, RunFolder& folder, const Pret
     while (distiller_.stage() < stage) {  // stage boundary: keep the finished student, then switch
       save_stage(distiller_.stage());
       distiller_.next_stage();
+      optimizer_->fit_state_to_params();  // decoder_predp changes shape when the teacher's width does
     }
     if (!run_epoch(epoch, loader, folder, opts, progress)) return finish(distiller_.stage() - 1, false);
   }
@@ -275,7 +277,14 @@ PretrainSummary pretrain(const PretrainConfig& cfg, const core::Runtime& runtime
   if (!opts.quiet) std::printf("data: %s\n", source->describe().c_str());
   data::Loader loader(source, data::transform_config(cfg.data, cfg.model.img_size, cfg.model.in_chans),
                       data::loader_config(cfg.data, cfg.optim.batch_size, /*train=*/true, cfg.train.seed));
-  Trainer trainer(cfg, runtime, loader.iters_per_epoch());
+  mkd::StartWeights start;  // pretrained files are read for a new run only (a checkpoint holds what they gave)
+  if (!folder.has_last_checkpoint()) {
+    start = read_start_weights(cfg.model, cfg.mkd);
+    for (const auto& line : start.log) {
+      if (!opts.quiet) std::printf("%s\n", line.c_str());
+    }
+  }
+  Trainer trainer(cfg, runtime, loader.iters_per_epoch(), nullptr, start);
   if (folder.has_last_checkpoint()) trainer.resume(folder.last_checkpoint());
   return trainer.run(loader, folder, opts);
 }

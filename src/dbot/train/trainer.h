@@ -67,8 +67,9 @@ struct Batch {
 
 class Trainer {
  public:
+  // start: pretrained teacher/student weights for a new run (train/pretrained.h: read_start_weights).
   Trainer(const PretrainConfig& cfg, const core::Runtime& runtime, int64_t iters_per_epoch,
-          dist::GradSync* grad_sync = nullptr);
+          dist::GradSync* grad_sync = nullptr, const mkd::StartWeights& start = {});
 
   // Restores a checkpoint-last.pt (networks, optimizer, loss scale, partial gradients, position).
   void resume(const std::string& checkpoint_path);
