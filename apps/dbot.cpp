@@ -103,8 +103,8 @@ struct WeightsArgs {
 
 void add_weights_flags(CLI::App* cmd, WeightsArgs& a) {
   cmd->add_option("--checkpoint", a.checkpoint,
-                  "a dbot checkpoint (stage-<k>.pt, checkpoint-last.pt) or a .safetensors file (dbot export, timm or "
-                  "Hugging Face names)")
+                  "a dbot checkpoint (stage-<k>.pt, checkpoint-last.pt), a .safetensors file (dbot export, timm or "
+                  "Hugging Face names) or a released torch.save file (timm, MAE, DeiT, DINO, dBOT)")
       ->required()
       ->check(CLI::ExistingFile);
   cmd->add_option("--which", a.which, "model (the student) | teacher (stage-1.pt:teacher is the stage-0 network)")

@@ -33,8 +33,8 @@ if [[ "${1:-}" == "--pypi" ]]; then
   if python3 -c 'import torch, timm, transformers' 2>/dev/null; then
     echo "install-deps: PyPI torch $(python3 -c 'import torch; print(torch.__version__)'), timm and transformers present"
   else
-    echo "install-deps: pip install torch timm transformers (several GB)"
-    python3 -m pip install --quiet torch timm transformers ||
-      python3 -m pip install --quiet --break-system-packages torch timm transformers
+    echo "install-deps: pip install torch timm transformers tensorboard (several GB)"
+    python3 -m pip install --quiet torch timm transformers tensorboard ||
+      python3 -m pip install --quiet --break-system-packages torch timm transformers tensorboard
   fi
 fi

@@ -148,6 +148,23 @@ if python3 -c 'import torch' 2>/dev/null; then
   # same weights through tools/convert_checkpoint.py.
   python3 -c "import argparse, sys, torch; sd = torch.load(sys.argv[1], weights_only=True)['model']
 torch.save({'model': sd, 'args': argparse.Namespace(lr=1e-3), 'epoch': 3}, sys.argv[2])" "$teacher_file" "$work/ns.pth"
+  # The run's TensorBoard events, read by the tensorboard package: the last step loss equals metrics.jsonl's.
+  if ! python3 -c 'import tensorboard' 2>/dev/null; then
+    [[ "${DBOT_REQUIRE_PYTHON_TORCH:-0}" == 1 ]] && fail "python3 has no tensorboard (scripts/install-deps.sh --pypi)"
+  elif ! python3 - "$run" <<'PY'; then
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+run = sys.argv[1]
+steps = [json.loads(l) for l in open(f"{run}/metrics.jsonl") if '"type":"step"' in l]
+acc = EventAccumulator(f"{run}/tensorboard")
+acc.Reload()
+loss = acc.Scalars("step/loss")
+assert len(loss) == len(steps), (len(loss), len(steps))
+assert loss[-1].step == steps[-1]["global_iteration"] and abs(loss[-1].value - steps[-1]["loss"]) < 1e-6, loss[-1]
+print(f"tensorboard: {len(loss)} step/loss scalars, last {loss[-1].value:.6f} at step {loss[-1].step}")
+PY
+    fail "TensorBoard events check failed"
+  fi
   teacher_run ns-run "$work/ns.pth" --set mkd.teacher.num_heads=2 --stop-after 1
   grep -qF "ns.pth: torch.save dict, 'model' wrapper, 'module.' prefix: ViT 24 wide" "$work/ns-run.log" || fail "ns.pth: $(head -3 "$work/ns-run.log")"
   python3 "$src/tools/convert_checkpoint.py" "$teacher_file" "$work/converted.safetensors" --num-heads 2 \

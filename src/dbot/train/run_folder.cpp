@@ -26,7 +26,7 @@ bool RunFolder::has_last_checkpoint() const { return fs::exists(last_checkpoint(
 void RunFolder::write_config(const std::string& yaml) const { io::write_atomic(dir_ + "/config.yaml", yaml); }
 
 io::JsonlWriter& RunFolder::metrics() {
-  if (!metrics_) metrics_ = std::make_unique<io::JsonlWriter>(dir_ + "/metrics.jsonl");
+  if (!metrics_) metrics_ = std::make_unique<io::JsonlWriter>(dir_ + "/metrics.jsonl", dir_ + "/tensorboard");
   return *metrics_;
 }
 

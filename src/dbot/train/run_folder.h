@@ -1,7 +1,7 @@
 // RunFolder: owns a pretraining run's directory. Refuses to start a second run over an existing one unless
 // resuming, and refuses to resume a folder that has stage files but no checkpoint-last.pt. Every file is
 // written atomically (io::write_atomic); metrics.jsonl is appended line by line.
-//   config.yaml  metrics.jsonl  checkpoint-last.pt  stage-<k>.pt  results.{md,json}
+//   config.yaml  metrics.jsonl  tensorboard/  checkpoint-last.pt  stage-<k>.pt  results.{md,json}
 #pragma once
 
 #include <memory>
