@@ -1,0 +1,39 @@
+// The dbot command's pieces: each subcommand is an add_<command> (its flags, on CLI11) and a run_<command>
+// (builds a Recipe and a Runtime, calls the library). dbot.cpp holds main, pretrain and the benchmarks;
+// weights_commands.cpp eval, extract and export, which read weight files.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+#include "dbot/core/runtime.h"
+#include "dbot/recipe/recipe.h"
+
+namespace dbot::cli {
+
+using recipe::Recipe;
+
+// Flags that mirror recipe keys (train.device, train.precision, train.threads, train.seed).
+struct RuntimeFlags {
+  std::string device, precision;  // empty = from the recipe
+  int64_t threads = -1;           // -1 = from the recipe
+  int64_t seed = -1;              // -1 = from the recipe
+};
+
+void add_runtime_flags(CLI::App* cmd, RuntimeFlags& f);
+
+// Applies the flags to the recipe (so config.yaml records them) and resolves the Runtime.
+core::Runtime apply_runtime(Recipe& r, const RuntimeFlags& f);
+
+// A subcommand: its CLI11 node (parsed() once chosen) and how to run it.
+struct Command {
+  CLI::App* app;
+  std::function<int()> run;
+};
+
+Command add_eval(CLI::App& app);
+Command add_extract(CLI::App& app);
+Command add_export(CLI::App& app);
+
+}  // namespace dbot::cli
