@@ -154,6 +154,11 @@ TEST(Pretrained, WrappersPrefixesAndRefusals) {
   EXPECT_NE(p.source.find("'teacher' wrapper, 'backbone.' prefix"), std::string::npos) << p.source;
   for (const auto& [name, t] : state) EXPECT_TRUE(p.encoder.state.at(name).equal(t)) << name;
 
+  auto classifier = state;  // Hugging Face's image-classification head; a non-tensor entry is listed too
+  classifier["classifier.weight"] = at::zeros({5, 16});
+  save_dict(f, {{"model", classifier}});
+  EXPECT_EQ(train::read_pretrained(f, opts).ignored, std::vector<std::string>{"classifier.weight"});
+
   auto clip = state;
   clip["class_embedding"] = at::zeros({16});
   save_dict(f, {{"state_dict", clip}});

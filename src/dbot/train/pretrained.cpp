@@ -21,7 +21,7 @@ bool is_decoder_name(const std::string& name) { return name == "mask_token" || s
 
 // Tensors a pretrained file may hold that no encoder uses: classification heads and their norms.
 bool is_head_name(const std::string& name) {
-  for (const char* p : {"head.", "head_dist.", "fc_norm.", "pre_logits."}) {
+  for (const char* p : {"head.", "head_dist.", "fc_norm.", "pre_logits.", "classifier."}) {
     if (starts_with(name, p)) return true;
   }
   return false;
@@ -101,8 +101,7 @@ model::TensorMap torch_save_state(const c10::IValue& root, Pretrained& p, const 
       break;
     }
   }
-  std::vector<std::string> skipped;
-  model::TensorMap raw = tensors_of(dict, skipped);
+  model::TensorMap raw = tensors_of(dict, p.ignored);
   if (raw.empty()) throw std::runtime_error(path + ": no tensors found (looked under state_dict, model, teacher)");
   model::TensorMap state;
   for (auto& [name, t] : raw) {
@@ -140,8 +139,10 @@ model::TensorMap sort_out(model::TensorMap state, const PretrainedOptions& opts,
   for (auto it = state.begin(); it != state.end();) {
     std::string n = it->first;
     if (starts_with(n, "vit.")) n = n.substr(4);
-    if (starts_with(n, "embeddings.") || starts_with(n, "encoder.layer.") || starts_with(n, "layernorm.") ||
-        starts_with(n, "pooler.")) {
+    if (starts_with(n, "pooler.")) {  // Hugging Face's pooler: dbot trains none
+      p.ignored.push_back(it->first);
+      it = state.erase(it);
+    } else if (starts_with(n, "embeddings.") || starts_with(n, "encoder.layer.") || starts_with(n, "layernorm.")) {
       hf[n] = it->second;
       it = state.erase(it);
     } else {

@@ -8,7 +8,8 @@
 //   names (architecture from the shapes);
 // - torch.save files of timm, MAE, DeiT, DINO and dBOT (io/torch_pickle.h): the state dict is found under a
 //   "state_dict", "model" or "teacher" wrapper, "module." and "backbone." prefixes are stripped.
-// Classification heads, fc_norm, pre_logits, the MAE/dBOT decoder and mask_token are dropped and listed in
+// Classification heads (timm's head/head_dist, Hugging Face's classifier and pooler), fc_norm, pre_logits, the
+// MAE/dBOT decoder and mask_token are dropped and listed in
 // `ignored` (the decoder is kept when asked). Any other tensor the encoder has no place for, a missing
 // tensor or a wrong shape is a one-line error naming the file and the tensor. Heads cannot be read from
 // shapes: `num_heads` when given, else the registry's heads for that width (tiny 3 ... huge 16), else
