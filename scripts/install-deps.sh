@@ -30,8 +30,8 @@ else
 fi
 
 if [[ "${1:-}" == "--pypi" ]]; then
-  if python3 -c 'import torch, timm, transformers' 2>/dev/null; then
-    echo "install-deps: PyPI torch $(python3 -c 'import torch; print(torch.__version__)'), timm and transformers present"
+  if python3 -c 'import torch, timm, transformers, tensorboard, safetensors' 2>/dev/null; then
+    echo "install-deps: PyPI torch $(python3 -c 'import torch; print(torch.__version__)'), timm, transformers and tensorboard present"
   else
     echo "install-deps: pip install torch timm transformers tensorboard (several GB)"
     python3 -m pip install --quiet torch timm transformers tensorboard ||
