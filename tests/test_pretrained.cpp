@@ -205,3 +205,32 @@ TEST(Pretrained, StudentStartsFromAFile) {
   EXPECT_NE(error_of([&] { mkd::Distiller(cfg, test::tiny_mkd(), 5, start); }).find("missing tensor 'norm.bias'"),
             std::string::npos);
 }
+
+TEST(Pretrained, TeacherWithItsOwnInputNormalization) {
+  const auto student = test::tiny_vit(1);
+  mkd::MkdConfig m = test::tiny_mkd();
+  m.teacher_init = kTeacherFile;
+  m.teacher_num_heads = 2;
+  m.teacher_mean = {0.5};
+  m.teacher_std = {0.25};
+  const auto start = train::read_start_weights(student, m, {0.2860}, {0.3530});  // the data's (Fashion-MNIST)
+  ASSERT_EQ(start.teacher_input.scale.size(), 1u);
+  EXPECT_NEAR(start.teacher_input.scale[0], 0.3530 / 0.25, 1e-12);
+  EXPECT_NEAR(start.teacher_input.shift[0], (0.2860 - 0.5) / 0.25, 1e-12);
+
+  mkd::Distiller d(student, m, 3, start);
+  mkd::Distiller plain(student, test::tiny_mkd(), 3, timm_start(student));
+  const auto images = golden("images", {2, 1, 8, 8});
+  const auto renormalized = images * start.teacher_input.scale[0] + start.teacher_input.shift[0];
+  EXPECT_TRUE(test::all_close(d.forward_teacher(images), plain.forward_teacher(renormalized), 1e-5, 1e-6));
+
+  test::TempDir dir;  // a checkpoint keeps it
+  const auto path = dir.str() + "/stage-1.pt";
+  train::save_checkpoint(path, d, 0, 0, "");
+  mkd::Distiller resumed(student, test::tiny_mkd(), 3);
+  train::restore(resumed, nullptr, nullptr, train::load_checkpoint(path), path);
+  EXPECT_TRUE(resumed.forward_teacher(images).equal(d.forward_teacher(images)));
+
+  d.next_stage();  // the stage-1 student teaches next, on the data's normalization
+  EXPECT_TRUE(d.teacher->input_affine().scale.empty());
+}

@@ -37,6 +37,7 @@ Distiller::Distiller(model::VitConfig student_config, MkdConfig config, uint64_t
   if (!start.student.empty()) load_student_start(start.student, start.student_what);
   if (start.teacher) {
     make_teacher(start.teacher->cfg, start.teacher->state, start.teacher_what);
+    teacher->set_input_affine(start.teacher_input);
     return;
   }
   // The stage-0 network: a copy of the student's own initialization.
@@ -101,12 +102,13 @@ void Distiller::set_target_dim(int64_t dim) {
 }
 
 void Distiller::load(int64_t stage, const model::TensorMap& student_state, const model::TensorMap& teacher_state,
-                     const model::VitConfig& teacher_cfg, const std::string& what) {
+                     const model::VitConfig& teacher_cfg, const TeacherInput& teacher_input, const std::string& what) {
   stage_ = stage;
   const auto predp = student_state.find("decoder_predp.weight");
   if (predp != student_state.end()) set_target_dim(predp->second.size(0));
   model::load_state_dict(*student, student_state, what + " (model)");
   make_teacher(teacher_cfg, teacher_state, what + " (teacher)");
+  teacher->set_input_affine(teacher_input);
 }
 
 void Distiller::initialize_student(uint64_t stage_index, bool reset_patch_bias) {

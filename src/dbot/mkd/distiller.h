@@ -35,7 +35,8 @@ struct MkdConfig {
   // Pretrained starts (read by the train layer, train/pretrained.h): the stage-0 teacher and the student's
   // initial weights; "" = the stage-0 rule and the official initialization.
   std::string teacher_init, student_init;
-  int64_t teacher_num_heads = 0;  // for a teacher file without architecture metadata; 0 = inferred
+  int64_t teacher_num_heads = 0;                  // for a teacher file without architecture metadata; 0 = inferred
+  std::vector<double> teacher_mean, teacher_std;  // its input normalization; empty = the data's
 };
 
 // Pretrained weights to start from, already read (see MkdConfig::teacher_init, student_init).
@@ -43,6 +44,7 @@ struct StartWeights {
   std::optional<model::EncoderWeights> teacher;  // the stage-0 teacher, any width/depth/patch (fit_to_grid)
   model::TensorMap student;                // encoder tensors of the student's shape (pos_embed on the student's grid),
                                            // with the decoder's when it has them; empty = no file
+  TeacherInput teacher_input;              // its input normalization relative to the data's (empty: the same)
   std::string teacher_what, student_what;  // the files, for errors
   std::vector<std::string> log;            // what was read, one line per file
 };
@@ -79,7 +81,7 @@ class Distiller {
   // For resuming: sets the stage, rebuilds the teacher as teacher_cfg, sizes decoder_predp as the saved
   // one, and loads both networks.
   void load(int64_t stage, const model::TensorMap& student_state, const model::TensorMap& teacher_state,
-            const model::VitConfig& teacher_cfg, const std::string& what);
+            const model::VitConfig& teacher_cfg, const TeacherInput& teacher_input, const std::string& what);
   int64_t stage() const { return stage_; }
 
   // Student parameters with checkpoint names (encoder names as timm, decoder as dBOT), encoder first.

@@ -39,11 +39,27 @@ void TeacherImpl::set_compute_dtype(at::ScalarType dtype) {
 at::Tensor TeacherImpl::forward_target(const at::Tensor& imgs) {
   at::NoGradGuard no_grad;
   auto& net = compute_ ? *compute_ : static_cast<model::VisionTransformerImpl&>(*this);
-  if (imgs.size(-1) == cfg.img_size && imgs.size(-2) == cfg.img_size) {
-    return net.forward_features(imgs, /*final_norm=*/false);  // [N, 1+L, D_teacher], before the norm
+  at::Tensor x = imgs;
+  if (!input_.scale.empty()) {
+    const auto opts = at::TensorOptions().dtype(at::kFloat).device(imgs.device());
+    const int64_t c = static_cast<int64_t>(input_.scale.size());
+    x = x.to(at::kFloat) * at::tensor(input_.scale, at::kDouble).to(opts).view({1, c, 1, 1}) +
+        at::tensor(input_.shift, at::kDouble).to(opts).view({1, c, 1, 1});
   }
-  const auto resized = at::_upsample_bicubic2d_aa(imgs.to(at::kFloat), {cfg.img_size, cfg.img_size}, false);
-  return net.forward_features(resized, /*final_norm=*/false);
+  if (x.size(-1) != cfg.img_size || x.size(-2) != cfg.img_size) {
+    x = at::_upsample_bicubic2d_aa(x.to(at::kFloat), {cfg.img_size, cfg.img_size}, false);
+  }
+  return net.forward_features(x, /*final_norm=*/false);  // [N, 1+L, D_teacher], before the norm
+}
+
+void TeacherImpl::set_input_affine(const TeacherInput& input) {
+  if (input.scale.size() != input.shift.size() ||
+      (!input.scale.empty() && static_cast<int64_t>(input.scale.size()) != cfg.in_chans)) {
+    throw std::invalid_argument("teacher input normalization: " + std::to_string(input.scale.size()) + " scales and " +
+                                std::to_string(input.shift.size()) + " shifts for " + std::to_string(cfg.in_chans) +
+                                " channels");
+  }
+  input_ = input;
 }
 
 model::EncoderWeights fit_to_grid(model::EncoderWeights w, const model::VitConfig& student, const std::string& what) {

@@ -8,10 +8,16 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dbot/model/vit.h"
 
 namespace dbot::mkd {
+
+// A per-channel affine map of the images a teacher sees (see TeacherImpl::set_input_affine); empty = none.
+struct TeacherInput {
+  std::vector<double> scale, shift;
+};
 
 class TeacherImpl : public model::VisionTransformerImpl {
  public:
@@ -28,8 +34,15 @@ class TeacherImpl : public model::VisionTransformerImpl {
   // cfg.img_size (a teacher of another patch size) are resized to it first: bicubic, antialiased.
   at::Tensor forward_target(const at::Tensor& imgs);
 
+  // The teacher's own input normalization as a per-channel affine map of the student's normalized images:
+  // x_teacher = x * scale + shift (scale = std_data / std_teacher, shift = (mean_data - mean_teacher) /
+  // std_teacher). Empty: the student's normalization (identity).
+  void set_input_affine(const TeacherInput& input);
+  const TeacherInput& input_affine() const { return input_; }
+
  private:
   at::ScalarType compute_dtype_ = at::kFloat;
+  TeacherInput input_;
   std::shared_ptr<model::VisionTransformerImpl> compute_;  // null: compute with the fp32 weights
 };
 TORCH_MODULE(Teacher);

@@ -43,6 +43,8 @@ void schema(Recipe& r, YamlOnly& y, F&& f) {
   f("mkd.reset_patch_bias", r.mkd.reset_patch_bias);
   f("mkd.teacher.init", r.mkd.teacher_init);
   f("mkd.teacher.num_heads", r.mkd.teacher_num_heads);
+  f("mkd.teacher.mean", r.mkd.teacher_mean);
+  f("mkd.teacher.std", r.mkd.teacher_std);
   f("mkd.student.init", r.mkd.student_init);
   f("mkd.decoder_embed_dim", r.mkd.decoder.embed_dim);
   f("mkd.decoder_depth", r.mkd.decoder.depth);
@@ -158,6 +160,16 @@ void finish(Recipe& r, const YamlOnly& y, const std::string& origin) {
       static_cast<int64_t>(r.data.std.size()) != r.model.in_chans) {
     fail("data.mean and data.std need model.in_chans (" + std::to_string(r.model.in_chans) + ") values");
   }
+  const auto& tm = r.mkd.teacher_mean;
+  const auto& ts = r.mkd.teacher_std;
+  if (tm.size() != ts.size() || (!tm.empty() && static_cast<int64_t>(tm.size()) != r.model.in_chans)) {
+    fail("mkd.teacher.mean and mkd.teacher.std need model.in_chans (" + std::to_string(r.model.in_chans) +
+         ") values each, or none (the data's normalization)");
+  }
+  for (const double s : ts) {
+    if (!(s > 0)) fail("mkd.teacher.std values must be positive");
+  }
+  if (!tm.empty() && r.mkd.teacher_init.empty()) fail("mkd.teacher.mean/std need mkd.teacher.init");
   if (y.betas.size() != 2) fail("optim.betas must be [beta1, beta2]");
   r.optim.adamw.beta1 = y.betas[0];
   r.optim.adamw.beta2 = y.betas[1];

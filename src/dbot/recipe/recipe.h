@@ -44,6 +44,8 @@ void set_key(YAML::Node tree, const std::string& dotted, const T& value) {
   const auto dot = dotted.find('.');
   if (dot == std::string::npos) {
     tree[dotted] = value;
+    // An empty list in flow style ("[]"), as it reads back: the resolved YAML then round-trips unchanged.
+    if (tree[dotted].IsSequence() && tree[dotted].size() == 0) tree[dotted].SetStyle(YAML::EmitterStyle::Flow);
   } else {
     set_key(tree[dotted.substr(0, dot)], dotted.substr(dot + 1), value);
   }

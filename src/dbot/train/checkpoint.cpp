@@ -61,6 +61,13 @@ std::vector<char> pickle_plain(const c10::IValue& value) {
 namespace {
 c10::impl::GenericDict make_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
 
+// A plain list (typed lists pickle with JIT helpers that torch.load(weights_only=True) rejects).
+c10::impl::GenericList plain_list(const std::vector<double>& values) {
+  c10::impl::GenericList list(c10::AnyType::get());
+  for (const double v : values) list.push_back(v);
+  return list;
+}
+
 c10::impl::GenericDict optimizer_dict(const AdamW& optimizer) {
   const AdamWState state = optimizer.state();
   auto opt = make_dict();
@@ -68,10 +75,7 @@ c10::impl::GenericDict optimizer_dict(const AdamW& optimizer) {
   opt.insert("exp_avg", to_dict(state.exp_avg));
   opt.insert("exp_avg_sq", to_dict(state.exp_avg_sq));
   opt.insert("weight_decay", optimizer.config().weight_decay);
-  c10::impl::GenericList betas(c10::AnyType::get());  // a plain list (typed lists pickle with JIT helpers)
-  betas.push_back(optimizer.config().beta1);
-  betas.push_back(optimizer.config().beta2);
-  opt.insert("betas", betas);
+  opt.insert("betas", plain_list({optimizer.config().beta1, optimizer.config().beta2}));
   opt.insert("eps", optimizer.config().eps);
   return opt;
 }
@@ -85,6 +89,12 @@ void save_checkpoint(const std::string& path, const mkd::Distiller& d, int64_t e
   ckpt.insert("teacher", to_dict(state_dict(*d.teacher)));
   ckpt.insert("model_arch", model::vit_config_to_json(d.student_cfg));
   ckpt.insert("teacher_arch", model::vit_config_to_json(d.teacher->cfg));
+  if (!d.teacher->input_affine().scale.empty()) {
+    auto input = make_dict();
+    input.insert("scale", plain_list(d.teacher->input_affine().scale));
+    input.insert("shift", plain_list(d.teacher->input_affine().shift));
+    ckpt.insert("teacher_input", input);
+  }
   if (state.optimizer != nullptr) ckpt.insert("optimizer", optimizer_dict(*state.optimizer));
   if (state.loss_scaler != nullptr && state.loss_scaler->enabled()) {
     auto ls = make_dict();
@@ -136,6 +146,11 @@ Checkpoint checkpoint_fields(const c10::IValue& root, const std::string& path) {
   c.config = need("config").toStringRef();
   if (dict.contains("model_arch")) c.model_arch = dict.at("model_arch").toStringRef();
   if (dict.contains("teacher_arch")) c.teacher_arch = dict.at("teacher_arch").toStringRef();
+  if (dict.contains("teacher_input")) {
+    const auto input = dict.at("teacher_input").toGenericDict();
+    for (const auto& v : input.at("scale").toListRef()) c.teacher_input.scale.push_back(v.toDouble());
+    for (const auto& v : input.at("shift").toListRef()) c.teacher_input.shift.push_back(v.toDouble());
+  }
   c.seed = static_cast<uint64_t>(need("rng").toGenericDict().at("seed").toInt());
   if (dict.contains("optimizer")) {
     auto opt = dict.at("optimizer").toGenericDict();
@@ -191,7 +206,7 @@ void restore(mkd::Distiller& d, AdamW* optimizer, LossScaler* loss_scaler, const
   model::VitConfig teacher_cfg = d.student_cfg;  // format 1 and 2: the student's shape, the depth it holds
   teacher_cfg.depth = model::count_blocks(c.teacher);
   if (!c.teacher_arch.empty()) teacher_cfg = model::vit_config_from_json(c.teacher_arch, path + " (teacher_arch)");
-  d.load(c.stage, c.model, c.teacher, teacher_cfg, path);
+  d.load(c.stage, c.model, c.teacher, teacher_cfg, c.teacher_input, path);
   if (optimizer == nullptr) return;
   if (!c.has_optimizer) throw std::runtime_error(path + ": checkpoint has no optimizer state to resume from");
   optimizer->fit_state_to_params();  // the loaded decoder_predp may have another shape

@@ -1,7 +1,8 @@
 // Checkpoints: one pickled plain dict that Python opens with torch.load (no dbot code needed):
 //   {"format_version": 3, "model": {student encoder (timm names) + decoder (dBOT names)},
 //    "teacher": {teacher encoder, timm names}, "model_arch" and "teacher_arch": the two encoders'
-//    architectures (JSON, model/layouts.h; the teacher's may differ from the student's), "optimizer": {"step",
+//    architectures (JSON, model/layouts.h; the teacher's may differ from the student's), "teacher_input":
+//    {"scale": [..], "shift": [..]} (only for a teacher with its own input normalization), "optimizer": {"step",
 //    "exp_avg": {name: T}, "exp_avg_sq": {name: T}, "weight_decay", "betas", "eps"}, "loss_scaler": {"scale",
 //    "growth_tracker"} (fp16 runs), "grad_accum": {name: T} (only when written inside a gradient-accumulation window:
 //    the partial gradients, so that a resume continues exactly), "stage", "epoch", "iteration", "rng": {"scheme":
@@ -41,6 +42,7 @@ struct Checkpoint {
   uint64_t seed = 0;
   std::string config;                    // YAML
   std::string model_arch, teacher_arch;  // JSON (format 3); empty in older files
+  mkd::TeacherInput teacher_input;       // a file teacher's own input normalization (absent: none)
 };
 
 // What a checkpoint holds besides the networks (all optional: stage-<k>.pt files hold none of it).

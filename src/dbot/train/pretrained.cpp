@@ -237,7 +237,8 @@ Pretrained read_pretrained(const std::string& path, const PretrainedOptions& opt
   return p;
 }
 
-mkd::StartWeights read_start_weights(const model::VitConfig& student, const mkd::MkdConfig& cfg) {
+mkd::StartWeights read_start_weights(const model::VitConfig& student, const mkd::MkdConfig& cfg,
+                                     const std::vector<double>& data_mean, const std::vector<double>& data_std) {
   mkd::StartWeights start;
   if (!cfg.teacher_init.empty()) {
     PretrainedOptions opts;
@@ -246,6 +247,10 @@ mkd::StartWeights read_start_weights(const model::VitConfig& student, const mkd:
     const auto p = read_pretrained(cfg.teacher_init, opts);
     start.teacher = mkd::fit_to_grid(p.encoder, student, cfg.teacher_init);
     start.teacher_what = cfg.teacher_init;
+    for (size_t c = 0; c < cfg.teacher_mean.size(); ++c) {  // sizes checked by the recipe
+      start.teacher_input.scale.push_back(data_std[c] / cfg.teacher_std[c]);
+      start.teacher_input.shift.push_back((data_mean[c] - cfg.teacher_mean[c]) / cfg.teacher_std[c]);
+    }
     start.log.push_back("teacher (stage 0): " + cfg.teacher_init + ": " + p.summary());
   }
   if (!cfg.student_init.empty()) {

@@ -51,7 +51,9 @@ model::TensorMap encoder_tensors(const model::TensorMap& state, const model::Vit
 // The files of mkd.teacher_init (any encoder: fit to the student's grid, no final norm needed) and
 // mkd.student_init (the student's architecture, with its decoder when the file has one) read for a new
 // run; empty when neither is set. Each file gives a line in `log`.
-mkd::StartWeights read_start_weights(const model::VitConfig& student, const mkd::MkdConfig& cfg);
+// data_mean/data_std: the images' normalization, for mkd.teacher.mean/std (the teacher's own).
+mkd::StartWeights read_start_weights(const model::VitConfig& student, const mkd::MkdConfig& cfg,
+                                     const std::vector<double>& data_mean, const std::vector<double>& data_std);
 
 // True when the file starts like a safetensors file (dbot checkpoints and torch.save files are zips).
 bool is_safetensors(const std::string& path);

@@ -279,7 +279,7 @@ PretrainSummary pretrain(const PretrainConfig& cfg, const core::Runtime& runtime
                       data::loader_config(cfg.data, cfg.optim.batch_size, /*train=*/true, cfg.train.seed));
   mkd::StartWeights start;  // pretrained files are read for a new run only (a checkpoint holds what they gave)
   if (!folder.has_last_checkpoint()) {
-    start = read_start_weights(cfg.model, cfg.mkd);
+    start = read_start_weights(cfg.model, cfg.mkd, cfg.data.mean, cfg.data.std);
     for (const auto& line : start.log) {
       if (!opts.quiet) std::printf("%s\n", line.c_str());
     }
