@@ -40,11 +40,12 @@ at::Tensor TeacherImpl::forward_target(const at::Tensor& imgs) {
   at::NoGradGuard no_grad;
   auto& net = compute_ ? *compute_ : static_cast<model::VisionTransformerImpl&>(*this);
   at::Tensor x = imgs;
-  if (!input_.scale.empty()) {
-    const auto opts = at::TensorOptions().dtype(at::kFloat).device(imgs.device());
-    const int64_t c = static_cast<int64_t>(input_.scale.size());
-    x = x.to(at::kFloat) * at::tensor(input_.scale, at::kDouble).to(opts).view({1, c, 1, 1}) +
-        at::tensor(input_.shift, at::kDouble).to(opts).view({1, c, 1, 1});
+  if (input_scale_.defined()) {
+    if (input_scale_.device() != imgs.device()) {  // once, not a host-to-device copy every step
+      input_scale_ = input_scale_.to(imgs.device());
+      input_shift_ = input_shift_.to(imgs.device());
+    }
+    x = x.to(at::kFloat) * input_scale_ + input_shift_;
   }
   if (x.size(-1) != cfg.img_size || x.size(-2) != cfg.img_size) {
     x = at::_upsample_bicubic2d_aa(x.to(at::kFloat), {cfg.img_size, cfg.img_size}, false);
@@ -60,6 +61,11 @@ void TeacherImpl::set_input_affine(const TeacherInput& input) {
                                 " channels");
   }
   input_ = input;
+  input_scale_ = input_shift_ = at::Tensor();
+  if (input.scale.empty()) return;
+  const int64_t c = static_cast<int64_t>(input.scale.size());
+  input_scale_ = at::tensor(input.scale, at::kDouble).to(at::kFloat).view({1, c, 1, 1});
+  input_shift_ = at::tensor(input.shift, at::kDouble).to(at::kFloat).view({1, c, 1, 1});
 }
 
 model::EncoderWeights fit_to_grid(model::EncoderWeights w, const model::VitConfig& student, const std::string& what) {

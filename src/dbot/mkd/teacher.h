@@ -43,6 +43,7 @@ class TeacherImpl : public model::VisionTransformerImpl {
  private:
   at::ScalarType compute_dtype_ = at::kFloat;
   TeacherInput input_;
+  at::Tensor input_scale_, input_shift_;  // input_ as fp32 [1, C, 1, 1], moved to the images' device once
   std::shared_ptr<model::VisionTransformerImpl> compute_;  // null: compute with the fp32 weights
 };
 TORCH_MODULE(Teacher);
