@@ -109,6 +109,15 @@ grep -qF "'model' wrapper, 'module.' prefix: ViT 24 wide, 3 blocks, 2 heads, pat
 grep -qaF 'embed_dim\":24' "$work/teacher.safetensors" || fail "the exported teacher is not 24 wide"
 [[ -s "$work/teacher-run/stage-2.pt" ]] || fail "the teacher run wrote no stage-2.pt"
 
+# --- a CLIP image tower from an open_clip checkpoint (tests/reference/make_clip_teacher_golden.py): its target
+#     after ln_post and proj (24 features), the cosine loss; stage 2 back to dBOT's own target ---
+teacher_run clip-run "$src/tests/data/teachers/openclip_w32_d2_p4.pt" --set mkd.teacher.num_heads=2
+grep -qF "OpenAI/open_clip CLIP names (image tower): ViT 32 wide, 2 blocks, 2 heads, patch 4, 4x4 grid, 1 channel(s), CLIP tower (ln_pre, QuickGELU, proj to 24); ignored 1: the text tower (6 tensors)" \
+  "$work/clip-run.log" || fail "the CLIP tower was not described: $(head -4 "$work/clip-run.log")"
+grep -qF "loss (stage 1): 1 - cosine similarity, masked patches (CLS dropped)" "$work/clip-run.log" ||
+  fail "the CLIP teacher's loss was not announced: $(head -4 "$work/clip-run.log")"
+[[ -s "$work/clip-run/stage-2.pt" ]] || fail "the CLIP-teacher run wrote no stage-2.pt"
+
 # --- the step benchmark runs the real train_step and prints its machine-readable line ---
 "$dbot" bench step --config "$recipe" "${tiny[@]}" --steps 2 --warmup 1 --precision fp32 --device cpu \
   >"$work/bench.log" 2>&1 || fail "bench step failed: $(cat "$work/bench.log")"
@@ -172,6 +181,29 @@ PY
   teacher_run converted-run "$work/converted.safetensors" --stop-after 1
   grep -qF "converted.safetensors: safetensors (dbot.model metadata): ViT 24 wide, 3 blocks, 2 heads" "$work/converted-run.log" ||
     fail "converted teacher: $(head -3 "$work/converted-run.log")"
+  # OpenAI releases CLIP as TorchScript archives: dbot names them and points at the converter, which reads them.
+  python3 - "$src/tests/data/teachers/openclip_w32_d2_p4.pt" "$work/clip-jit.pt" <<'PY' 2>/dev/null || fail "making a TorchScript CLIP failed"
+import sys, torch
+class Holder(torch.nn.Module):  # the CLIP model's tensors with their names, as a traced module holds them
+    def forward(self, x):
+        return x
+root = Holder()
+for name, t in torch.load(sys.argv[1], weights_only=True)["state_dict"].items():
+    *path, leaf = name[len("module."):].split(".")
+    m = root
+    for p in path:
+        if not hasattr(m, p):
+            m.add_module(p, Holder())
+        m = getattr(m, p)
+    m.register_parameter(leaf, torch.nn.Parameter(t, requires_grad=False))
+torch.jit.trace(root, torch.zeros(1)).save(sys.argv[2])
+PY
+  expect_error "clip-jit.pt: a TorchScript archive (as OpenAI's CLIP releases)" eval knn --checkpoint "$work/clip-jit.pt"
+  python3 "$src/tools/convert_checkpoint.py" "$work/clip-jit.pt" "$work/clip.safetensors" --num-heads 2 \
+    >"$work/convert-clip.log" 2>&1 || fail "convert_checkpoint of a TorchScript CLIP failed: $(cat "$work/convert-clip.log")"
+  teacher_run clip-converted-run "$work/clip.safetensors" --stop-after 1
+  grep -qF "clip.safetensors: safetensors (dbot.model metadata), OpenAI/open_clip CLIP names: ViT 32 wide, 2 blocks, 2 heads, patch 4, 4x4 grid, 1 channel(s), CLIP tower (ln_pre, QuickGELU, proj to 24)" \
+    "$work/clip-converted-run.log" || fail "converted CLIP teacher: $(head -3 "$work/clip-converted-run.log")"
   python3 "$src/tests/reference/check_export.py" "$work/export/encoder.safetensors" "$work/export/hf" \
     "$work/export/features.safetensors" 2>&1 | grep -v "^Loading weights" || fail "Python export check failed"
 elif [[ "${DBOT_REQUIRE_PYTHON_TORCH:-0}" == 1 ]]; then

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -34,6 +35,23 @@ inline at::Tensor golden_tensor(const std::string& key, at::ScalarType dtype = a
   std::vector<int64_t> shape = e.at("shape").get<std::vector<int64_t>>();
   std::vector<double> data = e.at("data").get<std::vector<double>>();
   return at::tensor(data, at::kDouble).reshape(shape).to(dtype);
+}
+
+// A JSON file of golden values, parsed once per path.
+inline const nlohmann::json& json_file(const std::string& path) {
+  static std::map<std::string, nlohmann::json> cache;
+  auto it = cache.find(path);
+  if (it == cache.end()) {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error("cannot open " + path);
+    it = cache.emplace(path, nlohmann::json::parse(in)).first;
+  }
+  return it->second;
+}
+
+// A flat list of numbers in a JSON file as a float tensor of `shape`.
+inline at::Tensor json_tensor(const std::string& path, const std::string& key, at::IntArrayRef shape) {
+  return at::tensor(json_file(path).at(key).get<std::vector<double>>(), at::kDouble).reshape(shape).to(at::kFloat);
 }
 
 // The reference's parameter fill: a*sin(0.7 j + 0.01 (crc32(name) % 997) + 1), a = 1 for qkv weights.

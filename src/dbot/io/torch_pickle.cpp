@@ -388,6 +388,11 @@ c10::IValue parse_torch_save(const std::vector<char>& bytes, const std::string& 
   try {
     auto zip = open_torch_zip(bytes);
     if (!zip->hasRecord("data.pkl")) throw std::runtime_error(what + ": not a torch.save file (no data.pkl)");
+    if (zip->hasRecord("constants.pkl")) {  // torch.jit.save: a module with code, not a dict of tensors
+      throw std::runtime_error(what +
+                               ": a TorchScript archive (as OpenAI's CLIP releases), not a torch.save dict: "
+                               "convert it with tools/convert_checkpoint.py");
+    }
     if (zip->hasRecord("byteorder")) {
       const auto [order, n] = zip->getRecord("byteorder");
       if (std::string(static_cast<const char*>(order.get()), n) != "little") {

@@ -13,11 +13,24 @@ at::Tensor normalize_target(const at::Tensor& target) {
   return (t - mean) / (var + 1e-6).sqrt();
 }
 
-at::Tensor forward_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask) {
-  auto t = normalize_target(target);
-  auto per_token = at::smooth_l1_loss(pred.to(at::kFloat), t, at::Reduction::None, /*beta=*/2.0).mean(-1);
-  // Token weights [N, 1+L]: CLS 1, masked patches 1, visible patches 0.
-  auto weight = at::cat({at::ones({mask.size(0), 1}, mask.options()), mask}, 1);
+LossSpec loss_spec(const std::string& loss, const model::VitConfig& teacher) {
+  if (loss != "auto" && loss != "smooth_l1" && loss != "cosine") {
+    throw std::invalid_argument("mkd.loss must be auto, smooth_l1 or cosine, got '" + loss + "'");
+  }
+  LossSpec spec;
+  spec.cls = !teacher.clip();
+  spec.cosine = loss == "cosine" || (loss == "auto" && teacher.clip());
+  return spec;
+}
+
+at::Tensor forward_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask,
+                        const LossSpec& spec) {
+  const auto p = pred.to(at::kFloat);
+  const auto per_token =  // [N, 1+L]
+      spec.cosine ? 1.0 - at::cosine_similarity(p, target.to(at::kFloat), /*dim=*/-1, /*eps=*/1e-8)
+                  : at::smooth_l1_loss(p, normalize_target(target), at::Reduction::None, /*beta=*/2.0).mean(-1);
+  // Token weights [N, 1+L]: CLS 1 (0 without it), masked patches 1, visible patches 0.
+  auto weight = at::cat({at::full({mask.size(0), 1}, spec.cls ? 1.0 : 0.0, mask.options()), mask}, 1);
   return (per_token * weight).sum() / weight.sum();
 }
 
@@ -31,7 +44,8 @@ Distiller::Distiller(model::VitConfig student_config, MkdConfig config, uint64_t
     throw std::invalid_argument("mkd.teacher_depth " + std::to_string(cfg.teacher_depth) +
                                 " exceeds the student depth " + std::to_string(student_cfg.depth));
   }
-  target_dim_ = start.teacher ? start.teacher->cfg.embed_dim : student_cfg.embed_dim;
+  loss_spec(cfg.loss, student_cfg);  // rejects an unknown mkd.loss before any work
+  target_dim_ = start.teacher ? target_width(start.teacher->cfg) : student_cfg.embed_dim;
   student = make_student();
   initialize_student(1, /*reset_patch_bias=*/true);
   if (!start.student.empty()) load_student_start(start.student, start.student_what);
@@ -79,9 +93,9 @@ void Distiller::to(c10::Device device, at::ScalarType amp_dtype) {
 }
 
 void Distiller::make_teacher(model::VitConfig teacher_cfg, const model::TensorMap& state, const std::string& what) {
-  if (teacher_cfg.embed_dim != target_dim_) {
-    throw std::runtime_error(what + ": a " + std::to_string(teacher_cfg.embed_dim) + "-wide teacher for a decoder " +
-                             "predicting " + std::to_string(target_dim_) + " features");
+  if (target_width(teacher_cfg) != target_dim_) {
+    throw std::runtime_error(what + ": a teacher of " + std::to_string(target_width(teacher_cfg)) +
+                             " target features for a decoder predicting " + std::to_string(target_dim_));
   }
   teacher = Teacher(std::move(teacher_cfg));
   teacher->to(device_);
@@ -139,7 +153,7 @@ at::Tensor Distiller::forward(const at::Tensor& imgs, at::Generator& gen) {
   auto enc = forward_encoder(imgs, noise, &gen);
   auto pred = forward_decoder(enc.latent, enc.ids_restore, &gen);
   auto target = forward_teacher(imgs);
-  return forward_loss(target, pred, enc.mask);
+  return forward_loss(target, pred, enc.mask, loss_spec(cfg.loss, teacher->cfg));
 }
 
 void Distiller::next_stage() {

@@ -5,7 +5,8 @@
 //     latent, mask, ids_restore = student.forward_encoder(imgs, noise)  // CLS + kept patches
 //     pred   = student.forward_decoder(latent, ids_restore)             // [N, 1+L, D_teacher]
 //     target = teacher.forward_target(imgs)                             // full image, before the final norm
-//     loss   = forward_loss(target, pred, mask)                         // SmoothL1(beta 2) on masked + CLS
+//     loss   = forward_loss(target, pred, mask, spec)                   // SmoothL1(beta 2) on masked + CLS
+//   (a CLIP-tower teacher, by default: 1 - cosine similarity on masked patches, METHOD.md's CLIP variant)
 //   next_stage(): teacher <- student encoder; student re-initialized (patch conv bias carried); when the
 //   teacher's width changes (a pretrained teacher of another width was stage 0), decoder_predp is rebuilt
 //   to predict the new width.
@@ -36,6 +37,8 @@ struct MkdConfig {
   // initial weights; "" = the stage-0 rule and the official initialization.
   std::string teacher_init, student_init;
   int64_t teacher_num_heads = 0;                  // for a teacher file without architecture metadata; 0 = inferred
+  std::string teacher_act = "auto";               // its MLP activation: auto | gelu | quick_gelu (train/pretrained.h)
+  std::string loss = "auto";                      // auto | smooth_l1 | cosine (loss_spec)
   std::vector<double> teacher_mean, teacher_std;  // its input normalization; empty = the data's
 };
 
@@ -52,9 +55,20 @@ struct StartWeights {
 // Per-token normalization over features with the unbiased variance: (t - mean) / sqrt(var + 1e-6), fp32.
 at::Tensor normalize_target(const at::Tensor& target);
 
-// SmoothL1 (beta 2) between pred and the normalized target, averaged over features, then a weighted mean
-// over tokens: weight 1 for CLS and masked patches, 0 for visible patches. target: raw teacher output.
-at::Tensor forward_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask);
+// How prediction and target are compared, per token.
+struct LossSpec {
+  bool cosine = false;  // false: SmoothL1 (beta 2) against normalize_target(target), averaged over features;
+                        // true: 1 - cos(pred, target) (torch's cosine_similarity, eps 1e-8)
+  bool cls = true;      // the CLS token counts (dBOT); a CLIP teacher's CLS is dropped (METHOD.md)
+};
+// mkd.loss for this teacher: "auto" = cosine without CLS for a CLIP tower, else SmoothL1 with CLS; "smooth_l1" and
+// "cosine" choose the comparison (CLS still follows the teacher). Throws on another name.
+LossSpec loss_spec(const std::string& loss, const model::VitConfig& teacher);
+
+// The per-token loss of `spec` between pred and target (raw teacher output), then a weighted mean over tokens:
+// weight 1 for masked patches, 0 for visible patches, CLS as spec.cls. pred, target: [N, 1+L, Dt]; mask [N, L].
+at::Tensor forward_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask,
+                        const LossSpec& spec = {});
 
 class Distiller {
  public:
@@ -104,7 +118,7 @@ class Distiller {
   void set_target_dim(int64_t dim);
   // A frozen ViT of `teacher_cfg` on the device, loaded from `state`, with its compute copy.
   void make_teacher(model::VitConfig teacher_cfg, const model::TensorMap& state, const std::string& what);
-  int64_t target_dim_ = 0;  // the teacher's width: what decoder_predp predicts
+  int64_t target_dim_ = 0;  // the teacher's target width (target_width): what decoder_predp predicts
   int64_t stage_ = 1;
   c10::Device device_{c10::kCPU};
   at::ScalarType amp_dtype_ = at::kFloat;

@@ -29,6 +29,7 @@ void TeacherImpl::set_compute_dtype(at::ScalarType dtype) {
   // Only the matrices: biases stay fp32, as autocast leaves them where an op is outside its lists (LibTorch
   // 1.13 adds a 3-D linear's bias after the matmul, in fp32), and casts them itself where it is inside.
   cast(compute_->patch_embed->proj->weight);
+  if (compute_->proj.defined()) cast(compute_->proj);
   for (auto& block : compute_->blocks.blocks) {
     for (auto* linear : {&block->attn->qkv, &block->attn->proj, &block->mlp->fc1, &block->mlp->fc2}) {
       cast((*linear)->weight);
@@ -50,7 +51,12 @@ at::Tensor TeacherImpl::forward_target(const at::Tensor& imgs) {
   if (x.size(-1) != cfg.img_size || x.size(-2) != cfg.img_size) {
     x = at::_upsample_bicubic2d_aa(x.to(at::kFloat), {cfg.img_size, cfg.img_size}, false);
   }
-  return net.forward_features(x, /*final_norm=*/false);  // [N, 1+L, D_teacher], before the norm
+  if (!cfg.clip()) return net.forward_features(x, /*final_norm=*/false);  // [N, 1+L, D_teacher], before the norm
+  return cfg.proj_dim > 0 ? net.forward_projected(x) : net.forward_features(x, /*final_norm=*/true);
+}
+
+int64_t target_width(const model::VitConfig& teacher) {
+  return teacher.proj_dim > 0 ? teacher.proj_dim : teacher.embed_dim;
 }
 
 void TeacherImpl::set_input_affine(const TeacherInput& input) {

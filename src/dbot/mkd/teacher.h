@@ -1,4 +1,5 @@
-// Teacher: a frozen ViT encoder whose last block's output (before the final norm) is dBOT's target.
+// Teacher: a frozen ViT encoder whose last block's output (before the final norm) is dBOT's target; for a CLIP
+// image tower (cfg.clip()) the target is every token after ln_post and the projection (METHOD.md).
 // It has its own config (the student's shape, a zero-block network at stage 0, or a pretrained encoder of
 // any width, depth and patch size from a file: fit_to_grid), never needs gradients, and keeps a compute copy of its
 // weights in the autocast dtype, made once per stage: autocast caches casts only for leaves that require grad, so a
@@ -29,9 +30,10 @@ class TeacherImpl : public model::VisionTransformerImpl {
   void set_compute_dtype(at::ScalarType dtype);
   at::ScalarType compute_dtype() const { return compute_dtype_; }
 
-  // The dBOT target: [N, C, H, W] -> [N, 1+L, D_teacher], the last block's output before the final norm,
-  // without autograd. Run it under the same autocast as the student. Images of another size than
-  // cfg.img_size (a teacher of another patch size) are resized to it first: bicubic, antialiased.
+  // The dBOT target: [N, C, H, W] -> [N, 1+L, target_width(cfg)], the last block's output before the final
+  // norm (a CLIP tower: after the final norm, times proj when it has one), without autograd. Run it under the same
+  // autocast as the student. Images of another size than cfg.img_size (a teacher of another patch size) are resized to
+  // it first: bicubic, antialiased.
   at::Tensor forward_target(const at::Tensor& imgs);
 
   // The teacher's own input normalization as a per-channel affine map of the student's normalized images:
@@ -47,6 +49,9 @@ class TeacherImpl : public model::VisionTransformerImpl {
   std::shared_ptr<model::VisionTransformerImpl> compute_;  // null: compute with the fp32 weights
 };
 TORCH_MODULE(Teacher);
+
+// What a teacher's target holds per token: proj_dim for a CLIP tower with a projection, else the width.
+int64_t target_width(const model::VitConfig& teacher);
 
 // A pretrained encoder made to give the student's token grid g: its input size becomes g x its patch size
 // (so a /14 teacher of a 224 px /16 student takes 196 px images, as the paper's CLIP-L/14 teacher) and

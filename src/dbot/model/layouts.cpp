@@ -1,5 +1,6 @@
 #include "dbot/model/layouts.h"
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <stdexcept>
@@ -41,16 +42,22 @@ const at::Tensor& need(const TensorMap& m, const std::string& name, const std::s
 }  // namespace
 
 std::string vit_config_to_json(const VitConfig& cfg) {
-  const nlohmann::ordered_json j = {{"img_size", cfg.img_size},  {"patch_size", cfg.patch_size},
-                                    {"in_chans", cfg.in_chans},  {"embed_dim", cfg.embed_dim},
-                                    {"depth", cfg.depth},        {"num_heads", cfg.num_heads},
-                                    {"mlp_ratio", cfg.mlp_ratio}};
+  nlohmann::ordered_json j = {{"img_size", cfg.img_size},  {"patch_size", cfg.patch_size},
+                              {"in_chans", cfg.in_chans},  {"embed_dim", cfg.embed_dim},
+                              {"depth", cfg.depth},        {"num_heads", cfg.num_heads},
+                              {"mlp_ratio", cfg.mlp_ratio}};
+  if (cfg.clip()) {
+    j["pre_norm"] = cfg.pre_norm;
+    j["quick_gelu"] = cfg.quick_gelu;
+    j["norm_eps"] = cfg.norm_eps;
+    j["proj_dim"] = cfg.proj_dim;
+  }
   return j.dump();
 }
 
 std::string weights_file_model_name(const VitConfig& cfg) {
-  return "vit_d" + std::to_string(cfg.embed_dim) + "x" + std::to_string(cfg.depth) + "_patch" +
-         std::to_string(cfg.patch_size) + "_" + std::to_string(cfg.img_size);
+  return std::string(cfg.clip() ? "clip" : "vit") + "_d" + std::to_string(cfg.embed_dim) + "x" +
+         std::to_string(cfg.depth) + "_patch" + std::to_string(cfg.patch_size) + "_" + std::to_string(cfg.img_size);
 }
 
 VitConfig vit_config_from_json(const std::string& json, const std::string& what) {
@@ -64,6 +71,10 @@ VitConfig vit_config_from_json(const std::string& json, const std::string& what)
     cfg.depth = j.at("depth").get<int64_t>();
     cfg.num_heads = j.at("num_heads").get<int64_t>();
     cfg.mlp_ratio = j.at("mlp_ratio").get<double>();
+    cfg.pre_norm = j.value("pre_norm", cfg.pre_norm);
+    cfg.quick_gelu = j.value("quick_gelu", cfg.quick_gelu);
+    cfg.norm_eps = j.value("norm_eps", cfg.norm_eps);
+    cfg.proj_dim = j.value("proj_dim", cfg.proj_dim);
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(what + ": the architecture '" + json + "' is unreadable: " + e.what());
   }
@@ -78,6 +89,11 @@ VitConfig vit_config_from_json(const std::string& json, const std::string& what)
 
 TensorMap timm_to_hf(const TensorMap& timm, const VitConfig& cfg) {
   const std::string what = "timm -> Hugging Face names";
+  if (cfg.clip()) {
+    throw std::runtime_error(
+        "a CLIP image tower (ln_pre, QuickGELU, proj) has no Hugging Face ViTModel layout: "
+        "export it with the timm layout");
+  }
   TensorMap hf;
   for (const auto& [from, to] : top_names()) hf[to] = need(timm, from, what);
   const int64_t D = cfg.embed_dim;
@@ -140,6 +156,48 @@ TensorMap hf_to_timm(const TensorMap& hf, const std::string& what) {
     }
   }
   return timm;
+}
+
+TensorMap clip_to_timm(const TensorMap& clip, const std::string& what) {
+  static const std::regex block(R"(transformer\.resblocks\.([0-9]+)\.(.*))");
+  static const std::map<std::string, std::string> top = {
+      {"conv1.weight", "patch_embed.proj.weight"},
+      {"ln_pre.weight", "norm_pre.weight"},
+      {"ln_pre.bias", "norm_pre.bias"},
+      {"ln_post.weight", "norm.weight"},
+      {"ln_post.bias", "norm.bias"},
+      {"proj", "proj"},
+  };
+  static const std::map<std::string, std::string> in_block = {
+      {"ln_1.weight", "norm1.weight"},
+      {"ln_1.bias", "norm1.bias"},
+      {"attn.in_proj_weight", "attn.qkv.weight"},
+      {"attn.in_proj_bias", "attn.qkv.bias"},
+      {"attn.out_proj.weight", "attn.proj.weight"},
+      {"attn.out_proj.bias", "attn.proj.bias"},
+      {"ln_2.weight", "norm2.weight"},
+      {"ln_2.bias", "norm2.bias"},
+      {"mlp.c_fc.weight", "mlp.fc1.weight"},
+      {"mlp.c_fc.bias", "mlp.fc1.bias"},
+      {"mlp.c_proj.weight", "mlp.fc2.weight"},
+      {"mlp.c_proj.bias", "mlp.fc2.bias"},
+  };
+  TensorMap out;
+  for (const auto& [name, t] : clip) {
+    std::smatch m;
+    if (name == "class_embedding") {
+      out["cls_token"] = t.reshape({1, 1, -1});  // [D] -> [1, 1, D]
+    } else if (name == "positional_embedding") {
+      out["pos_embed"] = t.unsqueeze(0);  // [1+L, D] -> [1, 1+L, D]
+    } else if (top.count(name)) {
+      out[top.at(name)] = t;
+    } else if (std::regex_match(name, m, block) && in_block.count(m[2].str())) {
+      out["blocks." + m[1].str() + "." + in_block.at(m[2].str())] = t;
+    } else {
+      throw std::runtime_error(what + ": tensor '" + name + "' is not part of a CLIP image tower dbot can build");
+    }
+  }
+  return out;
 }
 
 std::string hf_vit_config_json(const VitConfig& cfg) {

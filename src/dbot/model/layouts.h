@@ -23,7 +23,8 @@
 namespace dbot::model {
 
 // {"img_size": .., "patch_size": .., "in_chans": .., "embed_dim": .., "depth": .., "num_heads": ..,
-//  "mlp_ratio": ..}: what rebuilds the encoder (the "dbot.model" metadata of an exported file).
+//  "mlp_ratio": ..}, plus "pre_norm", "quick_gelu", "norm_eps" and "proj_dim" for a CLIP tower: what rebuilds
+// the encoder (the "dbot.model" metadata of an exported file). Files without the CLIP keys are plain ViTs.
 std::string vit_config_to_json(const VitConfig& cfg);
 // The name given to an architecture read from a weights file (not a registry name): vit_d<D>x<depth>_patch<p>_<img>.
 std::string weights_file_model_name(const VitConfig& cfg);
@@ -34,6 +35,14 @@ VitConfig vit_config_from_json(const std::string& json, const std::string& what)
 TensorMap timm_to_hf(const TensorMap& timm, const VitConfig& cfg);
 // Hugging Face ViTModel names -> timm names; `pooler.*` is dropped. Errors name `what` and the tensor.
 TensorMap hf_to_timm(const TensorMap& hf, const std::string& what);
+
+// OpenAI / open_clip image-tower names (CLIP's `visual.` prefix removed) -> dbot's:
+//   class_embedding [D] -> cls_token [1, 1, D]      positional_embedding [1+L, D] -> pos_embed [1, 1+L, D]
+//   conv1.weight -> patch_embed.proj.weight         ln_pre -> norm_pre        ln_post -> norm     proj -> proj
+//   transformer.resblocks.i.{ln_1, attn.in_proj_{weight,bias}, attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj}
+//     -> blocks.i.{norm1, attn.qkv.{weight,bias}, attn.proj, norm2, mlp.fc1, mlp.fc2}
+// Any other tensor (an attention pooler, layer scale, ...) is an error naming `what` and the tensor.
+TensorMap clip_to_timm(const TensorMap& clip, const std::string& what);
 
 // The config.json of a Hugging Face ViTModel of this architecture (exact GELU, LayerNorm eps 1e-6, qkv bias).
 std::string hf_vit_config_json(const VitConfig& cfg);

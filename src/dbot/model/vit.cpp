@@ -27,6 +27,8 @@ void VitConfig::validate() const {
   if (embed_dim % 4 != 0) fail("embed_dim must be divisible by 4 (sin-cos position embedding)");
   if (depth < 0) fail("depth must be >= 0");
   if (drop_path_rate < 0 || drop_path_rate >= 1) fail("drop_path must be in [0, 1)");
+  if (!(norm_eps > 0)) fail("norm_eps must be positive");
+  if (proj_dim < 0) fail("proj_dim must be >= 0");
 }
 
 at::Tensor drop_path(const at::Tensor& x, double rate, at::Generator* gen) {
@@ -52,20 +54,25 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x) {
   return proj(out.transpose(1, 2).reshape({N, T, D}));
 }
 
-MlpImpl::MlpImpl(int64_t dim, int64_t hidden)
-    : fc1(register_module("fc1", nn::Linear(dim, hidden))), fc2(register_module("fc2", nn::Linear(hidden, dim))) {}
+MlpImpl::MlpImpl(int64_t dim, int64_t hidden, bool quick)
+    : fc1(register_module("fc1", nn::Linear(dim, hidden))),
+      fc2(register_module("fc2", nn::Linear(hidden, dim))),
+      quick_gelu(quick) {}
 
-at::Tensor MlpImpl::forward(const at::Tensor& x) { return fc2(at::gelu(fc1(x))); }
+at::Tensor MlpImpl::forward(const at::Tensor& x) {
+  auto h = fc1(x);
+  return fc2(quick_gelu ? h * at::sigmoid(1.702 * h) : at::gelu(h));  // QuickGELU: OpenAI CLIP's
+}
 
-BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, double dpr)
-    : norm1(register_module("norm1", nn::LayerNorm(nn::LayerNormOptions({dim}).eps(1e-6)))),
+BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, double dpr, const BlockOptions& opts)
+    : norm1(register_module("norm1", nn::LayerNorm(nn::LayerNormOptions({dim}).eps(opts.norm_eps)))),
       norm2(nullptr),
       attn(register_module("attn", Attention(dim, heads))),
       mlp(nullptr),
       drop_path_rate(dpr) {
   // Registration order = timm's state-dict order: norm1, attn, norm2, mlp.
-  norm2 = register_module("norm2", nn::LayerNorm(nn::LayerNormOptions({dim}).eps(1e-6)));
-  mlp = register_module("mlp", Mlp(dim, static_cast<int64_t>(dim * mlp_ratio)));
+  norm2 = register_module("norm2", nn::LayerNorm(nn::LayerNormOptions({dim}).eps(opts.norm_eps)));
+  mlp = register_module("mlp", Mlp(dim, static_cast<int64_t>(dim * mlp_ratio), opts.quick_gelu));
 }
 
 at::Tensor BlockImpl::forward(const at::Tensor& x, at::Generator* gen) {
@@ -74,12 +81,12 @@ at::Tensor BlockImpl::forward(const at::Tensor& x, at::Generator* gen) {
 }
 
 BlockStack::BlockStack(nn::Module& owner, const std::string& prefix, int64_t depth, int64_t dim, int64_t heads,
-                       double mlp_ratio, double drop_path_rate) {
+                       double mlp_ratio, double drop_path_rate, const BlockOptions& opts) {
   auto list = owner.register_module(prefix, nn::ModuleList());
   for (int64_t i = 0; i < depth; ++i) {
     // Stochastic depth decay rule: linear from 0 at the first block to drop_path_rate at the last.
     const double rate = depth > 1 ? drop_path_rate * static_cast<double>(i) / static_cast<double>(depth - 1) : 0.0;
-    blocks.emplace_back(dim, heads, mlp_ratio, rate);
+    blocks.emplace_back(dim, heads, mlp_ratio, rate, opts);
     list->push_back(blocks.back());
   }
 }
@@ -89,9 +96,9 @@ at::Tensor BlockStack::forward(at::Tensor x, at::Generator* gen) {
   return x;
 }
 
-PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size)
-    : proj(register_module("proj", nn::Conv2d(nn::Conv2dOptions(in_chans, embed_dim, patch_size).stride(patch_size)))) {
-}
+PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size, bool bias)
+    : proj(register_module(
+          "proj", nn::Conv2d(nn::Conv2dOptions(in_chans, embed_dim, patch_size).stride(patch_size).bias(bias)))) {}
 
 at::Tensor PatchEmbedImpl::forward(const at::Tensor& imgs) {
   return proj(imgs).flatten(2).transpose(1, 2);  // [N, D, g, g] -> [N, L, D]
@@ -99,12 +106,19 @@ at::Tensor PatchEmbedImpl::forward(const at::Tensor& imgs) {
 
 VisionTransformerImpl::VisionTransformerImpl(VitConfig config)
     : cfg((config.validate(), std::move(config))),
-      patch_embed(register_module("patch_embed", PatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.patch_size))),
+      patch_embed(
+          register_module("patch_embed", PatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.patch_size, !cfg.pre_norm))),
       cls_token(register_parameter("cls_token", at::zeros({1, 1, cfg.embed_dim}))),
       pos_embed(
           register_buffer("pos_embed", get_2d_sincos_pos_embed(cfg.embed_dim, cfg.grid_size(), true).unsqueeze(0))),
-      blocks(*this, "blocks", cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.drop_path_rate),
-      norm(register_module("norm", nn::LayerNorm(nn::LayerNormOptions({cfg.embed_dim}).eps(1e-6)))) {}
+      norm_pre(cfg.pre_norm
+                   ? register_module("norm_pre", nn::LayerNorm(nn::LayerNormOptions({cfg.embed_dim}).eps(cfg.norm_eps)))
+                   : nn::LayerNorm(nullptr)),
+      blocks(*this, "blocks", cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.drop_path_rate,
+             BlockOptions{cfg.norm_eps, cfg.quick_gelu}),
+      norm(register_module("norm", nn::LayerNorm(nn::LayerNormOptions({cfg.embed_dim}).eps(cfg.norm_eps)))) {
+  if (cfg.proj_dim > 0) proj = register_parameter("proj", at::zeros({cfg.embed_dim, cfg.proj_dim}));
+}
 
 at::Tensor VisionTransformerImpl::embed_patches(const at::Tensor& imgs) {
   TORCH_CHECK(
@@ -123,8 +137,14 @@ at::Tensor VisionTransformerImpl::forward_blocks(const at::Tensor& x, at::Genera
 at::Tensor VisionTransformerImpl::forward_features(const at::Tensor& imgs, bool final_norm) {
   auto x = embed_patches(imgs);
   x = at::cat({cls_with_pos().expand({x.size(0), -1, -1}), x}, 1);  // [N, 1+L, D]
+  if (norm_pre) x = norm_pre(x);
   x = forward_blocks(x);
   return final_norm ? norm(x) : x;
+}
+
+at::Tensor VisionTransformerImpl::forward_projected(const at::Tensor& imgs) {
+  TORCH_CHECK(proj.defined(), "model '", cfg.name, "' has no output projection (proj_dim 0)");
+  return at::matmul(forward_features(imgs, /*final_norm=*/true), proj);  // [N, 1+L, D] @ [D, P]
 }
 
 void xavier_uniform_(at::Tensor w, int64_t fan_in, int64_t fan_out, at::Generator& gen) {
@@ -157,13 +177,15 @@ void VisionTransformerImpl::initialize_weights(at::Generator& gen, bool reset_pa
   auto& w = patch_embed->proj->weight;  // [D, C, p, p], initialized as the Linear [D, C*p*p]
   const int64_t fan_in = w.size(1) * w.size(2) * w.size(3);
   xavier_uniform_(w, fan_in, w.size(0), gen);
-  if (reset_patch_bias) {
+  if (reset_patch_bias && patch_embed->proj->bias.defined()) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));  // PyTorch's Conv2d default
     patch_embed->proj->bias.uniform_(-bound, bound, gen);
   }
   cls_token.normal_(0.0, 0.02, gen);
+  if (norm_pre) init_layer_norm(norm_pre);
   for (auto& block : blocks.blocks) init_block(block, gen);
   init_layer_norm(norm);
+  if (proj.defined()) xavier_uniform_(proj, proj.size(0), proj.size(1), gen);
 }
 
 TensorMap state_dict(const nn::Module& module) {

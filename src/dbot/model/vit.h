@@ -30,6 +30,16 @@ struct VitConfig {
   int64_t num_heads = 12;
   double mlp_ratio = 4.0;
   double drop_path_rate = 0.0;  // linear ramp 0 -> rate over the blocks
+  // A CLIP image tower (OpenAI / open_clip, as timm's CLIP ViTs): norm_pre (CLIP's ln_pre) on the tokens
+  // before the blocks and a bias-free patch conv (timm: `bias = not pre_norm`), QuickGELU x * sigmoid(1.702 x)
+  // instead of erf GELU, LayerNorm eps 1e-5, and `proj` [D, proj_dim] after the final norm (ln_post).
+  bool pre_norm = false;
+  bool quick_gelu = false;
+  double norm_eps = 1e-6;
+  int64_t proj_dim = 0;  // 0: no projection
+
+  // CLIP's layout (pre_norm or proj): the dBOT target is then taken after ln_post and proj (METHOD.md).
+  bool clip() const { return pre_norm || proj_dim > 0; }
 
   int64_t grid_size() const { return img_size / patch_size; }
   int64_t num_patches() const { return grid_size() * grid_size(); }
@@ -53,16 +63,23 @@ TORCH_MODULE(Attention);
 
 class MlpImpl : public torch::nn::Module {
  public:
-  MlpImpl(int64_t dim, int64_t hidden);
-  at::Tensor forward(const at::Tensor& x);  // fc1 -> exact (erf) GELU -> fc2
+  MlpImpl(int64_t dim, int64_t hidden, bool quick_gelu = false);
+  at::Tensor forward(const at::Tensor& x);  // fc1 -> exact (erf) GELU or QuickGELU -> fc2
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  bool quick_gelu;
 };
 TORCH_MODULE(Mlp);
 
-// Pre-norm transformer block: x + dp(attn(norm1(x))), then x + dp(mlp(norm2(x))), LayerNorm eps 1e-6.
+// How a block is built beyond its width: LayerNorm eps and the MLP's activation (VitConfig's CLIP fields).
+struct BlockOptions {
+  double norm_eps = 1e-6;
+  bool quick_gelu = false;
+};
+
+// Pre-norm transformer block: x + dp(attn(norm1(x))), then x + dp(mlp(norm2(x))).
 class BlockImpl : public torch::nn::Module {
  public:
-  BlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio, double drop_path_rate);
+  BlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio, double drop_path_rate, const BlockOptions& opts = {});
   at::Tensor forward(const at::Tensor& x, at::Generator* gen = nullptr);  // [N, T, D]
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   Attention attn{nullptr};
@@ -74,14 +91,14 @@ TORCH_MODULE(Block);
 // A stack of blocks registered under `prefix` ("blocks" or "decoder_blocks") with a drop-path ramp.
 struct BlockStack {
   BlockStack(torch::nn::Module& owner, const std::string& prefix, int64_t depth, int64_t dim, int64_t heads,
-             double mlp_ratio, double drop_path_rate);
+             double mlp_ratio, double drop_path_rate, const BlockOptions& opts = {});
   at::Tensor forward(at::Tensor x, at::Generator* gen);
   std::vector<Block> blocks;
 };
 
 class PatchEmbedImpl : public torch::nn::Module {
  public:
-  PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size);
+  PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size, bool bias = true);
   at::Tensor forward(const at::Tensor& imgs);  // [N, C, H, W] -> [N, L, D]
   torch::nn::Conv2d proj{nullptr};
 };
@@ -98,6 +115,8 @@ class VisionTransformerImpl : public torch::nn::Module {
   at::Tensor forward_blocks(const at::Tensor& x, at::Generator* gen = nullptr);  // [N, T, D]
   // Full image: [N, C, H, W] -> [N, 1+L, D]; after the final norm, or before it (the dBOT target).
   at::Tensor forward_features(const at::Tensor& imgs, bool final_norm = true);
+  // CLIP's image tokens: the final norm's output times proj, [N, C, H, W] -> [N, 1+L, proj_dim].
+  at::Tensor forward_projected(const at::Tensor& imgs);
 
   // The official initialization (METHOD.md): xavier_uniform Linear weights (fused qkv shape), zero
   // biases, patch conv weight xavier on its [D, C*p*p] view, LayerNorm (1, 0), cls_token N(0, 0.02).
@@ -106,10 +125,12 @@ class VisionTransformerImpl : public torch::nn::Module {
 
   VitConfig cfg;
   PatchEmbed patch_embed{nullptr};
-  at::Tensor cls_token;  // [1, 1, D]
-  at::Tensor pos_embed;  // [1, 1+L, D], buffer
+  at::Tensor cls_token;                    // [1, 1, D]
+  at::Tensor pos_embed;                    // [1, 1+L, D], buffer
+  torch::nn::LayerNorm norm_pre{nullptr};  // cfg.pre_norm only
   BlockStack blocks;
   torch::nn::LayerNorm norm{nullptr};
+  at::Tensor proj;  // [D, proj_dim], cfg.proj_dim > 0 only
 };
 TORCH_MODULE(VisionTransformer);
 

@@ -43,9 +43,11 @@ void schema(Recipe& r, YamlOnly& y, F&& f) {
   f("mkd.reset_patch_bias", r.mkd.reset_patch_bias);
   f("mkd.teacher.init", r.mkd.teacher_init);
   f("mkd.teacher.num_heads", r.mkd.teacher_num_heads);
+  f("mkd.teacher.act", r.mkd.teacher_act);
   f("mkd.teacher.mean", r.mkd.teacher_mean);
   f("mkd.teacher.std", r.mkd.teacher_std);
   f("mkd.student.init", r.mkd.student_init);
+  f("mkd.loss", r.mkd.loss);
   f("mkd.decoder_embed_dim", r.mkd.decoder.embed_dim);
   f("mkd.decoder_depth", r.mkd.decoder.depth);
   f("mkd.decoder_num_heads", r.mkd.decoder.num_heads);
@@ -170,6 +172,14 @@ void finish(Recipe& r, const YamlOnly& y, const std::string& origin) {
     if (!(s > 0)) fail("mkd.teacher.std values must be positive");
   }
   if (!tm.empty() && r.mkd.teacher_init.empty()) fail("mkd.teacher.mean/std need mkd.teacher.init");
+  const auto& act = r.mkd.teacher_act;
+  if (act != "auto" && act != "gelu" && act != "quick_gelu") {
+    fail("mkd.teacher.act must be auto, gelu or quick_gelu, got '" + act + "'");
+  }
+  const auto& loss = r.mkd.loss;
+  if (loss != "auto" && loss != "smooth_l1" && loss != "cosine") {
+    fail("mkd.loss must be auto, smooth_l1 or cosine, got '" + loss + "'");
+  }
   if (y.betas.size() != 2) fail("optim.betas must be [beta1, beta2]");
   r.optim.adamw.beta1 = y.betas[0];
   r.optim.adamw.beta2 = y.betas[1];

@@ -41,7 +41,7 @@ int64_t infer_heads(int64_t width, const std::string& what) {
   return width / 64;
 }
 
-// The architecture from the tensors' shapes (timm names).
+// The architecture from the tensors' shapes (timm names; norm_pre and proj make a CLIP tower).
 model::VitConfig infer_vit_config(const model::TensorMap& state, int64_t num_heads, const std::string& what) {
   auto need = [&](const std::string& name, int64_t dim) -> const at::Tensor& {
     const auto it = state.find(name);
@@ -71,8 +71,31 @@ model::VitConfig infer_vit_config(const model::TensorMap& state, int64_t num_hea
     throw std::runtime_error(what + ": " + std::to_string(cfg.num_heads) + " heads do not divide the width " +
                              std::to_string(cfg.embed_dim));
   }
+  cfg.pre_norm = state.count("norm_pre.weight") > 0;
+  if (state.count("proj")) cfg.proj_dim = need("proj", 2).size(1);  // [D, P]
+  if (cfg.pre_norm) cfg.norm_eps = 1e-5;                            // CLIP's (PyTorch's default), as timm's
   cfg.name = model::weights_file_model_name(cfg);
   return cfg;
+}
+
+// An OpenAI / open_clip CLIP model or image tower: its image tower with dbot's names.
+model::TensorMap clip_tower(const model::TensorMap& state, Pretrained& p, const std::string& path) {
+  const bool whole = state.count("visual.class_embedding") > 0;
+  model::TensorMap tower;
+  size_t text = 0;
+  for (const auto& [name, t] : state) {
+    if (!whole) {
+      tower[name] = t;
+    } else if (starts_with(name, "visual.")) {
+      tower[name.substr(7)] = t;
+    } else {
+      ++text;
+    }
+  }
+  if (text > 0) p.ignored.push_back("the text tower (" + std::to_string(text) + " tensors)");
+  p.source += whole ? ", OpenAI/open_clip CLIP names (image tower)" : ", OpenAI/open_clip CLIP names";
+  p.clip_names = true;
+  return model::clip_to_timm(tower, path);
 }
 
 model::TensorMap tensors_of(const c10::impl::GenericDict& dict, std::vector<std::string>& ignored) {
@@ -126,9 +149,11 @@ model::TensorMap torch_save_state(const c10::IValue& root, Pretrained& p, const 
 // Refuses what dbot cannot build, drops heads (and the decoder unless kept), and makes HF names timm's.
 model::TensorMap sort_out(model::TensorMap state, const PretrainedOptions& opts, Pretrained& p,
                           const std::string& path) {
-  if (state.count("class_embedding") || state.count("visual.class_embedding") || state.count("ln_pre.weight") ||
-      state.count("visual.ln_pre.weight")) {
-    throw std::runtime_error(path + ": a CLIP image tower (class_embedding, ln_pre): not supported as a dbot encoder");
+  if (state.count("class_embedding") || state.count("visual.class_embedding")) state = clip_tower(state, p, path);
+  if (state.count("vision_model.embeddings.class_embedding")) {
+    throw std::runtime_error(path +
+                             ": Hugging Face CLIP names (vision_model.*): not supported; use the OpenAI / "
+                             "open_clip checkpoint of the model");
   }
   if (state.count("dist_token")) {
     throw std::runtime_error(path +
@@ -224,8 +249,16 @@ Pretrained read_pretrained(const std::string& path, const PretrainedOptions& opt
   }
   state = sort_out(std::move(state), opts, p, path);
   p.arch_from_shapes = !cfg;
-  if (!cfg) cfg = infer_vit_config(state, opts.num_heads, path);
-  if (opts.num_heads > 0) cfg->num_heads = opts.num_heads;
+  if (!cfg) {
+    cfg = infer_vit_config(state, opts.num_heads, path);
+    cfg->quick_gelu = p.clip_names;  // OpenAI's activation; metadata, when there is some, says
+  } else if (opts.num_heads > 0) {
+    cfg->num_heads = opts.num_heads;  // over the metadata's (shapes: infer_vit_config took it)
+  }
+  if (opts.act != "auto" && opts.act != "gelu" && opts.act != "quick_gelu") {
+    throw std::invalid_argument("activation must be auto, gelu or quick_gelu, got '" + opts.act + "'");
+  }
+  if (opts.act != "auto") cfg->quick_gelu = opts.act == "quick_gelu";
   cfg->drop_path_rate = 0.0;
   if (!opts.need_final_norm && !state.count("norm.weight") && !state.count("norm.bias")) {
     state["norm.weight"] = at::ones({cfg->embed_dim});
@@ -243,6 +276,7 @@ mkd::StartWeights read_start_weights(const model::VitConfig& student, const mkd:
   if (!cfg.teacher_init.empty()) {
     PretrainedOptions opts;
     opts.num_heads = cfg.teacher_num_heads;
+    opts.act = cfg.teacher_act;
     opts.need_final_norm = false;  // the target is taken before it
     const auto p = read_pretrained(cfg.teacher_init, opts);
     start.teacher = mkd::fit_to_grid(p.encoder, student, cfg.teacher_init);
@@ -252,6 +286,10 @@ mkd::StartWeights read_start_weights(const model::VitConfig& student, const mkd:
       start.teacher_input.shift.push_back((data_mean[c] - cfg.teacher_mean[c]) / cfg.teacher_std[c]);
     }
     start.log.push_back("teacher (stage 0): " + cfg.teacher_init + ": " + p.summary());
+    const auto spec = mkd::loss_spec(cfg.loss, p.encoder.cfg);
+    start.log.push_back(std::string("loss (stage 1): ") +
+                        (spec.cosine ? "1 - cosine similarity" : "SmoothL1 (beta 2) on the normalized target") +
+                        (spec.cls ? ", masked patches and CLS" : ", masked patches (CLS dropped)"));
   }
   if (!cfg.student_init.empty()) {
     PretrainedOptions opts;
@@ -259,9 +297,10 @@ mkd::StartWeights read_start_weights(const model::VitConfig& student, const mkd:
     opts.keep_decoder = true;
     const auto p = read_pretrained(cfg.student_init, opts);
     if (p.encoder.cfg.patch_size != student.patch_size || p.encoder.cfg.embed_dim != student.embed_dim ||
-        p.encoder.cfg.depth != student.depth) {
+        p.encoder.cfg.depth != student.depth || p.encoder.cfg.clip()) {
       throw std::runtime_error(cfg.student_init + ": a " + p.encoder.cfg.name + " encoder cannot start a " +
-                               student.name + " student (width, depth and patch size must match)");
+                               student.name + " student (width, depth and patch size must match; a CLIP tower " +
+                               "can only be a teacher)");
     }
     start.student = mkd::fit_to_grid(p.encoder, student, cfg.student_init).state;
     for (const auto& [name, t] : p.decoder) start.student[name] = t;
@@ -278,6 +317,10 @@ std::string Pretrained::summary() const {
                   std::to_string(c.num_heads) + " heads, patch " + std::to_string(c.patch_size) + ", " +
                   std::to_string(c.grid_size()) + "x" + std::to_string(c.grid_size()) + " grid, " +
                   std::to_string(c.in_chans) + " channel(s)";
+  if (c.clip()) {
+    s += std::string(", CLIP tower (") + (c.pre_norm ? "ln_pre, " : "") + (c.quick_gelu ? "QuickGELU" : "GELU") +
+         (c.proj_dim > 0 ? ", proj to " + std::to_string(c.proj_dim) : std::string()) + ")";
+  }
   if (!ignored.empty()) {
     s += "; ignored " + std::to_string(ignored.size()) + ":";
     for (size_t i = 0; i < ignored.size(); ++i) s += (i ? ", " : " ") + ignored[i];

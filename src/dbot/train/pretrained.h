@@ -13,7 +13,11 @@
 // `ignored` (the decoder is kept when asked). Any other tensor the encoder has no place for, a missing
 // tensor or a wrong shape is a one-line error naming the file and the tensor. Heads cannot be read from
 // shapes: `num_heads` when given, else the registry's heads for that width (tiny 3 ... huge 16), else
-// width / 64. A CLIP image tower or a distilled DeiT (dist_token) is refused with a message.
+// width / 64. A distilled DeiT (dist_token) is refused with a message.
+// CLIP image towers with OpenAI / open_clip names (a whole CLIP model: the "visual." tensors, the text tower
+// is ignored and listed; or the tower alone) become a CLIP-flavoured encoder (model::clip_to_timm, VitConfig's
+// pre_norm, proj_dim, LayerNorm eps 1e-5); a file cannot say its activation: `act` (auto: QuickGELU for these
+// names, OpenAI's and open_clip's *-quickgelu models; gelu for open_clip's others).
 #pragma once
 
 #include <string>
@@ -30,6 +34,7 @@ struct PretrainedOptions {
   int64_t num_heads = 0;                             // 0: metadata, else the registry's, else width / 64
   bool need_final_norm = true;  // false: a file without norm.* (MAE's global-pool models) gets an identity norm
   bool keep_decoder = false;    // also return decoder_* and mask_token
+  std::string act = "auto";     // the MLP activation: auto (QuickGELU for CLIP names, else GELU) | gelu | quick_gelu
 };
 
 struct Pretrained {
@@ -39,6 +44,7 @@ struct Pretrained {
   std::string source;                // what the file was read as, e.g. "torch.save dict, 'model' wrapper"
   std::string recipe;                // the recipe the file carries (a checkpoint's config, dbot.recipe), YAML
   bool arch_from_shapes = false;     // the architecture was inferred (heads: see above)
+  bool clip_names = false;           // the file had OpenAI / open_clip CLIP names
   std::string summary() const;       // one line: source, architecture, what was ignored
 };
 

@@ -40,9 +40,8 @@ ExportResult export_weights(const Checkpoint& ckpt, const std::string& ckpt_path
     const bool teacher = opts.part == "teacher";
     const auto& state = teacher ? ckpt.teacher : ckpt.model;
     const auto& arch = teacher ? ckpt.teacher_arch : ckpt.model_arch;  // format 3: the teacher may differ
-    if (!arch.empty()) result.cfg = model::vit_config_from_json(arch, ckpt_path);
+    if (!arch.empty()) result.cfg = model::vit_config_from_json(arch, ckpt_path);  // drop_path_rate 0
     result.cfg.depth = model::count_blocks(state);
-    result.cfg.drop_path_rate = 0.0;
     tensors = encoder_tensors(state, result.cfg, what);
   } else if (opts.part == "student") {
     if (opts.layout == "hf") {
@@ -76,6 +75,10 @@ ExportResult export_weights(const Checkpoint& ckpt, const std::string& ckpt_path
   std::filesystem::create_directories(out, ec);
   if (ec) throw std::runtime_error("cannot create the folder '" + out + "': " + ec.message());
   const std::string weights = out + "/model.safetensors", config = out + "/config.json";
+  if (result.cfg.clip()) {
+    throw std::runtime_error(what + ": a CLIP image tower (ln_pre, proj) has no Hugging Face ViTModel layout: "
+                                    "use --layout timm");
+  }
   io::write_safetensors(weights, model::timm_to_hf(tensors, result.cfg), meta);
   io::write_atomic(config, model::hf_vit_config_json(result.cfg));
   result.files = {weights, config};
