@@ -11,6 +11,7 @@
 #include "dbot/data/data_bench.h"
 #include "dbot/eval/evaluate.h"
 #include "dbot/model/registry.h"
+#include "dbot/train/interrupt.h"
 #include "dbot/train/step_bench.h"
 #include "dbot/train/trainer.h"
 #include "dbot/version.h"
@@ -53,22 +54,31 @@ namespace {
 struct PretrainArgs {
   std::string config, output;
   std::vector<std::string> overrides;
-  bool resume = false, no_eval = false;
+  bool resume = false, no_eval = false, overwrite = false, accept_recipe_change = false;
   int64_t stop_after = -1;
   RuntimeFlags runtime;
 };
 
 int run_pretrain(const PretrainArgs& a) {
+  const dbot::train::StopOnSignal stop_on_signal;  // SIGINT/SIGTERM: stop after this step, with a checkpoint
   auto r = dbot::recipe::load_config(a.config, a.overrides);
   const auto rt = apply_runtime(r, a.runtime);
   dbot::train::PretrainOptions opts;
   opts.run_dir = a.output;
   opts.config_yaml = r.to_yaml();
   opts.resume = a.resume;
+  opts.overwrite = a.overwrite;
+  opts.accept_recipe_change = a.accept_recipe_change;
   opts.stop_after = a.stop_after;
   const auto summary = dbot::train::pretrain(r, rt, opts);
   std::printf("pretraining: %lld iterations in %.1f s, %.1f images/s\n", static_cast<long long>(summary.iterations),
               summary.seconds, summary.images_per_s);
+  if (const int sig = summary.stopped_by ? summary.stopped_by : dbot::train::stop_requested()) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "dbot pretrain: stopped by %s; %s/checkpoint-last.pt is written: continue with --resume\n",
+                 dbot::train::signal_name(sig), a.output.c_str());
+    return 128 + sig;  // as a shell reports a process ended by the signal
+  }
   if (summary.finished && !a.no_eval) {
     const auto rows = dbot::eval::evaluate_run(a.output, r.model, r.data, r.eval, rt, false);
     if (rows.empty()) return 0;  // no labeled evaluation data (evaluate_run said so)
@@ -91,6 +101,12 @@ Command add_pretrain(CLI::App& app) {
       ->required();
   pre->add_option("--set", a->overrides, "override a recipe key, e.g. --set optim.blr=1e-3 (repeatable)");
   pre->add_flag("--resume", a->resume, "continue the run in --output from its checkpoint-last.pt");
+  pre->add_flag("--overwrite", a->overwrite,
+                "delete the run in --output (config, metrics, checkpoints, results) and start again")
+      ->excludes("--resume");
+  pre->add_flag("--accept-recipe-change", a->accept_recipe_change,
+                "with --resume: continue although the recipe differs from the folder's config.yaml (recorded anew)")
+      ->needs("--resume");
   pre->add_flag("--no-eval", a->no_eval, "skip the per-stage evaluation at the end");
   pre->add_option("--stop-after", a->stop_after,
                   "stop after this many iterations (checkpoint written; continue with --resume)");

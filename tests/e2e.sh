@@ -5,11 +5,7 @@
 set -uo pipefail
 dbot="$1"
 work="$2"
-src="$(cd "$(dirname "$0")/.." && pwd)"
-fmnist="${DBOT_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}"
-rm -rf "$work" && mkdir -p "$work"
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+source "$(dirname "$0")/cli_lib.sh"
 
 # expect_error "<stderr substring>" dbot args...: non-zero exit, exactly one stderr line containing it.
 expect_error() {

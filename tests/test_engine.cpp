@@ -208,6 +208,7 @@ TEST_F(EngineTest, NonFiniteLossStopsBeforeACheckpointWrite) {
                                    "train.checkpoint_every=2"});
   o = options(dir.str(), bad);
   o.resume = true;
+  o.accept_recipe_change = true;  // as a user changing the lr of a run
   const auto e = test::error_of([&] { run(bad, o); });
   EXPECT_NE(e.find("loss is not finite at stage 1, epoch 1, iterations "), std::string::npos) << e;
   EXPECT_NE(e.find("last good checkpoint: " + dir.str() + "/checkpoint-last.pt"), std::string::npos) << e;

@@ -1,18 +1,56 @@
 #include "dbot/io/files.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
 namespace dbot::io {
 
+namespace {
+
+// Makes a rename in `dir` durable (a power loss after it returns keeps the new name): 0 or the errno.
+// Filesystems that cannot sync a folder say EINVAL; that is not an error.
+int sync_folder(const std::string& dir) {
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return errno;
+  const int rc = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  return rc == EINVAL ? 0 : rc;
+}
+
+std::atomic<uint64_t> g_tmp_counter{0};
+
+}  // namespace
+
+std::string temporary_name(const std::string& path) {
+  return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(g_tmp_counter++);
+}
+
+void remove_stale_temporaries(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const auto at = name.rfind(".tmp.");
+    if (at == std::string::npos) continue;
+    const std::string rest = name.substr(at + 5);  // "<pid>.<n>"
+    const auto dot = rest.find('.');
+    if (dot == std::string::npos || dot == 0 || rest.find_first_not_of("0123456789.") != std::string::npos) continue;
+    const auto pid = static_cast<pid_t>(std::stoll(rest.substr(0, dot)));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno == EPERM) continue;  // a live writer's file
+    std::filesystem::remove(entry.path(), ec);
+  }
+}
+
 void write_atomic(const std::string& path, const char* data, size_t size) {
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = temporary_name(path);
   auto fail = [&](const std::string& what) {
     const std::string reason = std::strerror(errno);
     std::remove(tmp.c_str());
@@ -36,6 +74,9 @@ void write_atomic(const std::string& path, const char* data, size_t size) {
   }
   if (::close(fd) != 0) fail("close");
   if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("rename");
+  if (const int rc = sync_folder(std::filesystem::path(path).parent_path().string()); rc != 0) {
+    throw std::runtime_error("cannot write '" + path + "': fsync of its folder: " + std::strerror(rc));
+  }
 }
 
 void write_atomic(const std::string& path, const std::string& text) { write_atomic(path, text.data(), text.size()); }

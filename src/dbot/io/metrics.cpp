@@ -1,12 +1,36 @@
 #include "dbot/io/metrics.h"
 
 #include <chrono>
+#include <filesystem>
 #include <stdexcept>
 
 namespace dbot::io {
 
+namespace {
+
+// A run killed while appending leaves a torn last line: cut the file back to its last complete line, so that
+// the lines appended next stay one JSON object each.
+void drop_torn_line(const std::string& path) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec || size == 0) return;
+  std::ifstream in(path, std::ios::binary);
+  uintmax_t keep = size;
+  for (char c = 0; keep > 0; --keep) {
+    in.seekg(static_cast<std::streamoff>(keep - 1));
+    if (!in.get(c)) return;
+    if (c == '\n') break;
+  }
+  if (keep == size) return;
+  in.close();
+  std::filesystem::resize_file(path, keep, ec);
+  if (ec) throw std::runtime_error("cannot repair '" + path + "' (a torn last line): " + ec.message());
+}
+
+}  // namespace
+
 JsonlWriter::JsonlWriter(const std::string& path, const std::string& tensorboard_dir)
-    : path_(path), out_(path, std::ios::app) {
+    : path_((drop_torn_line(path), path)), out_(path, std::ios::app) {
   if (!out_) throw std::runtime_error("cannot open '" + path + "' for appending");
   if (!tensorboard_dir.empty()) events_ = std::make_unique<EventWriter>(tensorboard_dir);
 }

@@ -1,9 +1,14 @@
 // RunFolder: owns a pretraining run's directory. Refuses to start a second run over an existing one unless
-// resuming, and refuses to resume a folder that has stage files but no checkpoint-last.pt. Every file is
-// written atomically (io::write_atomic); metrics.jsonl is appended line by line.
+// resuming (or overwriting: the run's files are deleted first), refuses to resume a folder that has stage files
+// but no checkpoint-last.pt, and refuses a folder whose config.yaml is another recipe's (keys that only say
+// where and how to compute, log or evaluate may change: train.device/precision/threads/log_every/
+// checkpoint_every, data.workers/path/eval_path/cache_dir/skip_bad/test_limit, eval.*) unless told to accept it. Every
+// file is written atomically (io::write_atomic); metrics.jsonl is appended line by line. Temporaries that a killed run
+// left are removed when the folder is opened.
 //   config.yaml  metrics.jsonl  tensorboard/  checkpoint-last.pt  stage-<k>.pt  results.{md,json}
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -13,17 +18,27 @@ namespace dbot::train {
 
 class RunFolder {
  public:
-  RunFolder(std::string dir, bool resume);
+  struct Options {
+    bool resume = false;
+    bool overwrite = false;             // delete the run's files first; excludes resume
+    bool accept_recipe_change = false;  // resume although the recipe differs (e.g. a lower lr after a divergence)
+    std::string config_yaml;            // the run's resolved recipe ("" = not checked against config.yaml)
+  };
+  RunFolder(std::string dir, const Options& opts);
 
   const std::string& dir() const { return dir_; }
   std::string last_checkpoint() const { return dir_ + "/checkpoint-last.pt"; }
   std::string stage_checkpoint(int64_t stage) const { return dir_ + "/stage-" + std::to_string(stage) + ".pt"; }
   bool has_last_checkpoint() const;
+  // Throws naming the folder when its disk has less than `bytes` available; `what` says what needs them.
+  void check_free_space(uint64_t bytes, const std::string& what) const;
 
   void write_config(const std::string& yaml) const;
   io::JsonlWriter& metrics();  // opened (for appending) on first use
 
  private:
+  void remove_run_files() const;  // config, metrics, tensorboard/, checkpoints, results: nothing else
+
   std::string dir_;
   std::unique_ptr<io::JsonlWriter> metrics_;
 };

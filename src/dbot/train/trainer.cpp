@@ -9,6 +9,7 @@
 
 #include "dbot/compat.h"
 #include "dbot/train/checkpoint.h"
+#include "dbot/train/interrupt.h"
 #include "dbot/train/pretrained.h"
 #include "dbot/train/schedule.h"
 
@@ -41,6 +42,7 @@ struct Trainer::Progress {
   Clock::time_point start = Clock::now(), last_status = start;
   int64_t iterations = 0;  // run by this call
   int64_t bad = 0;         // images replaced (data.skip_bad)
+  int stopped_by = 0;      // the signal that stopped the run
   double images_per_s(int64_t batch) const {
     const double dt = since(start);
     return dt > 0 ? static_cast<double>(iterations * batch) / dt : 0.0;
@@ -135,7 +137,19 @@ void Trainer::save(const std::string& path, int64_t epoch, int64_t iteration, co
   save_checkpoint(path, distiller_, epoch, iteration, config_yaml, state);
 }
 
+// What the rest of the run writes beside the files it replaces: one checkpoint-last.pt temporary (the
+// student, its two AdamW moments and partial gradients, the teacher) and the stage files to come (student
+// and teacher each). A full disk is then an error before training, not after hours of it.
+uint64_t Trainer::bytes_to_write() const {
+  uint64_t student = 0, teacher = 0;
+  for (const auto& [name, t] : distiller_.named_student_parameters()) student += t.numel() * t.element_size();
+  for (const auto& t : distiller_.teacher->parameters()) teacher += t.numel() * t.element_size();
+  const auto stages_left = static_cast<uint64_t>(cfg_.mkd.stage_epochs.size()) - distiller_.stage();
+  return 4 * student + teacher + stages_left * (student + teacher);
+}
+
 PretrainSummary Trainer::run(data::Loader& loader, RunFolder& folder, const PretrainOptions& opts) {
+  folder.check_free_space(bytes_to_write(), "checkpoint-last.pt written beside the old one, and the stage files");
   folder.write_config(opts.config_yaml);
   const auto& stage_epochs = cfg_.mkd.stage_epochs;
   if (!opts.quiet) {
@@ -154,6 +168,7 @@ PretrainSummary Trainer::run(data::Loader& loader, RunFolder& folder, const Pret
     s.images_per_s = progress.images_per_s(cfg_.optim.batch_size);
     s.stages_done = stages_done;
     s.finished = finished;
+    s.stopped_by = progress.stopped_by;
     return s;
   };
   auto save_stage = [&](int64_t stage) {
@@ -193,9 +208,11 @@ bool Trainer::run_epoch(int64_t epoch, data::Loader& loader, RunFolder& folder, 
   Window window;
   for (int64_t it = first; it < ipe; ++it) {
     const int64_t global = epoch * ipe + it;
-    if (opts.stop_after >= 0 && progress.iterations >= opts.stop_after) {
+    const int signal = stop_requested();
+    if ((opts.stop_after >= 0 && progress.iterations >= opts.stop_after) || signal != 0) {
       check_losses(stage, epoch, it, last_path);
       save(last_path, epoch, it, opts.config_yaml);
+      progress.stopped_by = signal;
       return false;
     }
     data::LoadedBatch loaded = loader.next();
@@ -272,7 +289,7 @@ void Trainer::log_step(double loss, int64_t stage, int64_t epoch, int64_t it, in
 }
 
 PretrainSummary pretrain(const PretrainConfig& cfg, const core::Runtime& runtime, const PretrainOptions& opts) {
-  RunFolder folder(opts.run_dir, opts.resume);
+  RunFolder folder(opts.run_dir, {opts.resume, opts.overwrite, opts.accept_recipe_change, opts.config_yaml});
   const auto source = data::open_source(cfg.data, "train");
   if (!opts.quiet) std::printf("data: %s\n", source->describe().c_str());
   data::Loader loader(source, data::transform_config(cfg.data, cfg.model.img_size, cfg.model.in_chans),

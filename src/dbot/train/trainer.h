@@ -43,10 +43,13 @@ struct PretrainConfig {
 
 struct PretrainOptions {
   std::string run_dir;
-  std::string config_yaml;  // the resolved recipe: saved as config.yaml and in every checkpoint
-  bool resume = false;      // continue from run_dir/checkpoint-last.pt
-  int64_t stop_after = -1;  // stop (with a checkpoint) once this many global iterations are done
-  bool quiet = false;       // no progress lines
+  std::string config_yaml;            // the resolved recipe: saved as config.yaml and in every checkpoint
+  bool resume = false;                // continue from run_dir/checkpoint-last.pt
+  bool overwrite = false;             // delete the run in run_dir first (RunFolder); excludes resume
+  bool accept_recipe_change = false;  // resume although config_yaml differs from the folder's
+  int64_t stop_after = -1;            // stop (with a checkpoint) once this many global iterations are done
+                                      // (so does a SIGINT/SIGTERM while a train::StopOnSignal is installed)
+  bool quiet = false;                 // no progress lines
 };
 
 struct PretrainSummary {
@@ -55,6 +58,7 @@ struct PretrainSummary {
   double seconds = 0.0;     // wall time of this call's training loop
   double images_per_s = 0.0;
   bool finished = false;  // all stages complete
+  int stopped_by = 0;     // the signal that stopped it (train/interrupt.h; checkpoint-last.pt written), or 0
 };
 
 // One iteration's input: augmented uint8 images [B, C, H, W] (host or device; normalized on the device in
@@ -99,6 +103,7 @@ class Trainer {
   // Throws when a loss since the last check was not finite (one host synchronization).
   void check_losses(int64_t stage, int64_t epoch, int64_t up_to_iteration, const std::string& last_path);
   void save(const std::string& path, int64_t epoch, int64_t iteration, const std::string& config_yaml);
+  uint64_t bytes_to_write() const;  // checkpoint and stage files still to come, for RunFolder::check_free_space
 
   PretrainConfig cfg_;
   core::Runtime runtime_;
