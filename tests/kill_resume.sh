@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs that survive kills: a short two-stage pretraining is interrupted again and again (kill -9 at random
-# moments, some of them the instant a checkpoint's temporary file appears, i.e. inside a checkpoint write;
-# once by SIGTERM, which must stop it with a checkpoint and exit 143), resumed after every interruption, and
-# its final student must equal an uninterrupted run's bit for bit (fp32, one thread).
+# moments, and every third time while a checkpoint's temporary file exists, i.e. inside a checkpoint write,
+# which DBOT_TEST_WRITE_DELAY_MS makes 300 ms long for those starts; once by SIGTERM, which must stop it with
+# a checkpoint and exit 143), resumed after every interruption, and its final student must equal an
+# uninterrupted run's bit for bit (fp32, one thread).
 #   tests/kill_resume.sh <path to dbot> <work dir> [kills (default 20)]
 set -uo pipefail
 dbot="$1"
@@ -35,7 +36,9 @@ interrupt() {
   local headers
   headers=$(grep -c "^dbot pretrain: " "$run.log" 2>/dev/null)
   headers=${headers:-0}
-  "$dbot" pretrain "${args[@]}" --output "$run" --resume >>"$run.log" 2>&1 &
+  local delay=0  # "write": each checkpoint write pauses 300 ms before its rename (io/files.cpp)
+  [[ "$1" == write ]] && delay=300
+  DBOT_TEST_WRITE_DELAY_MS=$delay "$dbot" pretrain "${args[@]}" --output "$run" --resume >>"$run.log" 2>&1 &
   local pid=$! rc
   case "$1" in
     term)
@@ -52,9 +55,10 @@ interrupt() {
       grep -qF "stopped by SIGTERM" "$run.log" || fail "SIGTERM: no message naming the checkpoint"
       return ;;
     write)
-      for _ in $(seq 20000); do
+      for _ in $(seq 400); do
         compgen -G "$run/checkpoint-last.pt.tmp.*" >/dev/null && break
         kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
       done ;;
     *) sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 0.2 + 0.8 * r / 32767 }')" ;;
   esac

@@ -4,13 +4,17 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <thread>
 
 namespace dbot::io {
 
@@ -27,6 +31,16 @@ int sync_folder(const std::string& dir) {
 }
 
 std::atomic<uint64_t> g_tmp_counter{0};
+
+// DBOT_TEST_WRITE_DELAY_MS: a pause between writing a temporary and renaming it, so that
+// tests/kill_resume.sh can kill a run inside a checkpoint write every time it means to (0: none).
+int test_write_delay_ms() {
+  static const int ms = [] {
+    const char* v = std::getenv("DBOT_TEST_WRITE_DELAY_MS");
+    return v != nullptr ? std::max(0, std::atoi(v)) : 0;
+  }();
+  return ms;
+}
 
 }  // namespace
 
@@ -68,6 +82,7 @@ void write_atomic(const std::string& path, const char* data, size_t size) {
     }
     done += static_cast<size_t>(n);
   }
+  if (test_write_delay_ms() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(test_write_delay_ms()));
   if (::fsync(fd) != 0) {
     ::close(fd);
     fail("fsync");
