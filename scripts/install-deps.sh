@@ -8,6 +8,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ccache pkg-config
   libtorch-dev libopenblas0-openmp        # LibTorch 1.13 (CPU) with a fast BLAS (the reference BLAS is ~20x slower)
+  libgloo-dev                             # Gloo's headers, for c10d's ProcessGroupGloo (data-parallel runs)
   libcli11-dev libyaml-cpp-dev nlohmann-json3-dev zlib1g-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev   # image decoding
   googletest libgtest-dev

@@ -1,0 +1,159 @@
+#include "dbot/dist/process_group.h"
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+namespace dbot::dist {
+
+namespace {
+
+// The first line of an error from c10d or Gloo (c10::Error without its backtrace; Gloo throws its own).
+std::string first_line(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  const std::string msg = c10_error != nullptr ? c10_error->what_without_backtrace() : e.what();
+  return msg.substr(0, msg.find('\n'));
+}
+
+}  // namespace
+
+struct Group::Impl {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  std::chrono::milliseconds timeout;
+
+  // Runs a collective and waits for it; c10d's errors (a peer gone, a timeout) become one line with `what`.
+  template <typename F>
+  void run(const std::string& what, F&& start) {
+    try {
+      start()->wait(timeout);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(what + " across " + std::to_string(pg->getSize()) +
+                               " processes failed (a process died or hung?): " + first_line(e));
+    }
+  }
+};
+
+namespace {
+
+c10::intrusive_ptr<c10d::ProcessGroupGloo> make_gloo(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                     int world_size, std::chrono::milliseconds timeout) {
+  auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+  opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, opts);
+}
+
+}  // namespace
+
+Group::Group(std::unique_ptr<Impl> impl, int rank, int world_size)
+    : impl_(std::move(impl)), rank_(rank), world_size_(world_size) {}
+
+Group::Group(const LaunchEnv& env, std::chrono::milliseconds timeout) : rank_(env.rank), world_size_(env.world_size) {
+  impl_ = std::make_unique<Impl>();
+  impl_->timeout = timeout;
+  const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<uint16_t>(env.master_port);
+    so.isServer = env.rank == 0;
+    so.numWorkers = static_cast<size_t>(env.world_size);
+    so.waitWorkers = true;
+    so.timeout = timeout;
+    impl_->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+    impl_->pg = make_gloo(impl_->store, env.rank, env.world_size, timeout);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("rendezvous at " + where + " (rank " + std::to_string(env.rank) + " of " +
+                             std::to_string(env.world_size) + ") failed: " + first_line(e));
+  }
+}
+
+std::unique_ptr<Group> Group::in_process(const std::string& store_key, int rank, int world_size,
+                                         std::chrono::milliseconds timeout) {
+  static std::mutex mu;
+  static std::map<std::string, c10::intrusive_ptr<c10d::Store>> stores;
+  auto impl = std::make_unique<Impl>();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto& store = stores[store_key];
+    if (!store) store = c10::make_intrusive<c10d::HashStore>();
+    impl->store = store;
+  }
+  impl->timeout = timeout;
+  impl->pg = make_gloo(impl->store, rank, world_size, timeout);
+  return std::unique_ptr<Group>(new Group(std::move(impl), rank, world_size));
+}
+
+Group::~Group() = default;
+
+void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
+  for (auto& t : tensors) {  // Gloo reduces one CPU tensor per call
+    std::vector<at::Tensor> one = {t};
+    impl_->run("all-reduce", [&] { return impl_->pg->allreduce(one); });
+  }
+}
+
+void Group::all_reduce_mean(std::vector<at::Tensor>& tensors) {
+  all_reduce_sum(tensors);
+  for (auto& t : tensors) t.div_(world_size_);
+}
+
+void Group::broadcast(std::vector<at::Tensor>& tensors, int root) {
+  c10d::BroadcastOptions opts;
+  opts.rootRank = root;
+  for (auto& t : tensors) {
+    std::vector<at::Tensor> one = {t};
+    impl_->run("broadcast", [&] { return impl_->pg->broadcast(one, opts); });
+  }
+}
+
+int64_t Group::max(int64_t value) {
+  std::vector<at::Tensor> one = {at::full({1}, value, at::kLong)};
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp::MAX;
+  impl_->run("all-reduce (max)", [&] { return impl_->pg->allreduce(one, opts); });
+  return one[0].item<int64_t>();
+}
+
+void Group::barrier() {
+  impl_->run("barrier", [&] { return impl_->pg->barrier(); });
+}
+
+AllReduceGradSync::AllReduceGradSync(Group& group, int64_t bucket_bytes) : group_(group), bucket_bytes_(bucket_bytes) {}
+
+void AllReduceGradSync::synchronize(const std::vector<at::Tensor>& grads) {
+  if (group_.world_size() == 1) return;
+  // Consecutive gradients of one dtype, up to bucket_bytes each, flattened into one buffer per bucket.
+  size_t i = 0;
+  while (i < grads.size()) {
+    if (!grads[i].defined()) {
+      ++i;
+      continue;
+    }
+    std::vector<at::Tensor> bucket;
+    int64_t bytes = 0;
+    const auto dtype = grads[i].scalar_type();
+    auto nbytes = [&](size_t k) { return static_cast<int64_t>(grads[k].numel() * grads[k].element_size()); };
+    while (i < grads.size() && grads[i].defined() && grads[i].scalar_type() == dtype &&
+           (bucket.empty() || bytes + nbytes(i) <= bucket_bytes_)) {
+      bytes += nbytes(i);
+      bucket.push_back(grads[i++]);
+    }
+    std::vector<at::Tensor> flat_parts;
+    flat_parts.reserve(bucket.size());
+    for (const auto& g : bucket) flat_parts.push_back(g.reshape({-1}));
+    std::vector<at::Tensor> flat = {at::cat(flat_parts)};
+    group_.all_reduce_mean(flat);
+    int64_t offset = 0;
+    for (auto& g : bucket) {
+      g.copy_(flat[0].slice(0, offset, offset + g.numel()).view(g.sizes()));
+      offset += g.numel();
+    }
+  }
+}
+
+}  // namespace dbot::dist

@@ -1,0 +1,67 @@
+// Group: the processes of a data-parallel run, on PyTorch's own distributed engine (c10d): a TCPStore for
+// the rendezvous (rank 0 serves it at MASTER_ADDR:MASTER_PORT) and a Gloo process group for the collectives
+// (CPU tensors). Every collective has the group's timeout, so a rank that dies or hangs makes the others
+// fail with an error naming the operation instead of waiting forever.
+//
+// AllReduceGradSync: the Trainer's GradSync for such a group: gradients averaged across ranks by an
+// all-reduce of flat buckets (about 25 MB each, one dtype per bucket), so that every rank applies the same
+// update.
+//
+// The c10d and Gloo headers stay in process_group.cpp (Debian's libgloo-dev provides Gloo's headers, which
+// the PyPI wheel does not ship; dbot only holds Gloo objects through c10d's pointers).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dbot/dist/grad_sync.h"
+#include "dbot/dist/launch_env.h"
+
+namespace dbot::dist {
+
+class Group {
+ public:
+  // The job's group: connects to (rank 0: serves) the store, then joins the Gloo group. Throws naming the
+  // store's address when the rendezvous fails within `timeout`.
+  Group(const LaunchEnv& env, std::chrono::milliseconds timeout);
+  // Ranks as threads of one process over an in-memory store (tests): `store_key` names the shared store.
+  static std::unique_ptr<Group> in_process(const std::string& store_key, int rank, int world_size,
+                                           std::chrono::milliseconds timeout);
+  ~Group();
+  Group(const Group&) = delete;
+  Group& operator=(const Group&) = delete;
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+
+  // In place: every rank's tensors become the elementwise sum / the mean over ranks (CPU, contiguous).
+  void all_reduce_sum(std::vector<at::Tensor>& tensors);
+  void all_reduce_mean(std::vector<at::Tensor>& tensors);
+  // In place: every rank's tensors become rank `root`'s.
+  void broadcast(std::vector<at::Tensor>& tensors, int root = 0);
+  // The largest of the ranks' values (e.g. a stop request that all ranks must honour at the same step).
+  int64_t max(int64_t value);
+  void barrier();
+
+ private:
+  struct Impl;
+  Group(std::unique_ptr<Impl> impl, int rank, int world_size);
+  std::unique_ptr<Impl> impl_;
+  int rank_ = 0, world_size_ = 1;
+};
+
+class AllReduceGradSync : public GradSync {
+ public:
+  explicit AllReduceGradSync(Group& group, int64_t bucket_bytes = 25 << 20);
+  void synchronize(const std::vector<at::Tensor>& grads) override;
+
+ private:
+  Group& group_;
+  int64_t bucket_bytes_;
+};
+
+}  // namespace dbot::dist
