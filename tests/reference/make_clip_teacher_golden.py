@@ -23,21 +23,13 @@ the same tower with exact GELU (open_clip's non-quickgelu models, mkd.teacher.ac
 import json
 import os
 import sys
-import zlib
 
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, VisionTransformer
 
-
-def fill(name, shape):
-    n = 1
-    for s in shape:
-        n *= s
-    j = torch.arange(n, dtype=torch.float64)
-    amp = 1.0 if name.endswith("in_proj_weight") else 0.2
-    v = amp * torch.sin(0.37 * j + (zlib.crc32(name.encode()) % 101) * 0.1)
-    return v.reshape(shape).to(torch.float32)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_teacher_golden import fill  # noqa: E402  (the same deterministic fill)
 
 
 def make_tower(act_layer):

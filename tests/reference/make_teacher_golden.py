@@ -36,7 +36,7 @@ def fill(name, shape):
     for s in shape:
         n *= s
     j = torch.arange(n, dtype=torch.float64)
-    amp = 1.0 if name.endswith("qkv.weight") else 0.2
+    amp = 1.0 if name.endswith(("qkv.weight", "in_proj_weight")) else 0.2  # attention: timm, open_clip
     v = amp * torch.sin(0.37 * j + (zlib.crc32(name.encode()) % 101) * 0.1)
     return v.reshape(shape).to(torch.float32)
 
