@@ -23,8 +23,9 @@ struct RuntimeFlags {
 
 void add_runtime_flags(CLI::App* cmd, RuntimeFlags& f);
 
-// Applies the flags to the recipe (so config.yaml records them) and resolves the Runtime.
-core::Runtime apply_runtime(Recipe& r, const RuntimeFlags& f);
+// Applies the flags to the recipe (so config.yaml records them) and resolves the Runtime for this process's
+// place in a data-parallel job.
+core::Runtime apply_runtime(Recipe& r, const RuntimeFlags& f, const core::Placement& placement = {});
 
 // A subcommand: its CLI11 node (parsed() once chosen) and how to run it.
 struct Command {

@@ -1,6 +1,8 @@
 // dbot: the command line. Thin: each subcommand (apps/cli.h) parses nothing itself (CLI11 does), builds a
 // Recipe and a Runtime, calls the library; main turns every error into one line on stderr and exit code 1.
 // Here: main, the runtime flags, pretrain and the benchmarks; eval/extract/export: weights_commands.cpp.
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -9,6 +11,9 @@
 #include "cli.h"
 #include "dbot/compat.h"
 #include "dbot/data/data_bench.h"
+#include "dbot/dist/launch_env.h"
+#include "dbot/dist/process_group.h"
+#include "dbot/dist/spawn.h"
 #include "dbot/eval/evaluate.h"
 #include "dbot/model/registry.h"
 #include "dbot/train/interrupt.h"
@@ -31,7 +36,7 @@ void add_runtime_flags(CLI::App* cmd, RuntimeFlags& f) {
   cmd->add_option("--seed", f.seed, "seed for every random draw (default: train.seed = 0)");
 }
 
-core::Runtime apply_runtime(Recipe& r, const RuntimeFlags& f) {
+core::Runtime apply_runtime(Recipe& r, const RuntimeFlags& f, const core::Placement& placement) {
   using dbot::recipe::set_key;
   if (!f.device.empty()) set_key(r.tree, "train.device", r.runtime.device = f.device);
   if (!f.precision.empty()) set_key(r.tree, "train.precision", r.runtime.precision = f.precision);
@@ -40,8 +45,8 @@ core::Runtime apply_runtime(Recipe& r, const RuntimeFlags& f) {
     r.train.seed = r.eval.seed = static_cast<uint64_t>(f.seed);
     set_key(r.tree, "train.seed", f.seed);
   }
-  const auto rt = dbot::core::resolve_runtime(r.runtime);
-  if (rt.amp == dbot::core::Amp::kBF16 && rt.device.is_cpu() && !dbot::compat::cpu_has_bf16()) {
+  const auto rt = dbot::core::resolve_runtime(r.runtime, placement);
+  if (rt.rank == 0 && rt.amp == dbot::core::Amp::kBF16 && rt.device.is_cpu() && !dbot::compat::cpu_has_bf16()) {
     std::fprintf(stderr,
                  "dbot: note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast will be slower than "
                  "fp32 here\n");
@@ -56,13 +61,44 @@ struct PretrainArgs {
   std::vector<std::string> overrides;
   bool resume = false, no_eval = false, overwrite = false, accept_recipe_change = false;
   int64_t stop_after = -1;
+  int nproc = 0;
+  double dist_timeout = 600;
   RuntimeFlags runtime;
+  std::vector<std::string> child_args;  // this command line without --nproc (what --nproc's processes run)
 };
 
+// The command line after the program name, without --nproc and its value.
+std::vector<std::string> without_nproc(int argc, char** argv) {
+  std::vector<std::string> out;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--nproc") {
+      ++i;
+    } else if (arg.rfind("--nproc=", 0) != 0) {
+      out.push_back(arg);
+    }
+  }
+  return out;
+}
+
 int run_pretrain(const PretrainArgs& a) {
+  const auto env = dbot::dist::launch_env();
+  if (a.nproc > 0) {
+    if (env.launcher != "none") {
+      throw std::runtime_error("--nproc starts its own processes: leave it out under " + env.launcher + " (" +
+                               env.describe() + ")");
+    }
+    dbot::recipe::load_config(a.config, a.overrides);  // a bad recipe is one error here, not one per process
+    return dbot::dist::run_local_job(a.nproc, a.child_args, std::chrono::seconds(30));
+  }
   const dbot::train::StopOnSignal stop_on_signal;  // SIGINT/SIGTERM: stop after this step, with a checkpoint
   auto r = dbot::recipe::load_config(a.config, a.overrides);
-  const auto rt = apply_runtime(r, a.runtime);
+  auto rt = apply_runtime(r, a.runtime, {env.rank, env.local_rank, env.world_size, env.local_world_size});
+  std::unique_ptr<dbot::dist::Group> group;
+  if (env.distributed()) {
+    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000));
+    group = std::make_unique<dbot::dist::Group>(env, timeout);
+  }
   dbot::train::PretrainOptions opts;
   opts.run_dir = a.output;
   opts.config_yaml = r.to_yaml();
@@ -70,16 +106,23 @@ int run_pretrain(const PretrainArgs& a) {
   opts.overwrite = a.overwrite;
   opts.accept_recipe_change = a.accept_recipe_change;
   opts.stop_after = a.stop_after;
-  const auto summary = dbot::train::pretrain(r, rt, opts);
+  const auto summary = dbot::train::pretrain(r, rt, opts, group.get());
+  const int sig = summary.stopped_by ? summary.stopped_by : dbot::train::stop_requested();
+  if (rt.rank != 0) return sig ? 128 + sig : 0;  // rank 0 reports and evaluates
   std::printf("pretraining: %lld iterations in %.1f s, %.1f images/s\n", static_cast<long long>(summary.iterations),
               summary.seconds, summary.images_per_s);
-  if (const int sig = summary.stopped_by ? summary.stopped_by : dbot::train::stop_requested()) {
+  if (sig != 0) {
     std::fflush(stdout);
     std::fprintf(stderr, "dbot pretrain: stopped by %s; %s/checkpoint-last.pt is written: continue with --resume\n",
                  dbot::train::signal_name(sig), a.output.c_str());
     return 128 + sig;  // as a shell reports a process ended by the signal
   }
   if (summary.finished && !a.no_eval) {
+    group.reset();  // the other ranks are done: evaluation has this machine's CPUs
+    if (env.distributed() && rt.device.is_cpu() && r.runtime.threads == 0) {
+      rt.threads = dbot::core::available_cpus();
+      at::set_num_threads(rt.threads);
+    }
     const auto rows = dbot::eval::evaluate_run(a.output, r.model, r.data, r.eval, rt, false);
     if (rows.empty()) return 0;  // no labeled evaluation data (evaluate_run said so)
     std::printf("\n%s\nwritten: %s/results.md, %s/results.json\n",
@@ -89,8 +132,9 @@ int run_pretrain(const PretrainArgs& a) {
   return 0;
 }
 
-Command add_pretrain(CLI::App& app) {
+Command add_pretrain(CLI::App& app, int argc, char** argv) {
   auto a = std::make_shared<PretrainArgs>();
+  a->child_args = without_nproc(argc, argv);
   auto* pre =
       app.add_subcommand("pretrain", "multi-stage dBOT pretraining, then per-stage k-NN and linear-probe evaluation");
   pre->add_option("--config", a->config, "YAML recipe (keys and defaults: README.md, 'Recipes')")
@@ -110,6 +154,15 @@ Command add_pretrain(CLI::App& app) {
   pre->add_flag("--no-eval", a->no_eval, "skip the per-stage evaluation at the end");
   pre->add_option("--stop-after", a->stop_after,
                   "stop after this many iterations (checkpoint written; continue with --resume)");
+  pre->add_option("--nproc", a->nproc,
+                  "start this many data-parallel processes on this machine (one per GPU, else CPU processes "
+                  "sharing the cores), as torchrun --nproc-per-node would; without it, torchrun, srun or mpirun "
+                  "may start dbot (their variables are read: README.md, 'Many processes')")
+      ->check(CLI::Range(1, 1024));
+  pre->add_option("--dist-timeout", a->dist_timeout,
+                  "seconds a process waits in a collective (or for the others to start) before failing with an "
+                  "error (default 600)")
+      ->check(CLI::PositiveNumber);
   add_runtime_flags(pre, a->runtime);
   return {pre, [a] { return run_pretrain(*a); }};
 }
@@ -225,7 +278,7 @@ int main(int argc, char** argv) {
                        std::string("dbot ") + dbot::kVersion + ", LibTorch " + dbot::compat::torch_version());
   app.footer("Models (vit_<tiny|small|base|large|huge>_patch<p>_<img>):\n" + models_help() +
              "\nExample: dbot pretrain --config recipes/fmnist_vit_tiny.yaml --output runs/demo");
-  std::vector<Command> commands = {add_pretrain(app), add_eval(app), add_extract(app), add_export(app)};
+  std::vector<Command> commands = {add_pretrain(app, argc, argv), add_eval(app), add_extract(app), add_export(app)};
   auto* bench = app.add_subcommand("bench", "benchmarks");
   bench->require_subcommand(1);
   commands.push_back(add_bench_step(*bench));

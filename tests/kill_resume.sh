@@ -11,9 +11,7 @@ work="$2"
 kills="${3:-20}"
 source "$(dirname "$0")/cli_lib.sh"
 
-args=(--config "$src/recipes/fmnist_vit_tiny.yaml" --set data.path="$fmnist" --set model.name=vit_tiny_patch7_28
-      --set model.embed_dim=32 --set model.depth=2 --set model.num_heads=2 --set mkd.decoder_embed_dim=16
-      --set mkd.decoder_depth=1 --set mkd.decoder_num_heads=2 --set data.train_limit=768 --set optim.batch_size=32
+args=("${tiny[@]}" --set optim.batch_size=32
       --set "mkd.stage_epochs=[0, 12, 24]" --set train.checkpoint_every=1 --set train.log_every=24
       --threads 1 --precision fp32 --no-eval)
 

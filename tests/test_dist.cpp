@@ -56,12 +56,29 @@ TEST(LaunchEnv, ReadsTorchrunSlurmAndMpi) {
   EXPECT_EQ(t.rank, 3);
   EXPECT_EQ(t.world_size, 8);
   EXPECT_EQ(t.describe(), "rank 3 of 8 (local 3), torchrun, store 10.0.0.1:29400");
+  EXPECT_EQ(t.local_world_size, 1);  // LOCAL_WORLD_SIZE unset: unknown, taken as 1
+  EXPECT_FALSE(t.agent_store);
+  const auto agent = env_of({{"RANK", "0"},
+                             {"WORLD_SIZE", "2"},
+                             {"LOCAL_RANK", "0"},
+                             {"MASTER_ADDR", "h"},
+                             {"MASTER_PORT", "29400"},
+                             {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                             {"TORCHELASTIC_RESTART_COUNT", "2"}});
+  EXPECT_TRUE(agent.agent_store);
+  EXPECT_EQ(agent.restart_count, 2);
   const auto s = env_of(
       {{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"SLURM_LAUNCH_NODE_IPADDR", "10.0.0.7"}});
   EXPECT_EQ(s.describe(), "rank 5 of 8 (local 1), slurm, store 10.0.0.7:29500");
   const auto m =
       env_of({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}});
   EXPECT_EQ(m.describe(), "rank 1 of 2 (local 1), mpi, store 127.0.0.1:29500");
+  EXPECT_EQ(env_of({{"OMPI_COMM_WORLD_RANK", "1"},
+                    {"OMPI_COMM_WORLD_SIZE", "2"},
+                    {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                    {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}})
+                .local_world_size,
+            2);
   EXPECT_FALSE(
       env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}, {"SLURM_LOCALID", "0"}, {"SLURM_LAUNCH_NODE_IPADDR", "x"}})
           .distributed());
@@ -90,6 +107,10 @@ TEST(LaunchEnv, IncompleteOrInconsistentIsAnError) {
   EXPECT_EQ(with("LOCAL_RANK", "1x"),
             "distributed launch (torchrun): LOCAL_RANK=1x: expected a whole number in [0, 1]");
   EXPECT_EQ(with("RANK", "0"), "distributed launch (torchrun): LOCAL_RANK=1 exceeds RANK=0");
+  EXPECT_EQ(with("LOCAL_WORLD_SIZE", "1"),
+            "distributed launch (torchrun): LOCAL_RANK=1 is not below LOCAL_WORLD_SIZE=1");
+  EXPECT_EQ(with("LOCAL_WORLD_SIZE", "3"),
+            "distributed launch (torchrun): LOCAL_WORLD_SIZE=3: expected a whole number in [1, 2]");
   EXPECT_EQ(test::error_of([] {
               env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "0"}});
             }),

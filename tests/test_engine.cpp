@@ -14,28 +14,14 @@
 #include "dbot/train/checkpoint.h"
 #include "dbot/train/trainer.h"
 #include "image_util.h"
+#include "run_util.h"
 #include "test_util.h"
 
 using namespace dbot;
 
 namespace {
-recipe::Recipe tiny_run(const std::string& data_dir, const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> overrides = {
-      "model.name=vit_tiny_patch2_8", "model.embed_dim=16",      "model.depth=2",       "model.num_heads=2",
-      "model.drop_path=0.1",          "mkd.decoder_embed_dim=8", "mkd.decoder_depth=1", "mkd.decoder_num_heads=2",
-      "mkd.stage_epochs=[0, 2, 4]",   "data.path=" + data_dir,   "optim.batch_size=16", "optim.lr=1e-3",
-      "optim.warmup_epochs=1",        "optim.clip_grad=1.0",     "train.log_every=1",   "train.checkpoint_every=3",
-      "train.precision=fp32"};
-  overrides.insert(overrides.end(), extra.begin(), extra.end());
-  return recipe::load_config("", overrides);
-}
-train::PretrainOptions options(const std::string& run_dir, const recipe::Recipe& cfg) {
-  train::PretrainOptions o;
-  o.run_dir = run_dir;
-  o.config_yaml = cfg.to_yaml();
-  o.quiet = true;
-  return o;
-}
+using test::options;
+using test::tiny_run;
 core::Runtime cpu_runtime(core::Amp amp = core::Amp::kNone) {
   core::Runtime rt;  // CPU, one thread (set by the fixture)
   rt.amp = amp;

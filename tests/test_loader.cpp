@@ -169,6 +169,35 @@ TEST(Loader, BatchesDoNotDependOnTheWorkerCountAndResumeExactly) {
   EXPECT_EQ(runs[0][0].scalar_type(), at::kByte);
 }
 
+TEST(Loader, RanksTakeInterleavedShardsOfTheOneRankBatchWithTheSamplersPadding) {
+  test::TempDir dir, cache;
+  write_image_folder(dir.str() + "/train", 6);  // 18 images
+  const auto cfg = folder_config(dir.str(), cache.str());
+  const auto src = data::open_source(cfg, "train");
+  const auto tf = data::transform_config(cfg, 12, 3);
+  auto batches = [&](int64_t batch, int64_t rank, int64_t world) {
+    auto lc = data::loader_config(cfg, batch, /*train=*/true, 7);
+    lc.rank = rank;
+    lc.world_size = world;
+    data::Loader loader(src, tf, lc);
+    return epoch_batches(loader, 1);
+  };
+  // 2 ranks x 2 = 1 rank x 4: rank r's sample k of batch i is the one-rank batch's sample 2k + r.
+  const auto whole = batches(4, 0, 1);
+  const auto r0 = batches(2, 0, 2), r1 = batches(2, 1, 2);
+  ASSERT_EQ(r0.size(), whole.size());  // ceil(18 / 2) / 2 = 4 = 18 / 4
+  for (size_t i = 0; i < whole.size(); ++i) {
+    EXPECT_TRUE(at::equal(r0[i], whole[i].slice(0, 0, 4, 2))) << i;
+    EXPECT_TRUE(at::equal(r1[i], whole[i].slice(0, 1, 4, 2))) << i;
+  }
+  // 5 ranks x 2: DistributedSampler pads the 18 positions to 20 with the first two, so each rank has
+  // ceil(18 / 5) / 2 = 2 batches; rank 3's last sample is position (1 * 2 + 1) * 5 + 3 = 18 -> position 0.
+  const auto r3 = batches(2, 3, 5);
+  ASSERT_EQ(r3.size(), 2u);
+  EXPECT_TRUE(at::equal(r3[1][1], batches(10, 0, 1)[0][0]));
+  EXPECT_NE(test::error_of([&] { batches(2, 2, 2); }).find("rank 2 of 2"), std::string::npos);
+}
+
 TEST(Loader, EvaluationIsInOrderWithAPartialLastBatch) {
   test::TempDir dir, cache;
   write_image_folder(dir.str() + "/val", 3);  // 9 images

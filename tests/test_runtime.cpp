@@ -1,5 +1,7 @@
 // Runtime resolution: devices and precisions this build and machine can or cannot provide, with one-line
 // reasons; the keyed CPU draws that make CPU and GPU runs consume the same random numbers.
+#include <algorithm>
+
 #include "dbot/compat.h"
 #include "dbot/core/rng.h"
 #include "dbot/core/runtime.h"
@@ -20,6 +22,27 @@ TEST(Runtime, CpuFp32) {
   EXPECT_EQ(rt.threads, 1);
   EXPECT_EQ(rt.world_size, 1);
   EXPECT_NE(rt.describe().find("cpu"), std::string::npos) << rt.describe();
+}
+
+TEST(Runtime, ProcessesOfOneMachineShareItsCpus) {
+  core::RuntimeConfig c;
+  c.device = "cpu";
+  c.precision = "fp32";  // threads 0: this process's CPUs over the processes of the machine
+  core::Placement p;
+  p.rank = 3;
+  p.local_rank = 1;
+  p.world_size = 4;
+  p.local_world_size = 2;
+  const auto rt = core::resolve_runtime(c, p);
+  EXPECT_EQ(rt.threads, std::max(1, core::available_cpus() / 2));
+  EXPECT_EQ(rt.rank, 3);
+  EXPECT_EQ(rt.local_rank, 1);
+  EXPECT_EQ(rt.world_size, 4);
+  EXPECT_NE(rt.describe().find("4 processes"), std::string::npos) << rt.describe();
+  p.local_world_size = 1000;
+  EXPECT_EQ(core::resolve_runtime(c, p).threads, 1);
+  c.threads = 1;
+  core::resolve_runtime(c);
 }
 
 TEST(Runtime, AutoPicksWhatTheMachineHas) {

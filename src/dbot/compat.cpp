@@ -34,6 +34,8 @@ bool cpu_has_bf16() {
   return false;
 }
 
+bool agent_store_usable() { return DBOT_TORCH_AT_LEAST(2, 0); }
+
 bool cpu_autocast_supports_fp16() { return DBOT_TORCH_AT_LEAST(2, 4); }
 
 bool built_with_cuda() {

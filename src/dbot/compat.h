@@ -17,6 +17,9 @@ std::string torch_version();
 
 // True when this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX-BF16).
 bool cpu_has_bf16();
+// Whether this LibTorch's TCPStore client can join the store torchrun's agent serves (torchrun >= 2 speaks
+// a newer store protocol, which LibTorch 1.x clients time out on).
+bool agent_store_usable();
 // True when this LibTorch's CPU autocast accepts fp16 (2.x).
 bool cpu_autocast_supports_fp16();
 

@@ -1,6 +1,7 @@
 #include "dbot/core/runtime.h"
 
 #include <ATen/Parallel.h>
+#include <sched.h>
 
 #include <stdexcept>
 #include <thread>
@@ -25,12 +26,24 @@ std::string Runtime::precision_name() const { return amp == Amp::kBF16 ? "bf16" 
 std::string Runtime::describe() const {
   std::string where = device.str();
   where += " (" + (is_cuda() ? compat::cuda_device_name(device.index()) : std::to_string(threads) + " thread(s)") + ")";
-  return where + ", " + (amp == Amp::kNone ? std::string("fp32") : precision_name() + " autocast");
+  where += ", " + (amp == Amp::kNone ? std::string("fp32") : precision_name() + " autocast");
+  if (world_size > 1) where += ", " + std::to_string(world_size) + " processes (Gloo all-reduce)";
+  return where;
 }
 
 namespace {
 
-c10::Device resolve_device(const std::string& name) {
+c10::Device resolve_device(const std::string& name, const Placement& p) {
+  if (p.world_size > 1 && (name == "cuda" || (name == "auto" && compat::cuda_device_count() > 0))) {
+    const int count = compat::cuda_device_count();
+    if (count == 1) return c10::Device(c10::kCUDA, 0);  // the launcher showed each process its own GPU (SLURM)
+    if (p.local_rank >= count) {
+      throw std::runtime_error("rank " + std::to_string(p.rank) + " (local rank " + std::to_string(p.local_rank) +
+                               ") needs GPU " + std::to_string(p.local_rank) + ": this machine has " +
+                               std::to_string(count) + "; start at most one process per GPU");
+    }
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(p.local_rank));
+  }
   if (name == "auto") return compat::cuda_device_count() > 0 ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   if (name == "cpu") return c10::Device(c10::kCPU);
   if (name.rfind("cuda", 0) != 0) {
@@ -75,12 +88,22 @@ Amp resolve_amp(const std::string& precision, c10::Device device) {
 
 }  // namespace
 
-Runtime resolve_runtime(const RuntimeConfig& cfg) {
+int available_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+Runtime resolve_runtime(const RuntimeConfig& cfg, const Placement& placement) {
   Runtime rt;
-  rt.device = resolve_device(cfg.device);
+  rt.device = resolve_device(cfg.device, placement);
   rt.amp = resolve_amp(cfg.precision, rt.device);
+  rt.rank = placement.rank;
+  rt.local_rank = placement.local_rank;
+  rt.world_size = placement.world_size;
   const int64_t threads =
-      cfg.threads > 0 ? cfg.threads : static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+      cfg.threads > 0 ? cfg.threads : std::max(1, available_cpus() / std::max(1, placement.local_world_size));
   rt.threads = static_cast<int>(threads);
   at::set_num_threads(rt.threads);
   return rt;

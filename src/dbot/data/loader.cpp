@@ -61,9 +61,14 @@ struct Loader::Slot {
 Loader::Loader(std::shared_ptr<const ImageSource> source, const TransformConfig& transform, const LoaderConfig& cfg)
     : source_(std::move(source)), transform_(transform), cfg_(cfg) {
   if (cfg_.batch_size <= 0) throw std::invalid_argument("optim.batch_size must be positive");
+  if (cfg_.world_size < 1 || cfg_.rank < 0 || cfg_.rank >= cfg_.world_size || (!cfg_.train && cfg_.world_size != 1)) {
+    throw std::invalid_argument("Loader: rank " + std::to_string(cfg_.rank) + " of " + std::to_string(cfg_.world_size) +
+                                " (evaluation loaders are not sharded)");
+  }
   if (source_->size() == 0) throw std::invalid_argument(source_->describe() + ": no images");
   if (cfg_.train && iters_per_epoch() == 0) {
-    throw std::invalid_argument("optim.batch_size " + std::to_string(cfg_.batch_size) + " exceeds the " +
+    throw std::invalid_argument("optim.batch_size " + std::to_string(cfg_.batch_size) + " x " +
+                                std::to_string(cfg_.world_size) + " process(es) exceeds the " +
                                 std::to_string(source_->size()) + " training images");
   }
   if (transform_.channels != 1 && transform_.channels != 3) {
@@ -86,8 +91,13 @@ Loader::~Loader() {
 }
 
 int64_t Loader::iters_per_epoch() const {
-  const int64_t n = source_->size(), b = cfg_.batch_size;
-  return cfg_.train ? n / b : (n + b - 1) / b;
+  const int64_t n = source_->size(), b = cfg_.batch_size, w = cfg_.world_size;
+  return cfg_.train ? (n + w - 1) / w / b : (n + b - 1) / b;
+}
+
+int64_t Loader::position(int64_t iteration, int64_t j) const {
+  const int64_t w = cfg_.world_size;
+  return (iteration * cfg_.batch_size + j) * w + cfg_.rank;  // past N: DistributedSampler's padding (sample())
 }
 
 int64_t Loader::batch_len(int64_t iteration) const {
@@ -129,6 +139,7 @@ void Loader::start_epoch(int64_t epoch, int64_t first_iteration) {
 LoadedSample Loader::sample(int64_t epoch, int64_t position, const std::vector<int64_t>& order) const {
   const int64_t n = static_cast<int64_t>(order.size());
   double draws[kTrainDraws] = {};
+  position %= n;  // the padding of a sharded epoch repeats its first samples
   if (cfg_.train) {
     const int64_t index = order[static_cast<size_t>(position)];
     auto gen = core::derive_generator(cfg_.seed, core::RngPurpose::kAugment,
@@ -181,7 +192,7 @@ void Loader::work() {
     std::exception_ptr error;
     int64_t bad = 0;
     try {
-      const LoadedSample s = sample(epoch, it * cfg_.batch_size + j, *order);
+      const LoadedSample s = sample(epoch, position(it, j), *order);
       to_chw(s.image, images.data_ptr<uint8_t>() + j * C * S * S);
       labels.data_ptr<int64_t>()[j] = source_->label(s.index);  // a stand-in brings its own label
       bad = s.bad;

@@ -7,8 +7,12 @@
 // Evaluation: the samples in order, the last batch partial, the eval transform.
 // A bad file (corrupt, truncated, unsupported) stops the run with its path, or with skip_bad is replaced
 // by the next good sample in the epoch's order (deterministically) and counted in Batch::bad.
-// The shard hook for data parallelism: rank r of world w takes positions r, r + w, ... of each batch's
-// global slice (later; today rank 0 of 1).
+// Data parallelism (training): rank r of w ranks takes positions r, r + w, ..., r + (B - 1) w of each global
+// batch's slice [i B w, (i + 1) B w) of the epoch's order, which is torch's DistributedSampler (rank r gets
+// order[r::w]) cut into batches of B. Its drop-last rule too: the order is padded to a multiple of w with
+// its own first samples (position p reads order[p mod N]) and each rank drops its last partial batch, so an
+// epoch has ceil(N / w) / B iterations (N / B for one rank, as before). The union of the ranks' batches is
+// the one-rank batch of B w samples, each with the same augmentation.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -35,6 +39,7 @@ struct LoaderConfig {
   int64_t prefetch = 0;  // batches decoded ahead (0 = 2 x workers / batch, at least 2)
   bool skip_bad = false;
   uint64_t seed = 0;
+  int64_t rank = 0, world_size = 1;  // training: this rank's shard of each global batch
 };
 
 // The transform and loader settings of the data section for a model's input (img_size, in_chans); checks
@@ -82,6 +87,7 @@ class Loader {
   struct Slot;
   void work();
   int64_t batch_len(int64_t iteration) const;
+  int64_t position(int64_t iteration, int64_t j) const;  // of sample j of a batch, in the epoch's order
 
   std::shared_ptr<const ImageSource> source_;
   TransformConfig transform_;

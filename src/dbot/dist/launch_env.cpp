@@ -69,9 +69,22 @@ LaunchEnv launch_env(const std::function<const char*(const char*)>& getenv) {
     r.fail(std::string(local_var) + "=" + std::to_string(env.local_rank) + " exceeds " + rank_var + "=" +
            std::to_string(env.rank));
   }
+  const char* local_size_var = env.launcher == "torchrun" ? "LOCAL_WORLD_SIZE"
+                               : env.launcher == "mpi"    ? "OMPI_COMM_WORLD_LOCAL_SIZE"
+                                                          : nullptr;
+  if (local_size_var != nullptr && r.has(local_size_var)) {  // unset: unknown, taken as 1
+    env.local_world_size = r.integer(local_size_var, 1, env.world_size);
+    if (env.local_rank >= env.local_world_size) {
+      r.fail(std::string(local_var) + "=" + std::to_string(env.local_rank) + " is not below " + local_size_var + "=" +
+             std::to_string(env.local_world_size));
+    }
+  }
   if (env.launcher == "torchrun") {
     env.master_addr = r.text("MASTER_ADDR");
     env.master_port = r.integer("MASTER_PORT", 1, 65535);
+    env.agent_store =
+        r.has("TORCHELASTIC_USE_AGENT_STORE") && std::string(getenv("TORCHELASTIC_USE_AGENT_STORE")) == "True";
+    env.restart_count = r.integer("TORCHELASTIC_RESTART_COUNT", 0, 1 << 20, 0);
   } else if (env.launcher == "slurm") {
     env.master_addr = r.has("MASTER_ADDR") ? r.text("MASTER_ADDR") : r.text("SLURM_LAUNCH_NODE_IPADDR");
     env.master_port = r.integer("MASTER_PORT", 1, 65535, kDefaultPort);

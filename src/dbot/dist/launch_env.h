@@ -6,6 +6,8 @@
 //   Open MPI (mpirun):       OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_RANK;
 //                            MASTER_ADDR (required when the world spans machines, else 127.0.0.1) and
 //                            MASTER_PORT (else 29500)
+// Processes sharing this machine's CPUs (for the default thread count): LOCAL_WORLD_SIZE (torchrun),
+// OMPI_COMM_WORLD_LOCAL_SIZE (Open MPI); 1 under SLURM, which binds each task to its own CPUs.
 // The first launcher whose rank variable is set wins, in that order; none: one process. Incomplete or
 // inconsistent values are a one-line error naming the variable.
 #pragma once
@@ -18,6 +20,11 @@ namespace dbot::dist {
 struct LaunchEnv {
   std::string launcher = "none";  // none | torchrun | slurm | mpi
   int rank = 0, world_size = 1, local_rank = 0;
+  int local_world_size = 1;  // processes sharing this machine's CPUs
+  // torchrun's agent already serves the store at MASTER_ADDR:MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE=True):
+  // every rank is a client, under the key prefix of the restart attempt (TORCHELASTIC_RESTART_COUNT).
+  bool agent_store = false;
+  int restart_count = 0;
   std::string master_addr;  // the TCPStore's host (rank 0 serves it)
   int master_port = 0;
   bool distributed() const { return world_size > 1; }

@@ -6,8 +6,11 @@
 #include <mutex>
 #include <stdexcept>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "dbot/compat.h"
 
 namespace dbot::dist {
 
@@ -56,15 +59,23 @@ Group::Group(std::unique_ptr<Impl> impl, int rank, int world_size)
 Group::Group(const LaunchEnv& env, std::chrono::milliseconds timeout) : rank_(env.rank), world_size_(env.world_size) {
   impl_ = std::make_unique<Impl>();
   impl_->timeout = timeout;
-  const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
+  // Under torchrun's agent its store serves MASTER_PORT and every rank is a client; a LibTorch 1.x client
+  // cannot speak to a torchrun >= 2 store, so such a build keeps its own store (rank 0) one port above.
+  const bool agent = env.agent_store && compat::agent_store_usable();
+  const int port = env.agent_store && !agent ? env.master_port + 1 : env.master_port;
+  const std::string where = env.master_addr + ":" + std::to_string(port);
   try {
     c10d::TCPStoreOptions so;
-    so.port = static_cast<uint16_t>(env.master_port);
-    so.isServer = env.rank == 0;
+    so.port = static_cast<uint16_t>(port);
+    so.isServer = env.rank == 0 && !agent;
     so.numWorkers = static_cast<size_t>(env.world_size);
-    so.waitWorkers = true;
+    so.waitWorkers = !agent;
     so.timeout = timeout;
     impl_->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+    if (agent) {  // the keys of this restart attempt, as torch.distributed names them
+      impl_->store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(env.restart_count),
+                                                            impl_->store);
+    }
     impl_->pg = make_gloo(impl_->store, env.rank, env.world_size, timeout);
   } catch (const std::exception& e) {
     throw std::runtime_error("rendezvous at " + where + " (rank " + std::to_string(env.rank) + " of " +
@@ -92,8 +103,9 @@ Group::~Group() = default;
 
 void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
   for (auto& t : tensors) {  // Gloo reduces one CPU tensor per call
-    std::vector<at::Tensor> one = {t};
+    std::vector<at::Tensor> one = {t.is_cpu() ? t : t.cpu()};
     impl_->run("all-reduce", [&] { return impl_->pg->allreduce(one); });
+    if (!t.is_cpu()) t.copy_(one[0]);
   }
 }
 
@@ -106,8 +118,9 @@ void Group::broadcast(std::vector<at::Tensor>& tensors, int root) {
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   for (auto& t : tensors) {
-    std::vector<at::Tensor> one = {t};
+    std::vector<at::Tensor> one = {t.is_cpu() ? t : t.cpu()};
     impl_->run("broadcast", [&] { return impl_->pg->broadcast(one, opts); });
+    if (!t.is_cpu()) t.copy_(one[0]);
   }
 }
 
@@ -121,6 +134,25 @@ int64_t Group::max(int64_t value) {
 
 void Group::barrier() {
   impl_->run("barrier", [&] { return impl_->pg->barrier(); });
+}
+
+void agree(Group* group, const std::function<void()>& f) {
+  std::exception_ptr error;
+  try {
+    f();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (group == nullptr || group->world_size() == 1) {
+    if (error) std::rethrow_exception(error);
+    return;
+  }
+  const int64_t failed = group->max(error ? group->rank() + 1 : 0);  // the highest failing rank, plus one
+  if (error) std::rethrow_exception(error);
+  if (failed > 0) {
+    throw std::runtime_error("rank " + std::to_string(failed - 1) + " of " + std::to_string(group->world_size()) +
+                             " failed (its error is in its output); stopping this rank too");
+  }
 }
 
 AllReduceGradSync::AllReduceGradSync(Group& group, int64_t bucket_bytes) : group_(group), bucket_bytes_(bucket_bytes) {}

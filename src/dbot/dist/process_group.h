@@ -14,6 +14,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,7 +39,8 @@ class Group {
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }
 
-  // In place: every rank's tensors become the elementwise sum / the mean over ranks (CPU, contiguous).
+  // In place: every rank's tensors become the elementwise sum / the mean over ranks (contiguous; tensors on
+  // a GPU travel through host memory, as Gloo reduces CPU tensors).
   void all_reduce_sum(std::vector<at::Tensor>& tensors);
   void all_reduce_mean(std::vector<at::Tensor>& tensors);
   // In place: every rank's tensors become rank `root`'s.
@@ -53,6 +55,11 @@ class Group {
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, world_size_ = 1;
 };
+
+// Runs f on every rank (group null: just runs it). When it throws on some rank, every rank throws: that rank
+// its own error, the others "rank R failed ...", so that no rank waits in a later collective for a rank that
+// is gone. Setup steps that can fail on one rank only (a file one node cannot read) run through it.
+void agree(Group* group, const std::function<void()>& f);
 
 class AllReduceGradSync : public GradSync {
  public:

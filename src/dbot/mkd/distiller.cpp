@@ -1,7 +1,9 @@
 #include "dbot/mkd/distiller.h"
 
+#include <limits>
 #include <stdexcept>
 
+#include "dbot/compat.h"
 #include "dbot/core/runtime.h"
 
 namespace dbot::mkd {
@@ -148,10 +150,17 @@ at::Tensor Distiller::forward_decoder(const at::Tensor& latent, const at::Tensor
 
 at::Tensor Distiller::forward_teacher(const at::Tensor& imgs) { return teacher->forward_target(imgs); }
 
-at::Tensor Distiller::forward(const at::Tensor& imgs, at::Generator& gen) {
-  auto noise = core::to_device(at::rand({imgs.size(0), student_cfg.num_patches()}, gen, at::kFloat), imgs.device());
-  auto enc = forward_encoder(imgs, noise, &gen);
-  auto pred = forward_decoder(enc.latent, enc.ids_restore, &gen);
+at::Tensor Distiller::forward(const at::Tensor& imgs, at::Generator& gen, int64_t rank, int64_t world_size) {
+  const int64_t N = imgs.size(0), L = student_cfg.num_patches();
+  at::Tensor noise = at::rand({N * world_size, L}, gen, at::kFloat);  // [N w, L]
+  at::Generator local = gen;
+  if (world_size > 1) {
+    noise = noise.slice(0, rank, N * world_size, world_size).contiguous();  // [N, L]: this rank's samples
+    const auto seeds = at::randint(std::numeric_limits<int64_t>::max(), {world_size}, gen, at::kLong);
+    local = compat::make_cpu_generator(static_cast<uint64_t>(seeds[rank].item<int64_t>()));
+  }
+  auto enc = forward_encoder(imgs, core::to_device(noise, imgs.device()), &local);
+  auto pred = forward_decoder(enc.latent, enc.ids_restore, &local);
   auto target = forward_teacher(imgs);
   return forward_loss(target, pred, enc.mask, loss_spec(cfg.loss, teacher->cfg));
 }

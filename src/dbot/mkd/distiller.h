@@ -1,7 +1,9 @@
 // Distiller: owns the MaskedStudent (encoder + decoder), the frozen Teacher and the stage rule of dBOT's
 // multi-stage masked knowledge distillation (METHOD.md). This file is "where the loss is".
 //
-//   forward(imgs):  noise ~ U[0,1]^[N, L] (CPU generator, copied to the device)
+//   forward(imgs):  noise ~ U[0,1]^[N, L] (CPU generator, copied to the device; rank r of w data-parallel
+//                   ranks draws the global batch's [N w, L] and keeps rows r, r + w, ..., the rows of its
+//                   samples in the one-rank batch, so masks differ across ranks and equal a one-rank run's)
 //     latent, mask, ids_restore = student.forward_encoder(imgs, noise)  // CLS + kept patches
 //     pred   = student.forward_decoder(latent, ids_restore)             // [N, 1+L, D_teacher]
 //     target = teacher.forward_target(imgs)                             // full image, before the final norm
@@ -86,7 +88,9 @@ class Distiller {
   at::Tensor forward_decoder(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen);
   at::Tensor forward_teacher(const at::Tensor& imgs);  // no autograd; [N, 1+L, D_teacher]
   // The training loss for one batch on the device; noise and drop path come from gen. A scalar (fp32).
-  at::Tensor forward(const at::Tensor& imgs, at::Generator& gen);
+  // With world_size > 1, gen is the step's generator (the same on every rank): the rank takes its rows of
+  // the global noise, and drop path draws from a generator seeded by the rank's own draw from gen.
+  at::Tensor forward(const at::Tensor& imgs, at::Generator& gen, int64_t rank = 0, int64_t world_size = 1);
 
   // The stage rule: the current student's encoder becomes the teacher, the student (encoder + decoder) is
   // re-initialized from derive_generator(seed, kInit, stage + 1), stage advances. Parameters are modified

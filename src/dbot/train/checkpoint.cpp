@@ -109,6 +109,8 @@ void save_checkpoint(const std::string& path, const mkd::Distiller& d, int64_t e
     }
     ckpt.insert("grad_accum", to_dict(grads));
   }
+  ckpt.insert("world_size", state.world_size);
+  if (state.global_batch > 0) ckpt.insert("global_batch", state.global_batch);
   ckpt.insert("stage", d.stage());
   ckpt.insert("epoch", epoch);
   ckpt.insert("iteration", iteration);
@@ -144,6 +146,9 @@ Checkpoint checkpoint_fields(const c10::IValue& root, const std::string& path) {
   c.epoch = need("epoch").toInt();
   c.iteration = need("iteration").toInt();
   c.config = need("config").toStringRef();
+  if (dict.contains("world_size")) c.world_size = dict.at("world_size").toInt();
+  if (dict.contains("global_batch")) c.global_batch = dict.at("global_batch").toInt();
+  if (c.world_size < 1) throw std::runtime_error(path + ": world_size " + std::to_string(c.world_size) + " < 1");
   if (dict.contains("model_arch")) c.model_arch = dict.at("model_arch").toStringRef();
   if (dict.contains("teacher_arch")) c.teacher_arch = dict.at("teacher_arch").toStringRef();
   if (dict.contains("teacher_input")) {

@@ -5,7 +5,9 @@
 //    {"scale": [..], "shift": [..]} (only for a teacher with its own input normalization), "optimizer": {"step",
 //    "exp_avg": {name: T}, "exp_avg_sq": {name: T}, "weight_decay", "betas", "eps"}, "loss_scaler": {"scale",
 //    "growth_tracker"} (fp16 runs), "grad_accum": {name: T} (only when written inside a gradient-accumulation window:
-//    the partial gradients, so that a resume continues exactly), "stage", "epoch", "iteration", "rng": {"scheme":
+//    the partial gradients, averaged over the ranks of a data-parallel run, so that a resume continues exactly),
+//    "world_size" (the processes that trained it; absent: 1), "global_batch" (batch x accum x world_size;
+//    absent: unknown), "stage", "epoch", "iteration", "rng": {"scheme":
 //    "derived", "seed"}, "config": "<resolved recipe, YAML>"}
 // epoch/iteration say where training continues: epoch `epoch`, iteration `iteration` within it. Tensors
 // are stored on the CPU whatever the device, so a GPU checkpoint resumes on a CPU and the other way round.
@@ -39,6 +41,8 @@ struct Checkpoint {
   LossScalerState loss_scaler;
   TensorMap grad_accum;  // partial gradients of an unfinished accumulation window; empty at boundaries
   int64_t stage = 1, epoch = 0, iteration = 0;
+  int64_t world_size = 1;    // data-parallel processes that wrote it
+  int64_t global_batch = 0;  // images per optimizer step (0: not recorded)
   uint64_t seed = 0;
   std::string config;                    // YAML
   std::string model_arch, teacher_arch;  // JSON (format 3); empty in older files
@@ -50,6 +54,8 @@ struct TrainingState {
   const AdamW* optimizer = nullptr;
   const LossScaler* loss_scaler = nullptr;  // saved when enabled (fp16)
   bool partial_grads = false;               // inside an accumulation window: save the student's gradients
+  int64_t world_size = 1;                   // data-parallel processes
+  int64_t global_batch = 0;                 // images per optimizer step
 };
 
 // torch.save-compatible bytes (zip container) of a value made of dicts, lists, strings, numbers and

@@ -15,11 +15,13 @@ namespace fs = std::filesystem;
 namespace {
 
 // Recipe keys a continued run may change: where and how it computes, where the data lies, what it logs
-// and evaluates. Any other key changes the run's result.
+// and evaluates, and how the global batch is split (optim.batch_size, optim.accum_iter: the Trainer
+// refuses another global batch, batch x accum x processes, itself). Any other key changes the run's result.
 bool may_change(const std::string& key) {
   for (const char* prefix :
-       {"train.device", "train.precision", "train.threads", "train.log_every", "train.checkpoint_every", "data.workers",
-        "data.path", "data.eval_path", "data.cache_dir", "data.skip_bad", "data.test_limit", "eval."}) {
+       {"train.device", "train.precision", "train.threads", "train.log_every", "train.checkpoint_every",
+        "optim.batch_size", "optim.accum_iter", "data.workers", "data.path", "data.eval_path", "data.cache_dir",
+        "data.skip_bad", "data.test_limit", "eval."}) {
     if (key.rfind(prefix, 0) == 0) return true;
   }
   return false;
@@ -63,6 +65,8 @@ std::string recipe_difference(const std::string& old_yaml, const std::string& ne
 RunFolder::RunFolder(std::string dir, const Options& opts) : dir_(std::move(dir)) {
   const bool resume = opts.resume, overwrite = opts.overwrite;
   if (overwrite && resume) throw std::invalid_argument("--overwrite and --resume exclude each other");
+  if (!opts.writer) return;
+  writer_ = true;
   fs::create_directories(dir_);
   io::remove_stale_temporaries(dir_);  // a killed run's half-written checkpoint or config
   if (overwrite) remove_run_files();
@@ -116,9 +120,13 @@ void RunFolder::check_free_space(uint64_t bytes, const std::string& what) const 
 
 bool RunFolder::has_last_checkpoint() const { return fs::exists(last_checkpoint()); }
 
-void RunFolder::write_config(const std::string& yaml) const { io::write_atomic(dir_ + "/config.yaml", yaml); }
+void RunFolder::write_config(const std::string& yaml) const {
+  if (!writer_) throw std::logic_error("RunFolder::write_config on a view (data-parallel rank > 0)");
+  io::write_atomic(dir_ + "/config.yaml", yaml);
+}
 
 io::JsonlWriter& RunFolder::metrics() {
+  if (!writer_) throw std::logic_error("RunFolder::metrics on a view (data-parallel rank > 0)");
   if (!metrics_) metrics_ = std::make_unique<io::JsonlWriter>(dir_ + "/metrics.jsonl", dir_ + "/tensorboard");
   return *metrics_;
 }

@@ -2,9 +2,11 @@
 // resuming (or overwriting: the run's files are deleted first), refuses to resume a folder that has stage files
 // but no checkpoint-last.pt, and refuses a folder whose config.yaml is another recipe's (keys that only say
 // where and how to compute, log or evaluate may change: train.device/precision/threads/log_every/
-// checkpoint_every, data.workers/path/eval_path/cache_dir/skip_bad/test_limit, eval.*) unless told to accept it. Every
+// checkpoint_every, optim.batch_size/accum_iter (the Trainer checks the global batch), data.workers/path/eval_path/
+// cache_dir/skip_bad/test_limit, eval.*) unless told to accept it. Every
 // file is written atomically (io::write_atomic); metrics.jsonl is appended line by line. Temporaries that a killed run
-// left are removed when the folder is opened.
+// left are removed when the folder is opened. In a data-parallel run only rank 0 opens it as the writer; the
+// other ranks hold a view (paths, has_last_checkpoint) that creates, checks and writes nothing.
 //   config.yaml  metrics.jsonl  tensorboard/  checkpoint-last.pt  stage-<k>.pt  results.{md,json}
 #pragma once
 
@@ -23,10 +25,12 @@ class RunFolder {
     bool overwrite = false;             // delete the run's files first; excludes resume
     bool accept_recipe_change = false;  // resume although the recipe differs (e.g. a lower lr after a divergence)
     std::string config_yaml;            // the run's resolved recipe ("" = not checked against config.yaml)
+    bool writer = true;  // false: a view for the data-parallel ranks other than 0, which never touch the folder
   };
   RunFolder(std::string dir, const Options& opts);
 
   const std::string& dir() const { return dir_; }
+  bool writer() const { return writer_; }
   std::string last_checkpoint() const { return dir_ + "/checkpoint-last.pt"; }
   std::string stage_checkpoint(int64_t stage) const { return dir_ + "/stage-" + std::to_string(stage) + ".pt"; }
   bool has_last_checkpoint() const;
@@ -40,6 +44,7 @@ class RunFolder {
   void remove_run_files() const;  // config, metrics, tensorboard/, checkpoints, results: nothing else
 
   std::string dir_;
+  bool writer_ = false;
   std::unique_ptr<io::JsonlWriter> metrics_;
 };
 

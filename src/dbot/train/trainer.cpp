@@ -66,15 +66,20 @@ struct Trainer::Progress {
   }
 };
 
-Trainer::Trainer(const PretrainConfig& cfg, const core::Runtime& runtime, int64_t iters_per_epoch,
-                 dist::GradSync* grad_sync, const mkd::StartWeights& start)
+Trainer::Trainer(const PretrainConfig& cfg, const core::Runtime& runtime, int64_t iters_per_epoch, dist::Group* group,
+                 const mkd::StartWeights& start)
     : cfg_(cfg),
       runtime_(runtime),
       iters_per_epoch_(iters_per_epoch),
       distiller_(cfg.model, cfg.mkd, cfg.train.seed, start),
       scaler_(runtime.amp == core::Amp::kFP16),
-      grad_sync_(grad_sync != nullptr ? grad_sync : &default_sync_),
+      group_(group),
+      grad_sync_(group != nullptr ? std::make_unique<dist::AllReduceGradSync>(*group)
+                                  : std::make_unique<dist::GradSync>()),
       lrs_(make_schedule(cfg, iters_per_epoch, runtime.world_size)) {
+  if (runtime.world_size != world_size() || (group != nullptr && group->rank() != runtime.rank)) {
+    throw std::logic_error("Trainer: the runtime's rank/world size differ from the process group's");
+  }
   distiller_.to(runtime_.device, runtime_.amp_dtype());  // before the optimizer takes the parameters
   AdamWConfig adamw = cfg.optim.adamw;
   adamw.fused = runtime_.is_cuda() && compat::has_fused_adamw(runtime_.device);
@@ -85,11 +90,68 @@ Trainer::Trainer(const PretrainConfig& cfg, const core::Runtime& runtime, int64_
   distiller_.train(true);
 }
 
-void Trainer::resume(const std::string& path) {
+int64_t Trainer::global_batch() const { return cfg_.optim.batch_size * cfg_.optim.accum_iter * world_size(); }
+
+std::string Trainer::resume(const std::string& path, bool accept_global_batch_change) {
   const Checkpoint ckpt = load_checkpoint(path);
+  const int64_t global = global_batch();
+  if (ckpt.global_batch > 0 && ckpt.global_batch != global && !accept_global_batch_change) {
+    throw std::runtime_error(
+        path + ": was trained with a global batch of " + std::to_string(ckpt.global_batch) + " images (" +
+        std::to_string(ckpt.world_size) + " process(es)); this run's is " + std::to_string(global) + " (" +
+        std::to_string(world_size()) + " x optim.batch_size " + std::to_string(cfg_.optim.batch_size) +
+        " x optim.accum_iter " + std::to_string(cfg_.optim.accum_iter) +
+        "): keep the product, or pass --accept-recipe-change to continue with the new global batch (the lr and the "
+        "iterations per epoch follow it)");
+  }
   restore(distiller_, optimizer_.get(), &scaler_, ckpt, path);
   start_epoch_ = ckpt.epoch;
   start_iteration_ = ckpt.iteration;
+  if (start_iteration_ >= iters_per_epoch_) {  // fewer iterations per epoch now: that epoch is done
+    ++start_epoch_;
+    start_iteration_ = 0;
+  }
+  if (ckpt.world_size == world_size()) return "";
+  return "resuming a run of " + std::to_string(ckpt.world_size) + " process(es) with " + std::to_string(world_size()) +
+         " (global batch " + std::to_string(ckpt.global_batch) + " -> " + std::to_string(global) + ")";
+}
+
+double Trainer::sum_over_ranks(double value) {
+  if (world_size() == 1) return value;
+  const auto t0 = Clock::now();
+  std::vector<at::Tensor> t = {at::full({1}, value, at::kDouble)};
+  group_->all_reduce_sum(t);
+  comm_s_ += since(t0);
+  return t[0].item<double>();
+}
+
+int Trainer::agreed_stop_signal() {
+  const int local = stop_requested();
+  if (world_size() == 1) return local;
+  const auto t0 = Clock::now();
+  const int any = static_cast<int>(group_->max(local));
+  comm_s_ += since(t0);
+  return any;
+}
+
+void Trainer::broadcast_state(bool everything) {
+  if (world_size() == 1) return;
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> tensors;
+  auto add = [&](const torch::nn::Module& m) {
+    for (const auto& p : m.parameters()) tensors.push_back(p);
+    for (const auto& b : m.buffers()) tensors.push_back(b);
+  };
+  add(*distiller_.student);
+  if (everything) {
+    add(*distiller_.teacher);
+    const AdamWState st = optimizer_->state();
+    for (const auto* moments : {&st.exp_avg, &st.exp_avg_sq})
+      for (const auto& [name, t] : *moments) tensors.push_back(t);
+    for (const auto& g : optimizer_->grads()) tensors.push_back(g);
+  }
+  group_->broadcast(tensors, 0);
+  if (everything) distiller_.teacher->set_compute_dtype(distiller_.teacher->compute_dtype());
 }
 
 at::Tensor Trainer::train_step(const Batch& batch) {
@@ -99,7 +161,7 @@ at::Tensor Trainer::train_step(const Batch& batch) {
   at::Tensor loss;
   {
     compat::AutocastGuard autocast(runtime_.device.type(), runtime_.amp_dtype());
-    loss = distiller_.forward(imgs, gen);
+    loss = distiller_.forward(imgs, gen, runtime_.rank, runtime_.world_size);
   }
   (scaler_.scale_loss(loss) / static_cast<double>(cfg_.optim.accum_iter)).backward();
   if ((batch.iteration + 1) % cfg_.optim.accum_iter == 0) optimizer_update(lrs_.at(static_cast<size_t>(batch.global)));
@@ -108,7 +170,9 @@ at::Tensor Trainer::train_step(const Batch& batch) {
 
 void Trainer::optimizer_update(double lr) {
   const auto grads = optimizer_->grads();
+  const auto t0 = Clock::now();
   grad_sync_->synchronize(grads);
+  if (world_size() > 1) comm_s_ += since(t0);
   const bool finite = scaler_.unscale_and_check(grads);  // always true unless fp16
   if (finite) {
     if (cfg_.optim.clip_grad > 0.0) optimizer_->clip_grad_norm(cfg_.optim.clip_grad);
@@ -119,7 +183,7 @@ void Trainer::optimizer_update(double lr) {
 }
 
 void Trainer::check_losses(int64_t stage, int64_t epoch, int64_t up_to, const std::string& last_path) {
-  const double sum = unchecked_loss_sum_.item<double>();
+  const double sum = sum_over_ranks(unchecked_loss_sum_.item<double>());  // a NaN anywhere stops every rank
   if (!std::isfinite(sum)) {
     throw std::runtime_error("loss is not finite at stage " + std::to_string(stage) + ", epoch " +
                              std::to_string(epoch) + ", iterations " + std::to_string(first_unchecked_) + ".." +
@@ -134,7 +198,12 @@ void Trainer::save(const std::string& path, int64_t epoch, int64_t iteration, co
   state.optimizer = optimizer_.get();
   state.loss_scaler = &scaler_;
   state.partial_grads = iteration % cfg_.optim.accum_iter != 0;
-  save_checkpoint(path, distiller_, epoch, iteration, config_yaml, state);
+  state.world_size = world_size();
+  state.global_batch = global_batch();
+  // The ranks' partial sums become their mean: the window's final all-reduce gives the same average, and
+  // the file holds what any number of processes can resume from.
+  if (state.partial_grads) grad_sync_->synchronize(optimizer_->grads());
+  if (rank0()) save_checkpoint(path, distiller_, epoch, iteration, config_yaml, state);
 }
 
 // What the rest of the run writes beside the files it replaces: one checkpoint-last.pt temporary (the
@@ -149,10 +218,15 @@ uint64_t Trainer::bytes_to_write() const {
 }
 
 PretrainSummary Trainer::run(data::Loader& loader, RunFolder& folder, const PretrainOptions& opts) {
-  folder.check_free_space(bytes_to_write(), "checkpoint-last.pt written beside the old one, and the stage files");
-  folder.write_config(opts.config_yaml);
+  dist::agree(group_, [&] {
+    if (!rank0()) return;
+    folder.check_free_space(bytes_to_write(), "checkpoint-last.pt written beside the old one, and the stage files");
+    folder.write_config(opts.config_yaml);
+  });
+  broadcast_state(/*everything=*/true);
   const auto& stage_epochs = cfg_.mkd.stage_epochs;
-  if (!opts.quiet) {
+  const int64_t images_per_iteration = cfg_.optim.batch_size * world_size();
+  if (rank0() && !opts.quiet) {
     std::printf("dbot pretrain: %s, %lld stage(s) %s, %lld images, %lld it/epoch, peak lr %.3g, %s\n",
                 cfg_.model.name.c_str(), static_cast<long long>(stage_epochs.size() - 1),
                 c10::str(stage_epochs).c_str(), static_cast<long long>(loader.size()),
@@ -165,13 +239,14 @@ PretrainSummary Trainer::run(data::Loader& loader, RunFolder& folder, const Pret
     PretrainSummary s;
     s.iterations = progress.iterations;
     s.seconds = since(progress.start);
-    s.images_per_s = progress.images_per_s(cfg_.optim.batch_size);
+    s.images_per_s = progress.images_per_s(images_per_iteration);
     s.stages_done = stages_done;
     s.finished = finished;
     s.stopped_by = progress.stopped_by;
     return s;
   };
   auto save_stage = [&](int64_t stage) {
+    if (!rank0()) return;
     save_checkpoint(folder.stage_checkpoint(stage), distiller_, stage_epochs[static_cast<size_t>(stage)], 0,
                     opts.config_yaml);
   };
@@ -181,6 +256,8 @@ PretrainSummary Trainer::run(data::Loader& loader, RunFolder& folder, const Pret
       save_stage(distiller_.stage());
       distiller_.next_stage();
       optimizer_->fit_state_to_params();  // decoder_predp changes shape when the teacher's width does
+      broadcast_state(/*everything=*/false);
+      if (opts.observe) opts.observe(*this, true);
     }
     if (!run_epoch(epoch, loader, folder, opts, progress)) return finish(distiller_.stage() - 1, false);
   }
@@ -193,6 +270,7 @@ struct Trainer::Window {
   Clock::time_point start = Clock::now();
   int64_t images = 0, bad = 0;
   double data_wait_s = 0;
+  double comm_at_start = 0;  // Trainer::comm_s_ when the window began
   double seconds() const { return since(start); }
 };
 
@@ -206,9 +284,10 @@ bool Trainer::run_epoch(int64_t epoch, data::Loader& loader, RunFolder& folder, 
   epoch_loss_sum_.zero_();
   first_unchecked_ = first;
   Window window;
+  window.comm_at_start = comm_s_;
   for (int64_t it = first; it < ipe; ++it) {
     const int64_t global = epoch * ipe + it;
-    const int signal = stop_requested();
+    const int signal = agreed_stop_signal();
     if ((opts.stop_after >= 0 && progress.iterations >= opts.stop_after) || signal != 0) {
       check_losses(stage, epoch, it, last_path);
       save(last_path, epoch, it, opts.config_yaml);
@@ -229,17 +308,20 @@ bool Trainer::run_epoch(int64_t epoch, data::Loader& loader, RunFolder& folder, 
     unchecked_loss_sum_.add_(loss);
     epoch_loss_sum_.add_(loss);
     ++progress.iterations;
-    window.images += batch.images.size(0);
-    if (!opts.quiet) {
-      const int64_t left = (cfg_.mkd.stage_epochs.back() * ipe - global - 1) * cfg_.optim.batch_size;
+    if (opts.observe) opts.observe(*this, false);
+    window.images += batch.images.size(0) * world_size();
+    if (rank0() && !opts.quiet) {
+      const int64_t left = (cfg_.mkd.stage_epochs.back() * ipe - global - 1) * cfg_.optim.batch_size * world_size();
       progress.status_line(stage, epoch, it + 1, ipe, window.images, window.seconds(), window.data_wait_s, left);
     }
 
     const bool log_now = cfg_.train.log_every > 0 && ((it + 1) % cfg_.train.log_every == 0 || it + 1 == ipe);
     if (log_now) {
       check_losses(stage, epoch, it + 1, last_path);
-      log_step(loss.item<double>(), stage, epoch, it, global, window, folder, opts);
+      const double mean_loss = sum_over_ranks(loss.item<double>()) / static_cast<double>(world_size());
+      if (rank0()) log_step(mean_loss, stage, epoch, it, global, window, folder, opts);
       window = Window();
+      window.comm_at_start = comm_s_;
     }
     if (cfg_.train.checkpoint_every > 0 && (global + 1) % cfg_.train.checkpoint_every == 0 && it + 1 < ipe) {
       check_losses(stage, epoch, it + 1, last_path);
@@ -249,14 +331,18 @@ bool Trainer::run_epoch(int64_t epoch, data::Loader& loader, RunFolder& folder, 
   // The next epoch's first batches decode while this one's checkpoint is written.
   if (epoch + 1 < cfg_.mkd.stage_epochs.back()) loader.start_epoch(epoch + 1, 0);
   check_losses(stage, epoch, ipe, last_path);
-  const int64_t count = ipe - first;
-  folder.metrics().write({{"type", "epoch"},
-                          {"stage", stage},
-                          {"epoch", epoch},
-                          {"loss", count > 0 ? epoch_loss_sum_.item<double>() / static_cast<double>(count) : 0.0},
-                          {"lr", lrs_[static_cast<size_t>((epoch + 1) * ipe - 1)]},
-                          {"images_per_s", progress.images_per_s(cfg_.optim.batch_size)},
-                          {"bad_images", progress.bad}});
+  const auto count = static_cast<double>((ipe - first) * world_size());
+  const double loss_sum = sum_over_ranks(epoch_loss_sum_.item<double>());
+  const int64_t bad = static_cast<int64_t>(sum_over_ranks(static_cast<double>(progress.bad)));
+  if (rank0()) {
+    folder.metrics().write({{"type", "epoch"},
+                            {"stage", stage},
+                            {"epoch", epoch},
+                            {"loss", count > 0 ? loss_sum / count : 0.0},
+                            {"lr", lrs_[static_cast<size_t>((epoch + 1) * ipe - 1)]},
+                            {"images_per_s", progress.images_per_s(cfg_.optim.batch_size * world_size())},
+                            {"bad_images", bad}});
+  }
   save(last_path, epoch + 1, 0, opts.config_yaml);
   return true;
 }
@@ -277,33 +363,70 @@ void Trainer::log_step(double loss, int64_t stage, int64_t epoch, int64_t it, in
                          {"data_wait", wait},
                          {"bad_images", w.bad}};
   if (scaler_.enabled()) line["loss_scale"] = scaler_.scale();
+  const double comm = dt > 0 ? (comm_s_ - w.comm_at_start) / dt : 0.0;
+  if (world_size() > 1) line["comm"] = comm;
   folder.metrics().write(line);
   if (opts.quiet) return;
   const int64_t left = cfg_.mkd.stage_epochs.back() * iters_per_epoch_ - global - 1;
-  const double eta = ips > 0 ? static_cast<double>(left * cfg_.optim.batch_size) / ips : 0;
+  const double eta = ips > 0 ? static_cast<double>(left * cfg_.optim.batch_size * world_size()) / ips : 0;
   Progress::clear_status_line();
-  std::printf("stage %lld epoch %lld [%lld/%lld] loss %.4f lr %.3e %.0f img/s data %.0f%% eta %s\n",
+  const std::string comm_part = world_size() > 1 ? " comm " + std::to_string(std::lround(100.0 * comm)) + "%" : "";
+  std::printf("stage %lld epoch %lld [%lld/%lld] loss %.4f lr %.3e %.0f img/s data %.0f%%%s eta %s\n",
               static_cast<long long>(stage), static_cast<long long>(epoch), static_cast<long long>(it + 1),
-              static_cast<long long>(iters_per_epoch_), loss, lr, ips, 100.0 * wait, format_duration(eta).c_str());
+              static_cast<long long>(iters_per_epoch_), loss, lr, ips, 100.0 * wait, comm_part.c_str(),
+              format_duration(eta).c_str());
   std::fflush(stdout);
 }
 
-PretrainSummary pretrain(const PretrainConfig& cfg, const core::Runtime& runtime, const PretrainOptions& opts) {
-  RunFolder folder(opts.run_dir, {opts.resume, opts.overwrite, opts.accept_recipe_change, opts.config_yaml});
-  const auto source = data::open_source(cfg.data, "train");
-  if (!opts.quiet) std::printf("data: %s\n", source->describe().c_str());
-  data::Loader loader(source, data::transform_config(cfg.data, cfg.model.img_size, cfg.model.in_chans),
-                      data::loader_config(cfg.data, cfg.optim.batch_size, /*train=*/true, cfg.train.seed));
-  mkd::StartWeights start;  // pretrained files are read for a new run only (a checkpoint holds what they gave)
-  if (!folder.has_last_checkpoint()) {
-    start = read_start_weights(cfg.model, cfg.mkd, cfg.data.mean, cfg.data.std);
-    for (const auto& line : start.log) {
-      if (!opts.quiet) std::printf("%s\n", line.c_str());
+PretrainSummary pretrain(const PretrainConfig& cfg, const core::Runtime& runtime, const PretrainOptions& opts,
+                         dist::Group* group) {
+  const bool rank0 = runtime.rank == 0;
+  const bool say = rank0 && !opts.quiet;
+  std::unique_ptr<RunFolder> folder;
+  dist::agree(group, [&] {  // rank 0 opens (creates, checks, cleans) the folder before the others look into it
+    if (rank0)
+      folder = std::make_unique<RunFolder>(
+          opts.run_dir, RunFolder::Options{opts.resume, opts.overwrite, opts.accept_recipe_change, opts.config_yaml});
+  });
+  std::shared_ptr<const data::ImageSource> source;
+  std::unique_ptr<data::Loader> loader;
+  std::unique_ptr<Trainer> trainer;
+  std::string resumed_note;
+  dist::agree(group, [&] {
+    if (!rank0) {
+      RunFolder::Options view;
+      view.writer = false;
+      folder = std::make_unique<RunFolder>(opts.run_dir, view);
+    }
+    source = data::open_source(cfg.data, "train");
+    if (say) std::printf("data: %s\n", source->describe().c_str());
+    auto lc = data::loader_config(cfg.data, cfg.optim.batch_size, /*train=*/true, cfg.train.seed);
+    lc.rank = runtime.rank;
+    lc.world_size = runtime.world_size;
+    loader = std::make_unique<data::Loader>(
+        source, data::transform_config(cfg.data, cfg.model.img_size, cfg.model.in_chans), lc);
+    mkd::StartWeights start;  // pretrained files are read for a new run only (a checkpoint holds what they gave)
+    if (!folder->has_last_checkpoint()) {
+      start = read_start_weights(cfg.model, cfg.mkd, cfg.data.mean, cfg.data.std);
+      for (const auto& line : start.log) {
+        if (say) std::printf("%s\n", line.c_str());
+      }
+    }
+    trainer = std::make_unique<Trainer>(cfg, runtime, loader->iters_per_epoch(), group, start);
+    if (folder->has_last_checkpoint())
+      resumed_note = trainer->resume(folder->last_checkpoint(), opts.accept_recipe_change);
+  });
+  if (group != nullptr) {  // every rank must see rank 0's checkpoint: the folder lies on a shared filesystem
+    const int64_t have = folder->has_last_checkpoint() ? 1 : 0;
+    if (group->max(have) != -group->max(-have)) {
+      throw std::runtime_error(folder->last_checkpoint() + " is visible to some processes only (this rank " +
+                               std::string(have ? "sees" : "does not see") +
+                               " it): --output must be a folder that every process reads and rank 0 writes "
+                               "(a shared filesystem)");
     }
   }
-  Trainer trainer(cfg, runtime, loader.iters_per_epoch(), nullptr, start);
-  if (folder.has_last_checkpoint()) trainer.resume(folder.last_checkpoint());
-  return trainer.run(loader, folder, opts);
+  if (say && !resumed_note.empty()) std::printf("%s\n", resumed_note.c_str());
+  return trainer->run(*loader, *folder, opts);
 }
 
 }  // namespace dbot::train

@@ -11,14 +11,25 @@
 // waits for the device: losses are summed on the device and checked for NaN/Inf at log steps and before
 // every checkpoint write (the error names the iteration range), so a non-finite loss never overwrites a
 // good checkpoint.
+//
+// Data parallelism (a dist::Group of w processes): each rank trains on its shard of every global batch
+// (data/loader.h) with its rows of the global masking noise (mkd/distiller.h); gradients are averaged by a
+// bucketed all-reduce before the update, so every rank applies the same update to the same weights. Rank
+// 0's student, teacher and optimizer state are broadcast when the run starts and the student again after
+// every stage switch (the official code re-initializes each rank's student with its own seed after a switch
+// and never re-broadcasts; here every rank holds identical state at all times). Losses are averaged across
+// ranks for logs and the NaN check; a stop (signal or stop_after) is agreed on by all ranks at the same
+// step; partial gradients are averaged before a checkpoint inside an accumulation window. Only rank 0
+// writes (checkpoints, metrics, progress); the others read the same checkpoint-last.pt to resume.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "dbot/core/runtime.h"
 #include "dbot/data/loader.h"
-#include "dbot/dist/grad_sync.h"
+#include "dbot/dist/process_group.h"
 #include "dbot/mkd/distiller.h"
 #include "dbot/train/loss_scaler.h"
 #include "dbot/train/optim.h"
@@ -46,10 +57,13 @@ struct PretrainOptions {
   std::string config_yaml;            // the resolved recipe: saved as config.yaml and in every checkpoint
   bool resume = false;                // continue from run_dir/checkpoint-last.pt
   bool overwrite = false;             // delete the run in run_dir first (RunFolder); excludes resume
-  bool accept_recipe_change = false;  // resume although config_yaml differs from the folder's
+  bool accept_recipe_change = false;  // resume although config_yaml (or the global batch) differs from the folder's
   int64_t stop_after = -1;            // stop (with a checkpoint) once this many global iterations are done
                                       // (so does a SIGINT/SIGTERM while a train::StopOnSignal is installed)
   bool quiet = false;                 // no progress lines
+  // Called after every training step and after every stage switch (stage_switch true), on every rank: for
+  // tests and tools that inspect the state as it evolves.
+  std::function<void(class Trainer&, bool stage_switch)> observe;
 };
 
 struct PretrainSummary {
@@ -72,11 +86,18 @@ struct Batch {
 class Trainer {
  public:
   // start: pretrained teacher/student weights for a new run (train/pretrained.h: read_start_weights).
+  // group: the data-parallel processes (null: one process); its world size must be runtime.world_size.
   Trainer(const PretrainConfig& cfg, const core::Runtime& runtime, int64_t iters_per_epoch,
-          dist::GradSync* grad_sync = nullptr, const mkd::StartWeights& start = {});
+          dist::Group* group = nullptr, const mkd::StartWeights& start = {});
 
-  // Restores a checkpoint-last.pt (networks, optimizer, loss scale, partial gradients, position).
-  void resume(const std::string& checkpoint_path);
+  // Restores a checkpoint-last.pt (networks, optimizer, loss scale, partial gradients, position). A
+  // checkpoint of another number of processes continues when the global batch (batch x accum x processes)
+  // is the same; another global batch is refused unless accept_global_batch_change (the lr and the
+  // iterations per epoch then follow the new one; training continues at the saved epoch and iteration).
+  // Returns a line to print when the number of processes changed, else "".
+  std::string resume(const std::string& checkpoint_path, bool accept_global_batch_change = false);
+
+  int64_t global_batch() const;  // images per optimizer step: batch x accum x processes
 
   // Forward + backward of one batch; at the end of an accumulation window: gradient sync, unscale and
   // check (fp16), clipping, the AdamW update with the scheduled lr, zeroing. Returns the loss (on the
@@ -100,6 +121,12 @@ class Trainer {
   void log_step(double loss, int64_t stage, int64_t epoch, int64_t it, int64_t global, const Window& w,
                 RunFolder& folder, const PretrainOptions& opts);
   void optimizer_update(double lr);
+  bool rank0() const { return group_ == nullptr || group_->rank() == 0; }
+  int64_t world_size() const { return group_ == nullptr ? 1 : group_->world_size(); }
+  double sum_over_ranks(double value);  // one all-reduce (value itself in one process)
+  int agreed_stop_signal();             // the stop signal any rank received, the same on all (0: none)
+  // Rank 0's student (and with everything: teacher, optimizer moments, gradients) onto every rank.
+  void broadcast_state(bool everything);
   // Throws when a loss since the last check was not finite (one host synchronization).
   void check_losses(int64_t stage, int64_t epoch, int64_t up_to_iteration, const std::string& last_path);
   void save(const std::string& path, int64_t epoch, int64_t iteration, const std::string& config_yaml);
@@ -111,14 +138,17 @@ class Trainer {
   mkd::Distiller distiller_;
   std::unique_ptr<AdamW> optimizer_;
   LossScaler scaler_;
-  dist::GradSync default_sync_;
-  dist::GradSync* grad_sync_;
+  dist::Group* group_;
+  std::unique_ptr<dist::GradSync> grad_sync_;  // no-op in one process, else the bucketed all-reduce
   std::vector<double> lrs_;
   int64_t start_epoch_ = 0, start_iteration_ = 0;
   at::Tensor unchecked_loss_sum_, epoch_loss_sum_;  // device-side accumulators (double)
   int64_t first_unchecked_ = 0;                     // iteration (in epoch) of the first unchecked loss
+  double comm_s_ = 0;                               // seconds spent in collectives (data parallelism)
 };
 
-PretrainSummary pretrain(const PretrainConfig& cfg, const core::Runtime& runtime, const PretrainOptions& opts);
+// group: the data-parallel processes, or null for one process. Every rank calls it; rank 0 owns the folder.
+PretrainSummary pretrain(const PretrainConfig& cfg, const core::Runtime& runtime, const PretrainOptions& opts,
+                         dist::Group* group = nullptr);
 
 }  // namespace dbot::train
