@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "dbot/compat.h"
 #include "dbot/data/data_bench.h"
+#include "dbot/dist/allreduce_bench.h"
 #include "dbot/dist/launch_env.h"
 #include "dbot/dist/process_group.h"
 #include "dbot/dist/spawn.h"
@@ -257,6 +258,41 @@ Command add_bench_data(CLI::App& bench) {
   return {bdata, [a] { return run_bench_data(*a); }};
 }
 
+struct BenchAllreduceArgs {
+  std::vector<double> mb = {1, 16, 64, 448};
+  int iters = 10, warmup = 2, nproc = 0;
+  double dist_timeout = 600;
+  std::vector<std::string> child_args;
+};
+
+int run_bench_allreduce(const BenchAllreduceArgs& a) {
+  const auto env = dbot::dist::launch_env();
+  if (a.nproc > 0 && env.launcher == "none")
+    return dbot::dist::run_local_job(a.nproc, a.child_args, std::chrono::seconds(30));
+  if (!env.distributed()) throw std::runtime_error("bench allreduce needs several processes: --nproc N, or a launcher");
+  dbot::dist::Group group(env, std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000)));
+  std::vector<int64_t> sizes;
+  for (const double mb : a.mb) sizes.push_back(static_cast<int64_t>(mb * 1e6));
+  const auto rows = dbot::dist::bench_allreduce(group, sizes, a.iters, a.warmup);
+  if (env.rank == 0) std::printf("%s", dbot::dist::format_allreduce_bench(rows, env.world_size).c_str());
+  return 0;
+}
+
+Command add_bench_allreduce(CLI::App& bench, int argc, char** argv) {
+  auto a = std::make_shared<BenchAllreduceArgs>();
+  a->child_args = without_nproc(argc, argv);
+  auto* cmd = bench.add_subcommand(
+      "allreduce",
+      "time the gradient all-reduce (Gloo, fp32 buffers) across processes started by --nproc N or a launcher "
+      "(torchrun --no-python, srun, mpirun); prints ms per call and algbw/busbw as nccl-tests");
+  cmd->add_option("--mb", a->mb, "buffer sizes in MB (default 1 16 64 448: 448 MB = ViT-B + decoder fp32 gradients)");
+  cmd->add_option("--iters", a->iters, "timed calls per size (default 10; the median is reported)");
+  cmd->add_option("--warmup", a->warmup, "untimed calls first (default 2)");
+  cmd->add_option("--nproc", a->nproc, "start this many local processes")->check(CLI::Range(2, 1024));
+  cmd->add_option("--dist-timeout", a->dist_timeout, "seconds before a collective fails (default 600)");
+  return {cmd, [a] { return run_bench_allreduce(*a); }};
+}
+
 std::string models_help() {
   std::string s;
   for (const auto& n : dbot::model::registered_models()) s += "  " + n + "\n";
@@ -283,6 +319,7 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   commands.push_back(add_bench_step(*bench));
   commands.push_back(add_bench_data(*bench));
+  commands.push_back(add_bench_allreduce(*bench, argc, argv));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

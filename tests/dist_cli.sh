@@ -9,7 +9,8 @@
 #   4. kill -9 of one rank of a job started by hand (torchrun's variables, no supervisor) makes the other
 #      fail within --dist-timeout with an error saying so; so does a rank that hangs (SIGSTOP); the job
 #      restarted from the checkpoint finishes;
-#      kill -9 of one rank under --nproc: the launcher names it and stops the other.
+#      kill -9 of one rank under --nproc: the launcher names it and stops the other;
+#   5. `dbot bench allreduce --nproc 2` prints its table.
 #   tests/dist_cli.sh <path to dbot> <work dir>
 set -uo pipefail
 dbot="$1"
@@ -142,6 +143,10 @@ rc=$?
 [[ $rc == 137 ]] || fail "kill -9 under --nproc: exit status $rc, expected 137"
 grep -q "rank 1 of 2 exited with status 137; stopping the other 1" "$work/nkill.log" ||
   fail "kill -9 under --nproc: the launcher did not name rank 1: $(tail -2 "$work/nkill.log")"
+
+# The all-reduce benchmark runs and prints a row per size.
+out=$("$dbot" bench allreduce --nproc 2 --mb 1 2 --iters 2 --warmup 1 2>&1) || fail "bench allreduce: $out"
+[[ $(grep -c "^| [12].00 |" <<<"$out") == 2 ]] || fail "bench allreduce: not two rows: $out"
 
 ((fails == 0)) && echo "dist_cli: all passed"
 exit $((fails > 0))
