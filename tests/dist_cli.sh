@@ -46,9 +46,9 @@ awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d
 echo "1 x 32: last epoch loss $a; 2 x 16 (--nproc 2): $b"
 
 # 2. torchrun --no-python.
-if command -v torchrun >/dev/null && python3 -c 'import torch' 2>/dev/null; then
+if python3 -c "import torch.distributed.run" 2>/dev/null; then
   port=$((20000 + RANDOM % 20000))
-  torchrun --no-python --nproc-per-node 2 --master-port "$port" "$dbot" pretrain "${args[@]}" "${short[@]}" \
+  python3 -m torch.distributed.run --no-python --nproc-per-node 2 --master-port "$port" "$dbot" pretrain "${args[@]}" "${short[@]}" \
     --set optim.batch_size=16 --no-eval --output "$work/torchrun" >"$work/torchrun.log" 2>&1 ||
     fail "torchrun: $(tail -3 "$work/torchrun.log")"
   c=$(last_epoch_loss "$work/torchrun")
