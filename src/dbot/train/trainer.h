@@ -1,6 +1,6 @@
 // The pretraining Trainer: runs (or resumes) a multi-stage dBOT pretraining into a RunFolder.
 //
-//   pretrain()   = open the run folder, load the data, build a Trainer, resume, run
+//   pretrain()   = open the run folder, load the data, build a Trainer, resume, run (pretrain.cpp)
 //   Trainer      = setup (distiller on the runtime's device, optimizer, loss scaler, lr schedule),
 //                  resume(checkpoint), run() over epochs (stage boundaries, checkpoints, metrics),
 //                  train_step(batch): the one step that pretraining and `dbot bench step` both run.
