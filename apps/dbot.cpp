@@ -82,24 +82,31 @@ std::vector<std::string> without_nproc(int argc, char** argv) {
   return out;
 }
 
+// --nproc N: this command line (without --nproc) as N local processes; an error under a launcher.
+int run_local_job(int nproc, const dbot::dist::LaunchEnv& env, const std::vector<std::string>& args) {
+  if (env.launcher != "none") {
+    throw std::runtime_error("--nproc starts its own processes: leave it out under " + env.launcher + " (" +
+                             env.describe() + ")");
+  }
+  return dbot::dist::run_local_job(nproc, args, std::chrono::seconds(30));
+}
+
+// The job's process group (--dist-timeout seconds for every collective), or null for one process.
+std::unique_ptr<dbot::dist::Group> join_group(const dbot::dist::LaunchEnv& env, double timeout_s) {
+  if (!env.distributed()) return nullptr;
+  return std::make_unique<dbot::dist::Group>(env, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+}
+
 int run_pretrain(const PretrainArgs& a) {
   const auto env = dbot::dist::launch_env();
   if (a.nproc > 0) {
-    if (env.launcher != "none") {
-      throw std::runtime_error("--nproc starts its own processes: leave it out under " + env.launcher + " (" +
-                               env.describe() + ")");
-    }
     dbot::recipe::load_config(a.config, a.overrides);  // a bad recipe is one error here, not one per process
-    return dbot::dist::run_local_job(a.nproc, a.child_args, std::chrono::seconds(30));
+    return run_local_job(a.nproc, env, a.child_args);
   }
   const dbot::train::StopOnSignal stop_on_signal;  // SIGINT/SIGTERM: stop after this step, with a checkpoint
   auto r = dbot::recipe::load_config(a.config, a.overrides);
   auto rt = apply_runtime(r, a.runtime, {env.rank, env.local_rank, env.world_size, env.local_world_size});
-  std::unique_ptr<dbot::dist::Group> group;
-  if (env.distributed()) {
-    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000));
-    group = std::make_unique<dbot::dist::Group>(env, timeout);
-  }
+  auto group = join_group(env, a.dist_timeout);
   dbot::train::PretrainOptions opts;
   opts.run_dir = a.output;
   opts.config_yaml = r.to_yaml();
@@ -267,13 +274,12 @@ struct BenchAllreduceArgs {
 
 int run_bench_allreduce(const BenchAllreduceArgs& a) {
   const auto env = dbot::dist::launch_env();
-  if (a.nproc > 0 && env.launcher == "none")
-    return dbot::dist::run_local_job(a.nproc, a.child_args, std::chrono::seconds(30));
+  if (a.nproc > 0) return run_local_job(a.nproc, env, a.child_args);
   if (!env.distributed()) throw std::runtime_error("bench allreduce needs several processes: --nproc N, or a launcher");
-  dbot::dist::Group group(env, std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000)));
+  const auto group = join_group(env, a.dist_timeout);
   std::vector<int64_t> sizes;
   for (const double mb : a.mb) sizes.push_back(static_cast<int64_t>(mb * 1e6));
-  const auto rows = dbot::dist::bench_allreduce(group, sizes, a.iters, a.warmup);
+  const auto rows = dbot::dist::bench_allreduce(*group, sizes, a.iters, a.warmup);
   if (env.rank == 0) std::printf("%s", dbot::dist::format_allreduce_bench(rows, env.world_size).c_str());
   return 0;
 }
@@ -286,7 +292,8 @@ Command add_bench_allreduce(CLI::App& bench, int argc, char** argv) {
       "time the gradient all-reduce (Gloo, fp32 buffers) across processes started by --nproc N or a launcher "
       "(torchrun --no-python, srun, mpirun); prints ms per call and algbw/busbw as nccl-tests");
   cmd->add_option("--mb", a->mb, "buffer sizes in MB (default 1 16 64 448: 448 MB = ViT-B + decoder fp32 gradients)");
-  cmd->add_option("--iters", a->iters, "timed calls per size (default 10; the median is reported)");
+  cmd->add_option("--iters", a->iters, "timed calls per size (default 10; the median is reported)")
+      ->check(CLI::Range(1, 1000000));
   cmd->add_option("--warmup", a->warmup, "untimed calls first (default 2)");
   cmd->add_option("--nproc", a->nproc, "start this many local processes")->check(CLI::Range(2, 1024));
   cmd->add_option("--dist-timeout", a->dist_timeout, "seconds before a collective fails (default 600)");

@@ -30,7 +30,6 @@ class RunFolder {
   RunFolder(std::string dir, const Options& opts);
 
   const std::string& dir() const { return dir_; }
-  bool writer() const { return writer_; }
   std::string last_checkpoint() const { return dir_ + "/checkpoint-last.pt"; }
   std::string stage_checkpoint(int64_t stage) const { return dir_ + "/stage-" + std::to_string(stage) + ".pt"; }
   bool has_last_checkpoint() const;
