@@ -1,6 +1,7 @@
 // The dbot command's pieces: each subcommand is an add_<command> (its flags, on CLI11) and a run_<command>
 // (builds a Recipe and a Runtime, calls the library). dbot.cpp holds main, pretrain and the benchmarks;
-// weights_commands.cpp eval, extract and export, which read weight files.
+// weights_commands.cpp eval, extract, analyze and export; finetune_command.cpp
+// finetune, which read weight files.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -35,6 +36,11 @@ struct Command {
 
 Command add_eval(CLI::App& app);
 Command add_extract(CLI::App& app);
+Command add_analyze(CLI::App& app);
 Command add_export(CLI::App& app);
+Command add_finetune(CLI::App& app);
+
+// A run folder's recorded config.yaml resolved against today's defaults (RunFolder::Options::resolve_recorded).
+std::string resolve_recorded_config(const std::string& yaml, const std::string& path);
 
 }  // namespace dbot::cli

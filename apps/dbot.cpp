@@ -1,6 +1,6 @@
 // dbot: the command line. Thin: each subcommand (apps/cli.h) parses nothing itself (CLI11 does), builds a
 // Recipe and a Runtime, calls the library; main turns every error into one line on stderr and exit code 1.
-// Here: main, the runtime flags, pretrain and the benchmarks; eval/extract/export: weights_commands.cpp.
+// Here: main, the runtime flags, pretrain and the benchmarks; eval/extract/analyze/export: weights_commands.cpp.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -53,6 +53,10 @@ core::Runtime apply_runtime(Recipe& r, const RuntimeFlags& f, const core::Placem
                  "fp32 here\n");
   }
   return rt;
+}
+
+std::string resolve_recorded_config(const std::string& yaml, const std::string& path) {
+  return dbot::recipe::config_from_yaml(yaml, path).to_yaml();
 }
 
 namespace {
@@ -114,6 +118,7 @@ int run_pretrain(const PretrainArgs& a) {
   opts.overwrite = a.overwrite;
   opts.accept_recipe_change = a.accept_recipe_change;
   opts.stop_after = a.stop_after;
+  opts.resolve_recorded_config = resolve_recorded_config;
   const auto summary = dbot::train::pretrain(r, rt, opts, group.get());
   const int sig = summary.stopped_by ? summary.stopped_by : dbot::train::stop_requested();
   if (rt.rank != 0) return sig ? 128 + sig : 0;  // rank 0 reports and evaluates
@@ -321,7 +326,12 @@ int main(int argc, char** argv) {
                        std::string("dbot ") + dbot::kVersion + ", LibTorch " + dbot::compat::torch_version());
   app.footer("Models (vit_<tiny|small|base|large|huge>_patch<p>_<img>):\n" + models_help() +
              "\nExample: dbot pretrain --config recipes/fmnist_vit_tiny.yaml --output runs/demo");
-  std::vector<Command> commands = {add_pretrain(app, argc, argv), add_eval(app), add_extract(app), add_export(app)};
+  std::vector<Command> commands = {add_pretrain(app, argc, argv),
+                                   add_eval(app),
+                                   add_extract(app),
+                                   add_analyze(app),
+                                   add_export(app),
+                                   add_finetune(app)};
   auto* bench = app.add_subcommand("bench", "benchmarks");
   bench->require_subcommand(1);
   commands.push_back(add_bench_step(*bench));

@@ -1,11 +1,14 @@
-// dbot eval, extract and export: the subcommands that read weight files (a dbot checkpoint, an exported
+// dbot eval, extract, analyze and export: the subcommands that read weight files (a dbot checkpoint, an exported
 // or released safetensors file, a released torch.save file; train/pretrained.h), with the recipe the file
 // carries and the command's overrides.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
+#include <tuple>
 
 #include "cli.h"
 #include "dbot/data/dataset.h"
+#include "dbot/eval/analyze.h"
 #include "dbot/eval/evaluate.h"
 #include "dbot/eval/extract.h"
 #include "dbot/train/checkpoint.h"
@@ -24,19 +27,24 @@ struct WeightsArgs {
   RuntimeFlags runtime;
 };
 
-void add_weights_flags(CLI::App* cmd, WeightsArgs& a) {
-  cmd->add_option("--checkpoint", a.checkpoint,
-                  "a dbot checkpoint (stage-<k>.pt, checkpoint-last.pt), a .safetensors file (dbot export, timm or "
-                  "Hugging Face names) or a released torch.save file (timm, MAE, DeiT, DINO, dBOT)")
-      ->required()
-      ->check(CLI::ExistingFile);
-  cmd->add_option("--which", a.which, "model (the student) | teacher (stage-1.pt:teacher is the stage-0 network)")
-      ->check(CLI::IsMember({"model", "teacher"}));
+constexpr const char* kWeightFiles =
+    "a dbot checkpoint (stage-<k>.pt, checkpoint-last.pt), a .safetensors file (dbot export, timm or Hugging Face "
+    "names) or a released torch.save file (timm, MAE, DeiT, DINO, dBOT)";
+
+// The flags every weights command shares besides the file: the data, the recipe overrides, the runtime.
+void add_data_flags(CLI::App* cmd, WeightsArgs& a) {
   cmd->add_option("--data", a.data_root, "data path (default: data.path of the file's recipe)");
   cmd->add_option("--train-limit", a.train_limit, "use the first N training images (0 = all)");
   cmd->add_option("--test-limit", a.test_limit, "use the first N test images (0 = all)");
   cmd->add_option("--set", a.overrides, "override a key of the file's recipe, e.g. --set eval.knn_k=10");
   add_runtime_flags(cmd, a.runtime);
+}
+
+void add_weights_flags(CLI::App* cmd, WeightsArgs& a) {
+  cmd->add_option("--checkpoint", a.checkpoint, kWeightFiles)->required()->check(CLI::ExistingFile);
+  cmd->add_option("--which", a.which, "model (the student) | teacher (stage-1.pt:teacher is the stage-0 network)")
+      ->check(CLI::IsMember({"model", "teacher"}));
+  add_data_flags(cmd, a);
 }
 
 // The recipe a weights file was trained with (a checkpoint's config, an exported file's dbot.recipe
@@ -112,6 +120,55 @@ int run_extract(const ExtractArgs& a) {
   return 0;
 }
 
+struct AnalyzeArgs {
+  std::vector<std::string> checkpoints, labels;
+  std::string out, split = "val";
+  int64_t images = 1000;
+  WeightsArgs weights;
+};
+
+// "FILE" or "FILE:teacher" / "FILE:model" (the suffix counts only when FILE exists without it).
+std::pair<std::string, std::string> weights_spec(const std::string& spec) {
+  for (const char* which : {"teacher", "model"}) {
+    const std::string suffix = std::string(":") + which;
+    if (spec.size() > suffix.size() && spec.compare(spec.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      const auto path = spec.substr(0, spec.size() - suffix.size());
+      if (std::filesystem::exists(path)) return {path, which};
+    }
+  }
+  if (!std::filesystem::exists(spec)) throw std::runtime_error(spec + ": no such file");
+  return {spec, "model"};
+}
+
+int run_analyze(const AnalyzeArgs& a) {
+  if (!a.labels.empty() && a.labels.size() != a.checkpoints.size()) {
+    throw std::runtime_error("--label is given " + std::to_string(a.labels.size()) + " times for " +
+                             std::to_string(a.checkpoints.size()) + " checkpoints: give one per checkpoint, or none");
+  }
+  std::vector<dbot::eval::Analysis> analyses;
+  for (size_t i = 0; i < a.checkpoints.size(); ++i) {
+    WeightsArgs args = a.weights;
+    std::tie(args.checkpoint, args.which) = weights_spec(a.checkpoints[i]);
+    auto w = load_weights(args);
+    auto source = dbot::data::open_source(w.recipe.data, a.split == "val" ? "eval_val" : "train");
+    if (!source) {
+      throw std::runtime_error("data.format " + w.recipe.data.format +
+                               " has no val split: use --split train, or set data.eval_path");
+    }
+    std::fprintf(stderr, "analyzing %s on %lld images of %s\n", a.checkpoints[i].c_str(),
+                 static_cast<long long>(std::min<int64_t>(a.images, source->size())), source->describe().c_str());
+    auto an =
+        dbot::eval::analyze_encoder(w.encoder, source, w.recipe.data, w.recipe.eval.batch_size, a.images, w.runtime);
+    an.label = a.labels.empty() ? a.checkpoints[i] : a.labels[i];
+    std::printf("%s\n", dbot::eval::analysis_table(an).c_str());
+    analyses.push_back(std::move(an));
+  }
+  const auto files = dbot::eval::write_analysis(analyses, a.out);
+  for (const auto& f : files.written) std::printf("written: %s\n", f.c_str());
+  if (!files.note.empty()) std::fprintf(stderr, "%s\n", files.note.c_str());
+  return 0;
+}
+
 struct ExportArgs {
   std::string checkpoint, out;
   dbot::train::ExportOptions opts;
@@ -159,6 +216,30 @@ Command add_extract(CLI::App& app) {
   ext->add_option("--split", a->split, "train (the pretraining images, default) | val (the held-out labeled set)")
       ->check(CLI::IsMember({"train", "val"}));
   return {ext, [a] { return run_extract(*a); }};
+}
+
+Command add_analyze(CLI::App& app) {
+  auto a = std::make_shared<AnalyzeArgs>();
+  auto* an = app.add_subcommand(
+      "analyze",
+      "the paper's two analysis tools on one or more encoders, over full images (the eval transform): (1) the average "
+      "attention distance per layer and head (softmax maps, CLS dropped, query->key weights times the pixel distance "
+      "of the patches); (2) per layer, the share of the top-k (k = 1..5) singular values of the block's L2-normalized "
+      "patch tokens. Writes analysis.json, attention_distance.png and singular_values.png (gnuplot; every checkpoint "
+      "overlaid) and prints a table per checkpoint");
+  an->add_option("--checkpoint", a->checkpoints,
+                 std::string(kWeightFiles) +
+                     "; FILE:teacher takes a checkpoint's teacher (stage-1.pt:teacher is the "
+                     "random stage-0 network). Repeat to overlay several")
+      ->required();
+  an->add_option("--label", a->labels, "a legend name per --checkpoint, in order (default: the file names)");
+  an->add_option("--out", a->out, "the folder to write")->required();
+  an->add_option("--images", a->images, "analyze the first N images of the split (default 1000)")
+      ->check(CLI::Range(int64_t{1}, int64_t{10000000}));
+  an->add_option("--split", a->split, "val (the held-out labeled set, default) | train")
+      ->check(CLI::IsMember({"train", "val"}));
+  add_data_flags(an, a->weights);
+  return {an, [a] { return run_analyze(*a); }};
 }
 
 Command add_export(CLI::App& app) {

@@ -11,6 +11,7 @@ PACKAGES=(
   libgloo-dev                             # Gloo's headers, for c10d's ProcessGroupGloo (data-parallel runs)
   libcli11-dev libyaml-cpp-dev nlohmann-json3-dev zlib1g-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev   # image decoding
+  gnuplot-nox                             # dbot analyze: the attention-distance and singular-value figures
   googletest libgtest-dev
   dataset-fashion-mnist                   # /usr/share/datasets/fashion-mnist/
   python3 python3-pip

@@ -78,6 +78,27 @@ expect_error "exists: pass --resume" pretrain --config "$recipe" --output "$run"
 grep -q "top-1" "$work/eval.log" || fail "eval printed no accuracy"
 cat "$work/eval.log"
 
+# --- fine-tuning the stage-2 student (one epoch), and the analysis tools on the stage-0 and stage-2 networks ---
+"$dbot" finetune --checkpoint "$run/stage-2.pt" --output "$work/ft" --set data.train_limit=512 --set data.test_limit=200 \
+  --set finetune.epochs=1 --set finetune.warmup_epochs=0 --set finetune.batch_size=64 --threads 2 --precision fp32 \
+  >"$work/ft.log" 2>&1 || { fail "finetune failed"; cat "$work/ft.log"; }
+for f in config.yaml metrics.jsonl checkpoint-last.pt checkpoint-best.pt model.safetensors; do
+  [[ -s "$work/ft/$f" ]] || fail "fine-tuning run folder lacks $f"
+done
+grep -q "fine-tuned: best top-1" "$work/ft.log" || fail "finetune printed no accuracy: $(cat "$work/ft.log")"
+grep -q '"acc5"' "$work/ft/metrics.jsonl" || fail "finetune metrics.jsonl has no top-5"
+expect_error "give --checkpoint FILE (a pretrained encoder) or --from-scratch" finetune --output "$work/ft2"
+"$dbot" analyze --checkpoint "$run/stage-1.pt:teacher" --checkpoint "$run/stage-2.pt" --label "stage 0" \
+  --label "stage 2" --images 64 --out "$work/analysis" --threads 2 >"$work/analyze.log" 2>&1 ||
+  fail "analyze failed: $(cat "$work/analyze.log")"
+for f in analysis.json attention_distance.png singular_values.png; do
+  [[ -s "$work/analysis/$f" ]] || fail "analyze did not write $f: $(cat "$work/analyze.log")"
+done
+grep -q '"label": "stage 2"' "$work/analysis/analysis.json" || fail "analysis.json lacks the stage-2 label"
+expect_error "--label is given 1 times for 2 checkpoints" analyze --checkpoint "$run/stage-2.pt" \
+  --checkpoint "$run/stage-1.pt" --label one --out "$work/analysis2"
+expect_error "nope.pt: no such file" analyze --checkpoint "$work/nope.pt" --out "$work/analysis2"
+
 # --- an unlabeled folder of real image files (the test images: JPEG, PNG, WebP, PNM, BMP; RGB) ---
 "$dbot" pretrain --config "$recipe" --output "$work/folder-run" "${tiny[@]}" --set data.format=folder \
   --set data.path="$src/tests/data/images" --set data.cache_dir=none --set data.skip_bad=true --set model.in_chans=3 \
@@ -149,6 +170,7 @@ expect_error "truncated.safetensors: header size" eval knn --checkpoint "$work/t
 # --- Python interop: torch.load + timm strict load; exports into timm and transformers; extract = timm ---
 if python3 -c 'import torch' 2>/dev/null; then
   python3 "$src/tests/reference/check_checkpoint.py" "$run" || fail "Python torch.load check failed"
+  python3 "$src/tests/reference/check_finetune.py" "$work/ft" || fail "fine-tuned model check (timm strict load) failed"
   # A released-style file with an argparse.Namespace (LibTorch's Unpickler refuses it; dbot reads it), and the
   # same weights through tools/convert_checkpoint.py.
   python3 -c "import argparse, sys, torch; sd = torch.load(sys.argv[1], weights_only=True)['model']

@@ -240,6 +240,26 @@ def dbot_loss(pred, target, mask):
     return (l * w).sum() / w.sum()
 
 
+def mae_patchify(imgs):
+    """models_mae.patchify (MAE hard-codes 3 channels; CH here)."""
+    p = PATCH
+    h = w = imgs.shape[2] // p
+    x = imgs.reshape(shape=(imgs.shape[0], CH, h, p, w, p))
+    x = torch.einsum('nchpwq->nhwpqc', x)
+    return x.reshape(shape=(imgs.shape[0], h * w, p ** 2 * CH))
+
+
+def mae_loss(target, pred, mask, norm_pix):
+    """models_mae.forward_loss on patchified targets."""
+    if norm_pix:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.e-6) ** .5
+    loss = (pred - target) ** 2
+    loss = loss.mean(dim=-1)
+    return (loss * mask).sum() / mask.sum()
+
+
 # ---------------------------------------------------------------- lr schedule
 def stage_lr(it, iters_per_epoch, boundaries, warmup, peak, min_lr):
     """MAE adjust_learning_rate with t counted from the start of the stage."""
@@ -385,6 +405,22 @@ def main():
     assert lrs[0] == 0.0 and lrs[12] == 0.0
     put("schedule.lr", torch.tensor(lrs, dtype=torch.float64))
     put("schedule.lr_accum2", torch.tensor(lrs2, dtype=torch.float64))
+
+    # 8. the pixel target (MAE, the paper's baseline): models_mae.patchify and forward_loss, decoder CLS dropped
+    pix = DBotStudent(teacher_dim=PATCH * PATCH * CH)
+    fill_module(pix, encoder_names(DEPTH) + decoder_names(), prefix="pixels.")
+    pred_pix, mask_p, _, _ = pix(imgs, noise)
+    pred_pix = pred_pix[:, 1:, :]  # MAE: remove the cls token
+    target_pix = mae_patchify(imgs)
+    put("pixels.target", target_pix)
+    put("pixels.pred", pred_pix)
+    put("pixels.loss_raw", mae_loss(target_pix, pred_pix, mask_p, norm_pix=False))
+    loss_pix = mae_loss(target_pix, pred_pix, mask_p, norm_pix=True)
+    loss_pix.backward()
+    put("pixels.loss", loss_pix)
+    pparams = dict(pix.named_parameters())
+    for name in ["decoder_predp.weight", "blocks.0.attn.qkv.weight", "cls_token"]:
+        put("pixels.grad." + name, pparams[name].grad)
 
     with open(out_path, "w") as f:
         json.dump(golden, f, separators=(",", ":"))

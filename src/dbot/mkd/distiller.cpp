@@ -36,6 +36,20 @@ at::Tensor forward_loss(const at::Tensor& target, const at::Tensor& pred, const 
   return (per_token * weight).sum() / weight.sum();
 }
 
+at::Tensor patchify(const at::Tensor& imgs, int64_t p) {
+  const int64_t N = imgs.size(0), C = imgs.size(1), h = imgs.size(2) / p, w = imgs.size(3) / p;
+  // [N, C, h, p, w, p] -> [N, h, w, p, p, C] (MAE's einsum 'nchpwq->nhwpqc') -> [N, L, p*p*C]
+  return imgs.reshape({N, C, h, p, w, p}).permute({0, 2, 4, 3, 5, 1}).reshape({N, h * w, p * p * C});
+}
+
+at::Tensor pixel_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask, bool norm_pix) {
+  auto t = target.to(at::kFloat);
+  if (norm_pix) t = normalize_target(t);           // the same per-token rule as dBOT's target: unbiased var, eps 1e-6
+  const auto p = pred.to(at::kFloat).slice(1, 1);  // [N, L, p*p*C]: CLS dropped
+  const auto per_patch = (p - t).pow(2).mean(-1);  // [N, L]
+  return (per_patch * mask).sum() / mask.sum();
+}
+
 Distiller::Distiller(model::VitConfig student_config, MkdConfig config, uint64_t seed_, const StartWeights& start)
     : student_cfg(std::move(student_config)), cfg(std::move(config)), seed(seed_) {
   student_cfg.validate();
@@ -47,7 +61,13 @@ Distiller::Distiller(model::VitConfig student_config, MkdConfig config, uint64_t
                                 " exceeds the student depth " + std::to_string(student_cfg.depth));
   }
   loss_spec(cfg.loss, student_cfg);  // rejects an unknown mkd.loss before any work
-  target_dim_ = start.teacher ? target_width(start.teacher->cfg) : student_cfg.embed_dim;
+  if (cfg.target != "teacher" && cfg.target != "pixels") {
+    throw std::invalid_argument("mkd.target must be teacher or pixels, got '" + cfg.target + "'");
+  }
+  if (pixels() && start.teacher) throw std::invalid_argument("mkd.target pixels takes no teacher file");
+  target_dim_ = pixels()        ? student_cfg.patch_size * student_cfg.patch_size * student_cfg.in_chans
+                : start.teacher ? target_width(start.teacher->cfg)
+                                : student_cfg.embed_dim;
   student = make_student();
   initialize_student(1, /*reset_patch_bias=*/true);
   if (!start.student.empty()) load_student_start(start.student, start.student_what);
@@ -95,7 +115,7 @@ void Distiller::to(c10::Device device, at::ScalarType amp_dtype) {
 }
 
 void Distiller::make_teacher(model::VitConfig teacher_cfg, const model::TensorMap& state, const std::string& what) {
-  if (target_width(teacher_cfg) != target_dim_) {
+  if (!pixels() && target_width(teacher_cfg) != target_dim_) {
     throw std::runtime_error(what + ": a teacher of " + std::to_string(target_width(teacher_cfg)) +
                              " target features for a decoder predicting " + std::to_string(target_dim_));
   }
@@ -150,6 +170,10 @@ at::Tensor Distiller::forward_decoder(const at::Tensor& latent, const at::Tensor
 
 at::Tensor Distiller::forward_teacher(const at::Tensor& imgs) { return teacher->forward_target(imgs); }
 
+at::Tensor Distiller::forward_target(const at::Tensor& imgs) {
+  return pixels() ? patchify(imgs, student_cfg.patch_size) : forward_teacher(imgs);
+}
+
 at::Tensor Distiller::forward(const at::Tensor& imgs, at::Generator& gen, int64_t rank, int64_t world_size) {
   const int64_t N = imgs.size(0), L = student_cfg.num_patches();
   at::Tensor noise = at::rand({N * world_size, L}, gen, at::kFloat);  // [N w, L]
@@ -161,11 +185,13 @@ at::Tensor Distiller::forward(const at::Tensor& imgs, at::Generator& gen, int64_
   }
   auto enc = forward_encoder(imgs, core::to_device(noise, imgs.device()), &local);
   auto pred = forward_decoder(enc.latent, enc.ids_restore, &local);
+  if (pixels()) return pixel_loss(forward_target(imgs), pred, enc.mask, cfg.norm_pix_loss);
   auto target = forward_teacher(imgs);
   return forward_loss(target, pred, enc.mask, loss_spec(cfg.loss, teacher->cfg));
 }
 
 void Distiller::next_stage() {
+  if (pixels()) throw std::logic_error("mkd.target pixels trains one stage");
   set_target_dim(student_cfg.embed_dim);
   make_teacher(student_cfg, model::state_dict(*student), "teacher from student");
   ++stage_;

@@ -9,6 +9,9 @@
 //     target = teacher.forward_target(imgs)                             // full image, before the final norm
 //     loss   = forward_loss(target, pred, mask, spec)                   // SmoothL1(beta 2) on masked + CLS
 //   (a CLIP-tower teacher, by default: 1 - cosine similarity on masked patches, METHOD.md's CLIP variant)
+//   mkd.target pixels is MAE, the paper's baseline, through the same trainer: decoder_predp predicts each
+//   patch's p*p*C pixels and loss = pixel_loss(patchify(imgs), pred, mask) on masked patches; one stage; the
+//   teacher is then the stage-0 (random) network, kept for the stage-0 row of the evaluation table only.
 //   next_stage(): teacher <- student encoder; student re-initialized (patch conv bias carried); when the
 //   teacher's width changes (a pretrained teacher of another width was stage 0), decoder_predp is rebuilt
 //   to predict the new width.
@@ -41,6 +44,8 @@ struct MkdConfig {
   int64_t teacher_num_heads = 0;                  // for a teacher file without architecture metadata; 0 = inferred
   std::string teacher_act = "auto";               // its MLP activation: auto | gelu | quick_gelu (train/pretrained.h)
   std::string loss = "auto";                      // auto | smooth_l1 | cosine (loss_spec)
+  std::string target = "teacher";                 // teacher (dBOT) | pixels (MAE's baseline, pixel_loss)
+  bool norm_pix_loss = true;                      // pixels: per-patch normalized targets (MAE's recipe)
   std::vector<double> teacher_mean, teacher_std;  // its input normalization; empty = the data's
 };
 
@@ -72,6 +77,15 @@ LossSpec loss_spec(const std::string& loss, const model::VitConfig& teacher);
 at::Tensor forward_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask,
                         const LossSpec& spec = {});
 
+// MAE's patchify: [N, C, H, W] -> [N, L, p*p*C], each patch's pixels in (row, column, channel) order.
+at::Tensor patchify(const at::Tensor& imgs, int64_t patch_size);
+
+// MAE's loss (models_mae.forward_loss): the squared error against target = patchify(imgs) (per patch normalized
+// with the unbiased variance, (t - mean) / sqrt(var + 1e-6), when norm_pix), averaged over pixels, then over the
+// masked patches. target [N, L, p*p*C] (raw pixels); pred [N, 1+L, p*p*C] (the decoder's CLS token is dropped, as
+// MAE does); mask [N, L]. fp32.
+at::Tensor pixel_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask, bool norm_pix);
+
 class Distiller {
  public:
   // Builds the student on the CPU, initializes it from derive_generator(seed, kInit, 1) (then from
@@ -87,6 +101,9 @@ class Distiller {
   EncoderOutput forward_encoder(const at::Tensor& imgs, const at::Tensor& noise, at::Generator* gen);
   at::Tensor forward_decoder(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen);
   at::Tensor forward_teacher(const at::Tensor& imgs);  // no autograd; [N, 1+L, D_teacher]
+  // What the decoder is trained to predict: the teacher's output, or patchify(imgs) for mkd.target pixels.
+  at::Tensor forward_target(const at::Tensor& imgs);
+  bool pixels() const { return cfg.target == "pixels"; }
   // The training loss for one batch on the device; noise and drop path come from gen. A scalar (fp32).
   // With world_size > 1, gen is the step's generator (the same on every rank): the rank takes its rows of
   // the global noise, and drop path draws from a generator seeded by the rank's own draw from gen.

@@ -54,6 +54,13 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x) {
   return proj(out.transpose(1, 2).reshape({N, T, D}));
 }
 
+at::Tensor AttentionImpl::attention_probs(const at::Tensor& x) {
+  const int64_t N = x.size(0), T = x.size(1), D = x.size(2), hd = D / num_heads;
+  auto qkv_out = qkv(x).to(at::kFloat).reshape({N, T, 3, num_heads, hd}).permute({2, 0, 3, 1, 4});
+  auto scores = at::matmul(qkv_out[0], qkv_out[1].transpose(-2, -1)) / std::sqrt(static_cast<double>(hd));
+  return at::softmax(scores, -1);  // [N, h, T, T]
+}
+
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden, bool quick)
     : fc1(register_module("fc1", nn::Linear(dim, hidden))),
       fc2(register_module("fc2", nn::Linear(hidden, dim))),
@@ -104,19 +111,27 @@ at::Tensor PatchEmbedImpl::forward(const at::Tensor& imgs) {
   return proj(imgs).flatten(2).transpose(1, 2);  // [N, D, g, g] -> [N, L, D]
 }
 
+namespace {
+at::Tensor initial_pos_embed(const VitConfig& cfg) {  // [1, 1+L, D]: MAE's fixed sin-cos table, CLS row zero
+  return get_2d_sincos_pos_embed(cfg.embed_dim, cfg.grid_size(), true).unsqueeze(0);
+}
+}  // namespace
+
 VisionTransformerImpl::VisionTransformerImpl(VitConfig config)
     : cfg((config.validate(), std::move(config))),
       patch_embed(
           register_module("patch_embed", PatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.patch_size, !cfg.pre_norm))),
       cls_token(register_parameter("cls_token", at::zeros({1, 1, cfg.embed_dim}))),
-      pos_embed(
-          register_buffer("pos_embed", get_2d_sincos_pos_embed(cfg.embed_dim, cfg.grid_size(), true).unsqueeze(0))),
+      pos_embed(cfg.learned_pos ? register_parameter("pos_embed", initial_pos_embed(cfg))
+                                : register_buffer("pos_embed", initial_pos_embed(cfg))),
       norm_pre(cfg.pre_norm
                    ? register_module("norm_pre", nn::LayerNorm(nn::LayerNormOptions({cfg.embed_dim}).eps(cfg.norm_eps)))
                    : nn::LayerNorm(nullptr)),
       blocks(*this, "blocks", cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.drop_path_rate,
              BlockOptions{cfg.norm_eps, cfg.quick_gelu}),
-      norm(register_module("norm", nn::LayerNorm(nn::LayerNormOptions({cfg.embed_dim}).eps(cfg.norm_eps)))) {
+      norm(cfg.final_norm
+               ? register_module("norm", nn::LayerNorm(nn::LayerNormOptions({cfg.embed_dim}).eps(cfg.norm_eps)))
+               : nn::LayerNorm(nullptr)) {
   if (cfg.proj_dim > 0) proj = register_parameter("proj", at::zeros({cfg.embed_dim, cfg.proj_dim}));
 }
 
@@ -134,11 +149,15 @@ at::Tensor VisionTransformerImpl::forward_blocks(const at::Tensor& x, at::Genera
   return blocks.forward(x, gen);
 }
 
-at::Tensor VisionTransformerImpl::forward_features(const at::Tensor& imgs, bool final_norm) {
+at::Tensor VisionTransformerImpl::embed_tokens(const at::Tensor& imgs) {
   auto x = embed_patches(imgs);
   x = at::cat({cls_with_pos().expand({x.size(0), -1, -1}), x}, 1);  // [N, 1+L, D]
-  if (norm_pre) x = norm_pre(x);
-  x = forward_blocks(x);
+  return norm_pre ? norm_pre(x) : x;
+}
+
+at::Tensor VisionTransformerImpl::forward_features(const at::Tensor& imgs, bool final_norm) {
+  auto x = forward_blocks(embed_tokens(imgs));
+  TORCH_CHECK(!final_norm || norm, "model '", cfg.name, "' has no final norm");
   return final_norm ? norm(x) : x;
 }
 
@@ -184,7 +203,7 @@ void VisionTransformerImpl::initialize_weights(at::Generator& gen, bool reset_pa
   cls_token.normal_(0.0, 0.02, gen);
   if (norm_pre) init_layer_norm(norm_pre);
   for (auto& block : blocks.blocks) init_block(block, gen);
-  init_layer_norm(norm);
+  if (norm) init_layer_norm(norm);
   if (proj.defined()) xavier_uniform_(proj, proj.size(0), proj.size(1), gen);
 }
 

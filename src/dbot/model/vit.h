@@ -37,6 +37,10 @@ struct VitConfig {
   bool quick_gelu = false;
   double norm_eps = 1e-6;
   int64_t proj_dim = 0;  // 0: no projection
+  // For a classifier being fine-tuned (finetune/classifier.h): pos_embed a learned parameter (else a fixed
+  // buffer), and no final `norm` (timm's global_pool='avg' models normalize the pooled token with fc_norm).
+  bool learned_pos = false;
+  bool final_norm = true;
 
   // CLIP's layout (pre_norm or proj): the dBOT target is then taken after ln_post and proj (METHOD.md).
   bool clip() const { return pre_norm || proj_dim > 0; }
@@ -56,6 +60,9 @@ class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(int64_t dim, int64_t num_heads);
   at::Tensor forward(const at::Tensor& x);  // [N, T, D] -> [N, T, D]
+  // The attention maps softmax(q k^T / sqrt(D/h)) by the unfused path, fp32: [N, T, D] -> [N, h, T, T]. For the
+  // analysis tools only (eval/analyze.h); forward uses the fused kernel.
+  at::Tensor attention_probs(const at::Tensor& x);
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   int64_t num_heads;
 };
@@ -112,6 +119,8 @@ class VisionTransformerImpl : public torch::nn::Module {
   at::Tensor embed_patches(const at::Tensor& imgs);
   // The CLS token with its (zero) position slot: [1, 1, D].
   at::Tensor cls_with_pos();
+  // What the first block sees: CLS with its slot, the patches with theirs, and norm_pre when the model has one.
+  at::Tensor embed_tokens(const at::Tensor& imgs);                               // [N, C, H, W] -> [N, 1+L, D]
   at::Tensor forward_blocks(const at::Tensor& x, at::Generator* gen = nullptr);  // [N, T, D]
   // Full image: [N, C, H, W] -> [N, 1+L, D]; after the final norm, or before it (the dBOT target).
   at::Tensor forward_features(const at::Tensor& imgs, bool final_norm = true);
@@ -126,11 +135,11 @@ class VisionTransformerImpl : public torch::nn::Module {
   VitConfig cfg;
   PatchEmbed patch_embed{nullptr};
   at::Tensor cls_token;                    // [1, 1, D]
-  at::Tensor pos_embed;                    // [1, 1+L, D], buffer
+  at::Tensor pos_embed;                    // [1, 1+L, D], buffer (a parameter with cfg.learned_pos)
   torch::nn::LayerNorm norm_pre{nullptr};  // cfg.pre_norm only
   BlockStack blocks;
-  torch::nn::LayerNorm norm{nullptr};
-  at::Tensor proj;  // [D, proj_dim], cfg.proj_dim > 0 only
+  torch::nn::LayerNorm norm{nullptr};  // null without cfg.final_norm
+  at::Tensor proj;                     // [D, proj_dim], cfg.proj_dim > 0 only
 };
 TORCH_MODULE(VisionTransformer);
 

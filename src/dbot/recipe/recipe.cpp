@@ -17,6 +17,7 @@ struct YamlOnly {
   std::string model_name = "vit_tiny_patch4_28";    // registry name: vit_<size>_patch<p>_<img>
   int64_t embed_dim = 0, depth = 0, num_heads = 0;  // 0 = from the name
   std::vector<double> betas;                        // AdamW (beta1, beta2)
+  std::vector<double> finetune_betas;               // fine-tuning's AdamW (beta1, beta2)
   int64_t seed = 0;
 };
 
@@ -25,6 +26,7 @@ struct YamlOnly {
 void recipe_defaults(Recipe& r, YamlOnly& y) {
   r.model.in_chans = 1;
   y.betas = {r.optim.adamw.beta1, r.optim.adamw.beta2};
+  y.finetune_betas = {r.finetune.adamw.beta1, r.finetune.adamw.beta2};
   y.seed = static_cast<int64_t>(r.train.seed);
 }
 
@@ -48,6 +50,8 @@ void schema(Recipe& r, YamlOnly& y, F&& f) {
   f("mkd.teacher.std", r.mkd.teacher_std);
   f("mkd.student.init", r.mkd.student_init);
   f("mkd.loss", r.mkd.loss);
+  f("mkd.target", r.mkd.target);
+  f("mkd.norm_pix_loss", r.mkd.norm_pix_loss);
   f("mkd.decoder_embed_dim", r.mkd.decoder.embed_dim);
   f("mkd.decoder_depth", r.mkd.decoder.depth);
   f("mkd.decoder_num_heads", r.mkd.decoder.num_heads);
@@ -81,6 +85,29 @@ void schema(Recipe& r, YamlOnly& y, F&& f) {
   f("train.threads", r.runtime.threads);
   f("train.log_every", r.train.log_every);
   f("train.checkpoint_every", r.train.checkpoint_every);
+  f("finetune.epochs", r.finetune.epochs);
+  f("finetune.warmup_epochs", r.finetune.warmup_epochs);
+  f("finetune.batch_size", r.finetune.batch_size);
+  f("finetune.accum_iter", r.finetune.accum_iter);
+  f("finetune.blr", r.finetune.blr);
+  f("finetune.lr", r.finetune.lr);
+  f("finetune.min_lr", r.finetune.min_lr);
+  f("finetune.layer_decay", r.finetune.layer_decay);
+  f("finetune.drop_path", r.finetune.drop_path);
+  f("finetune.clip_grad", r.finetune.clip_grad);
+  f("finetune.weight_decay", r.finetune.adamw.weight_decay);
+  f("finetune.betas", y.finetune_betas);
+  f("finetune.eps", r.finetune.adamw.eps);
+  f("finetune.mixup", r.finetune.mix.mixup_alpha);
+  f("finetune.cutmix", r.finetune.mix.cutmix_alpha);
+  f("finetune.mixup_prob", r.finetune.mix.prob);
+  f("finetune.mixup_switch_prob", r.finetune.mix.switch_prob);
+  f("finetune.smoothing", r.finetune.mix.label_smoothing);
+  f("finetune.reprob", r.finetune.reprob);
+  f("finetune.crop_scale", r.finetune.crop_scale);
+  f("finetune.head_init_std", r.finetune.head_init_std);
+  f("finetune.rand_augment", r.finetune.rand_augment);
+  f("finetune.num_classes", r.finetune.num_classes);
   f("eval.knn_k", r.eval.knn_k);
   f("eval.knn_temperature", r.eval.knn_temperature);
   f("eval.linprobe_epochs", r.eval.linprobe_epochs);
@@ -180,7 +207,23 @@ void finish(Recipe& r, const YamlOnly& y, const std::string& origin) {
   if (loss != "auto" && loss != "smooth_l1" && loss != "cosine") {
     fail("mkd.loss must be auto, smooth_l1 or cosine, got '" + loss + "'");
   }
+  if (r.mkd.target != "teacher" && r.mkd.target != "pixels") {
+    fail("mkd.target must be teacher or pixels, got '" + r.mkd.target + "'");
+  }
+  if (r.mkd.target == "pixels") {  // MAE: one stage, no teacher
+    if (r.mkd.stage_epochs.size() != 2) fail("mkd.target pixels (MAE) trains one stage: mkd.stage_epochs [0, E]");
+    if (!r.mkd.teacher_init.empty()) fail("mkd.target pixels takes no mkd.teacher.init");
+    if (loss != "auto") fail("mkd.target pixels has its own loss (MAE's): leave mkd.loss auto");
+  }
   if (y.betas.size() != 2) fail("optim.betas must be [beta1, beta2]");
+  if (y.finetune_betas.size() != 2) fail("finetune.betas must be [beta1, beta2]");
+  r.finetune.adamw.beta1 = y.finetune_betas[0];
+  r.finetune.adamw.beta2 = y.finetune_betas[1];
+  try {
+    r.finetune.validate();
+  } catch (const std::invalid_argument& e) {
+    fail(e.what());
+  }
   r.optim.adamw.beta1 = y.betas[0];
   r.optim.adamw.beta2 = y.betas[1];
   if (r.optim.batch_size <= 0 || r.optim.accum_iter <= 0)

@@ -1,6 +1,7 @@
 // Recipes: YAML files layered on the built-in defaults, plus dotted-key overrides (--set optim.lr=1e-3).
 // This layer sits above every other: each layer owns its config struct (model::VitConfig, mkd::MkdConfig,
-// data::DataConfig, train::OptimConfig, train::TrainConfig, core::RuntimeConfig, eval::EvalConfig) with
+// data::DataConfig, train::OptimConfig, train::TrainConfig, core::RuntimeConfig, eval::EvalConfig,
+// finetune::FinetuneConfig) with
 // its defaults, and one schema here maps YAML keys onto their fields; the default tree is generated from
 // the structs, so every default is written once. Every key a recipe or an override names must exist in the
 // defaults; an unknown key is an error that names it and the file. The resolved tree is what gets saved
@@ -14,6 +15,7 @@
 
 #include "dbot/core/runtime.h"
 #include "dbot/eval/evaluate.h"
+#include "dbot/finetune/finetune.h"
 #include "dbot/train/trainer.h"
 
 namespace dbot::recipe {
@@ -21,6 +23,7 @@ namespace dbot::recipe {
 struct Recipe : train::PretrainConfig {
   core::RuntimeConfig runtime;
   eval::EvalConfig eval;
+  finetune::FinetuneConfig finetune;
   YAML::Node tree;  // the resolved recipe
   std::string to_yaml() const;
 };

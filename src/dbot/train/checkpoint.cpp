@@ -15,15 +15,13 @@
 
 namespace dbot::train {
 
-namespace {
-
-c10::Dict<std::string, at::Tensor> to_dict(const TensorMap& m) {
+c10::Dict<std::string, at::Tensor> tensor_dict(const TensorMap& m) {
   c10::Dict<std::string, at::Tensor> d;
   for (const auto& [k, v] : m) d.insert(k, v.to(at::kCPU));  // device-independent files
   return d;
 }
 
-TensorMap to_map(const c10::IValue& v, const std::string& path, const std::string& key) {
+TensorMap tensor_map(const c10::IValue& v, const std::string& path, const std::string& key) {
   if (!v.isGenericDict()) throw std::runtime_error(path + ": checkpoint entry '" + key + "' is not a dict");
   TensorMap out;
   for (const auto& item : v.toGenericDict()) {
@@ -34,8 +32,6 @@ TensorMap to_map(const c10::IValue& v, const std::string& path, const std::strin
   }
   return out;
 }
-
-}  // namespace
 
 std::vector<char> pickle_plain(const c10::IValue& value) {
   // As torch::pickle_save, but without the type tags LibTorch adds to dicts and lists
@@ -58,8 +54,9 @@ std::vector<char> pickle_plain(const c10::IValue& value) {
   return container;
 }
 
+c10::impl::GenericDict plain_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+
 namespace {
-c10::impl::GenericDict make_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
 
 // A plain list (typed lists pickle with JIT helpers that torch.load(weights_only=True) rejects).
 c10::impl::GenericList plain_list(const std::vector<double>& values) {
@@ -68,36 +65,47 @@ c10::impl::GenericList plain_list(const std::vector<double>& values) {
   return list;
 }
 
+}  // namespace
+
 c10::impl::GenericDict optimizer_dict(const AdamW& optimizer) {
   const AdamWState state = optimizer.state();
-  auto opt = make_dict();
+  auto opt = plain_dict();
   opt.insert("step", state.step);
-  opt.insert("exp_avg", to_dict(state.exp_avg));
-  opt.insert("exp_avg_sq", to_dict(state.exp_avg_sq));
+  opt.insert("exp_avg", tensor_dict(state.exp_avg));
+  opt.insert("exp_avg_sq", tensor_dict(state.exp_avg_sq));
   opt.insert("weight_decay", optimizer.config().weight_decay);
   opt.insert("betas", plain_list({optimizer.config().beta1, optimizer.config().beta2}));
   opt.insert("eps", optimizer.config().eps);
   return opt;
 }
-}  // namespace
+
+AdamWState optimizer_state(const c10::IValue& value, const std::string& path) {
+  if (!value.isGenericDict()) throw std::runtime_error(path + ": checkpoint entry 'optimizer' is not a dict");
+  const auto opt = value.toGenericDict();
+  AdamWState s;
+  s.step = opt.at("step").toInt();
+  s.exp_avg = tensor_map(opt.at("exp_avg"), path, "optimizer.exp_avg");
+  s.exp_avg_sq = tensor_map(opt.at("exp_avg_sq"), path, "optimizer.exp_avg_sq");
+  return s;
+}
 
 void save_checkpoint(const std::string& path, const mkd::Distiller& d, int64_t epoch, int64_t iteration,
                      const std::string& config_yaml, const TrainingState& state) {
-  auto ckpt = make_dict();
+  auto ckpt = plain_dict();
   ckpt.insert("format_version", kCheckpointFormatVersion);
-  ckpt.insert("model", to_dict(state_dict(*d.student)));
-  ckpt.insert("teacher", to_dict(state_dict(*d.teacher)));
+  ckpt.insert("model", tensor_dict(state_dict(*d.student)));
+  ckpt.insert("teacher", tensor_dict(state_dict(*d.teacher)));
   ckpt.insert("model_arch", model::vit_config_to_json(d.student_cfg));
   ckpt.insert("teacher_arch", model::vit_config_to_json(d.teacher->cfg));
   if (!d.teacher->input_affine().scale.empty()) {
-    auto input = make_dict();
+    auto input = plain_dict();
     input.insert("scale", plain_list(d.teacher->input_affine().scale));
     input.insert("shift", plain_list(d.teacher->input_affine().shift));
     ckpt.insert("teacher_input", input);
   }
   if (state.optimizer != nullptr) ckpt.insert("optimizer", optimizer_dict(*state.optimizer));
   if (state.loss_scaler != nullptr && state.loss_scaler->enabled()) {
-    auto ls = make_dict();
+    auto ls = plain_dict();
     ls.insert("scale", state.loss_scaler->state().scale);
     ls.insert("growth_tracker", state.loss_scaler->state().growth_tracker);
     ckpt.insert("loss_scaler", ls);
@@ -107,14 +115,14 @@ void save_checkpoint(const std::string& path, const mkd::Distiller& d, int64_t e
     for (const auto& [name, p] : d.named_student_parameters()) {
       if (p.grad().defined()) grads[name] = p.grad();
     }
-    ckpt.insert("grad_accum", to_dict(grads));
+    ckpt.insert("grad_accum", tensor_dict(grads));
   }
   ckpt.insert("world_size", state.world_size);
   if (state.global_batch > 0) ckpt.insert("global_batch", state.global_batch);
   ckpt.insert("stage", d.stage());
   ckpt.insert("epoch", epoch);
   ckpt.insert("iteration", iteration);
-  auto rng = make_dict();
+  auto rng = plain_dict();
   rng.insert("scheme", std::string("derived"));
   rng.insert("seed", static_cast<int64_t>(d.seed));
   ckpt.insert("rng", rng);
@@ -140,8 +148,8 @@ Checkpoint checkpoint_fields(const c10::IValue& root, const std::string& path) {
                              " is not supported by this dbot (reads 1 to " + std::to_string(kCheckpointFormatVersion) +
                              ")");
   }
-  c.model = to_map(need("model"), path, "model");
-  c.teacher = to_map(need("teacher"), path, "teacher");
+  c.model = tensor_map(need("model"), path, "model");
+  c.teacher = tensor_map(need("teacher"), path, "teacher");
   c.stage = need("stage").toInt();
   c.epoch = need("epoch").toInt();
   c.iteration = need("iteration").toInt();
@@ -158,11 +166,8 @@ Checkpoint checkpoint_fields(const c10::IValue& root, const std::string& path) {
   }
   c.seed = static_cast<uint64_t>(need("rng").toGenericDict().at("seed").toInt());
   if (dict.contains("optimizer")) {
-    auto opt = dict.at("optimizer").toGenericDict();
     c.has_optimizer = true;
-    c.optimizer.step = opt.at("step").toInt();
-    c.optimizer.exp_avg = to_map(opt.at("exp_avg"), path, "optimizer.exp_avg");
-    c.optimizer.exp_avg_sq = to_map(opt.at("exp_avg_sq"), path, "optimizer.exp_avg_sq");
+    c.optimizer = optimizer_state(dict.at("optimizer"), path);
   }
   if (dict.contains("loss_scaler")) {
     auto ls = dict.at("loss_scaler").toGenericDict();
@@ -170,7 +175,7 @@ Checkpoint checkpoint_fields(const c10::IValue& root, const std::string& path) {
     c.loss_scaler.scale = ls.at("scale").toDouble();
     c.loss_scaler.growth_tracker = ls.at("growth_tracker").toInt();
   }
-  if (dict.contains("grad_accum")) c.grad_accum = to_map(dict.at("grad_accum"), path, "grad_accum");
+  if (dict.contains("grad_accum")) c.grad_accum = tensor_map(dict.at("grad_accum"), path, "grad_accum");
   return c;
 }
 

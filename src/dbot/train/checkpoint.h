@@ -62,6 +62,15 @@ struct TrainingState {
 // tensors, readable by Python's torch.load with its default weights_only=True.
 std::vector<char> pickle_plain(const c10::IValue& value);
 
+// The format's pieces, shared with the fine-tuning checkpoint (finetune/finetune_checkpoint.h): a plain
+// string-keyed dict, tensors by name (stored on the CPU), the optimizer entry, and their readers (errors
+// name the file and the key).
+c10::impl::GenericDict plain_dict();
+c10::Dict<std::string, at::Tensor> tensor_dict(const TensorMap& tensors);
+TensorMap tensor_map(const c10::IValue& value, const std::string& path, const std::string& key);
+c10::impl::GenericDict optimizer_dict(const AdamW& optimizer);
+AdamWState optimizer_state(const c10::IValue& value, const std::string& path);
+
 void save_checkpoint(const std::string& path, const mkd::Distiller& distiller, int64_t epoch, int64_t iteration,
                      const std::string& config_yaml, const TrainingState& state = {});
 

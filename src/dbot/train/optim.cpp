@@ -1,5 +1,6 @@
 #include "dbot/train/optim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -19,13 +20,18 @@ bool no_weight_decay(const std::string& name, const at::Tensor& param) {
   return param.dim() == 1 || is_bias;
 }
 
-AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, AdamWConfig cfg)
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, AdamWConfig cfg, const ParamGroupRule& rule)
     : params_(std::move(named_params)), cfg_(cfg) {
   for (size_t i = 0; i < params_.size(); ++i) {
-    const auto& p = params_[i].second;
+    const auto& [name, p] = params_[i];
     exp_avg_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
     exp_avg_sq_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
-    (no_weight_decay(params_[i].first, p) ? no_decay_idx_ : decay_idx_).push_back(i);
+    const ParamGroup g = rule ? rule(name, p) : ParamGroup{1.0, !no_weight_decay(name, p)};
+    const double wd = g.decay ? cfg_.weight_decay : 0.0;
+    auto it = std::find_if(groups_.begin(), groups_.end(),
+                           [&](const Group& x) { return x.lr_scale == g.lr_scale && x.weight_decay == wd; });
+    if (it == groups_.end()) it = groups_.insert(groups_.end(), Group{{}, g.lr_scale, wd});
+    it->idx.push_back(i);
   }
   if (cfg_.fused) {
     if (params_.empty() || !compat::has_fused_adamw(params_.front().second.device())) {
@@ -69,7 +75,7 @@ void AdamW::step(double lr) {
   ++step_;
   const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(step_));
-  auto update = [&](const std::vector<size_t>& idx, double weight_decay) {
+  auto update = [&](const std::vector<size_t>& idx, double lr, double weight_decay) {
     std::vector<at::Tensor> p, g, m, v, s;
     for (size_t i : idx) {
       const auto& grad = params_[i].second.grad();
@@ -95,8 +101,7 @@ void AdamW::step(double lr) {
     at::_foreach_add_(denom, cfg_.eps);
     at::_foreach_addcdiv_(p, m, denom, -lr / bc1);
   };
-  update(decay_idx_, cfg_.weight_decay);
-  update(no_decay_idx_, 0.0);
+  for (const auto& g : groups_) update(g.idx, lr * g.lr_scale, g.weight_decay);
 }
 
 AdamWState AdamW::state() const {

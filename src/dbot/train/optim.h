@@ -4,12 +4,14 @@
 // where the _foreach form is kept so that CPU results stay those of the golden tests). Same update as
 // torch.optim.AdamW (decoupled decay, bias correction from one step count).
 //
-// Groups: no weight decay for 1-D parameters and names ending in ".bias"; everything else decayed
-// (cls_token and mask_token, [1, 1, D], are decayed as in the official code).
+// Groups (pretraining's default rule): no weight decay for 1-D parameters and names ending in ".bias";
+// everything else decayed (cls_token and mask_token, [1, 1, D], are decayed as in the official code). Another
+// rule can give each parameter an lr scale and its decay (fine-tuning's layer-wise lr decay, finetune/).
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,6 +44,13 @@ struct OptimConfig {
 // True when the parameter is excluded from weight decay.
 bool no_weight_decay(const std::string& name, const at::Tensor& param);
 
+// A parameter's group: its lr is lr * lr_scale, its decoupled weight decay weight_decay * (decay ? 1 : 0).
+struct ParamGroup {
+  double lr_scale = 1.0;
+  bool decay = true;
+};
+using ParamGroupRule = std::function<ParamGroup(const std::string& name, const at::Tensor& param)>;
+
 // The optimizer's state by parameter name (what a checkpoint stores).
 struct AdamWState {
   int64_t step = 0;
@@ -50,7 +59,8 @@ struct AdamWState {
 
 class AdamW {
  public:
-  AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, AdamWConfig cfg);
+  // rule: empty = no_weight_decay's groups, lr scale 1.
+  AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, AdamWConfig cfg, const ParamGroupRule& rule = {});
 
   void step(double lr);  // one update with the gradients currently in .grad()
   void zero_grad();      // sets gradients to zero (keeps the buffers)
@@ -75,7 +85,11 @@ class AdamW {
  private:
   std::vector<std::pair<std::string, at::Tensor>> params_;
   std::vector<at::Tensor> exp_avg_, exp_avg_sq_, steps_;  // steps_: per-parameter fp32 counts (fused kernel)
-  std::vector<size_t> decay_idx_, no_decay_idx_;
+  struct Group {
+    std::vector<size_t> idx;
+    double lr_scale, weight_decay;
+  };
+  std::vector<Group> groups_;  // parameters of equal (lr scale, weight decay), in order of first appearance
   AdamWConfig cfg_;
   int64_t step_ = 0;
 };

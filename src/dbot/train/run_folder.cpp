@@ -17,7 +17,10 @@ namespace {
 // Recipe keys a continued run may change: where and how it computes, where the data lies, what it logs
 // and evaluates, and how the global batch is split (optim.batch_size, optim.accum_iter: the Trainer
 // refuses another global batch, batch x accum x processes, itself). Any other key changes the run's result.
-bool may_change(const std::string& key) {
+bool may_change(const std::string& key, const std::vector<std::string>& unused) {
+  for (const auto& prefix : unused) {
+    if (key.rfind(prefix, 0) == 0) return true;
+  }
   for (const char* prefix :
        {"train.device", "train.precision", "train.threads", "train.log_every", "train.checkpoint_every",
         "optim.batch_size", "optim.accum_iter", "data.workers", "data.path", "data.eval_path", "data.cache_dir",
@@ -39,7 +42,8 @@ void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::st
 }
 
 // "key: A there, B here" for the first key that differs (and how many more), or "".
-std::string recipe_difference(const std::string& old_yaml, const std::string& new_yaml) {
+std::string recipe_difference(const std::string& old_yaml, const std::string& new_yaml,
+                              const std::vector<std::string>& unused) {
   std::map<std::string, std::string> a, b;
   flatten(YAML::Load(old_yaml), "", a);
   flatten(YAML::Load(new_yaml), "", b);
@@ -49,7 +53,7 @@ std::string recipe_difference(const std::string& old_yaml, const std::string& ne
   for (const auto& [k, v] : a) {
     const auto it = b.find(k);
     const std::string now = it == b.end() ? "(none)" : it->second;
-    if (v == now || may_change(k)) continue;
+    if (v == now || may_change(k, unused)) continue;
     if (first.empty()) {
       first = k + ": " + v + " there, " + now + " here";
     } else {
@@ -84,8 +88,10 @@ RunFolder::RunFolder(std::string dir, const Options& opts) : dir_(std::move(dir)
   std::string diff;
   try {
     const auto bytes = io::read_file(recorded);
-    diff = recipe_difference(std::string(bytes.begin(), bytes.end()), opts.config_yaml);
-  } catch (const YAML::Exception& e) {
+    std::string old_yaml(bytes.begin(), bytes.end());
+    if (opts.resolve_recorded) old_yaml = opts.resolve_recorded(old_yaml, recorded);
+    diff = recipe_difference(old_yaml, opts.config_yaml, opts.unused_keys);
+  } catch (const std::exception& e) {  // YAML errors, or the recipe layer refusing an old file
     throw std::runtime_error(recorded + ": unreadable (" + e.what() + "): pass --overwrite to start the run again");
   }
   if (!diff.empty()) {
@@ -102,7 +108,8 @@ void RunFolder::remove_run_files() const {
     const std::string name = entry.path().filename().string();
     const bool stage_file = name.rfind("stage-", 0) == 0 && entry.path().extension() == ".pt";
     if (stage_file || name == "checkpoint-last.pt" || name == "config.yaml" || name == "metrics.jsonl" ||
-        name == "results.md" || name == "results.json" || name == "tensorboard") {
+        name == "results.md" || name == "results.json" || name == "tensorboard" || name == "checkpoint-best.pt" ||
+        name == "model.safetensors") {
       fs::remove_all(entry.path(), ec);
       if (ec) throw std::runtime_error("cannot remove '" + entry.path().string() + "': " + ec.message());
     }

@@ -1,5 +1,5 @@
-// RunFolder: owns a pretraining run's directory. Refuses to start a second run over an existing one unless
-// resuming (or overwriting: the run's files are deleted first), refuses to resume a folder that has stage files
+// RunFolder: owns a pretraining (or fine-tuning) run's directory. Refuses to start a second run over an existing one
+// unless resuming (or overwriting: the run's files are deleted first), refuses to resume a folder that has stage files
 // but no checkpoint-last.pt, and refuses a folder whose config.yaml is another recipe's (keys that only say
 // where and how to compute, log or evaluate may change: train.device/precision/threads/log_every/
 // checkpoint_every, optim.batch_size/accum_iter (the Trainer checks the global batch), data.workers/path/eval_path/
@@ -8,11 +8,14 @@
 // left are removed when the folder is opened. In a data-parallel run only rank 0 opens it as the writer; the
 // other ranks hold a view (paths, has_last_checkpoint) that creates, checks and writes nothing.
 //   config.yaml  metrics.jsonl  tensorboard/  checkpoint-last.pt  stage-<k>.pt  results.{md,json}
+//   (fine-tuning: checkpoint-best.pt  model.safetensors)
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dbot/io/metrics.h"
 
@@ -26,6 +29,10 @@ class RunFolder {
     bool accept_recipe_change = false;  // resume although the recipe differs (e.g. a lower lr after a divergence)
     std::string config_yaml;            // the run's resolved recipe ("" = not checked against config.yaml)
     bool writer = true;  // false: a view for the data-parallel ranks other than 0, which never touch the folder
+    // Resolves a recorded config.yaml against today's defaults before comparing (the recipe layer's, so that a run
+    // written before a key existed resumes); empty = compared as written. Gets (text, path).
+    std::function<std::string(const std::string&, const std::string&)> resolve_recorded;
+    std::vector<std::string> unused_keys;  // key prefixes this kind of run does not read (may differ freely)
   };
   RunFolder(std::string dir, const Options& opts);
 

@@ -80,7 +80,7 @@ StepBenchResult bench_step(const PretrainConfig& cfg, const core::Runtime& runti
   r.teacher_ms = time_ms(
       [&] {
         compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
-        trainer.distiller().forward_teacher(device_images);
+        trainer.distiller().forward_target(device_images);
       },
       opts.steps, 1, runtime.device);
   r.optimizer_ms = time_ms([&] { trainer.optimizer().step(1e-6); }, opts.steps, 1, runtime.device);

@@ -61,6 +61,8 @@ struct PretrainOptions {
   int64_t stop_after = -1;            // stop (with a checkpoint) once this many global iterations are done
                                       // (so does a SIGINT/SIGTERM while a train::StopOnSignal is installed)
   bool quiet = false;                 // no progress lines
+  // Resolves the folder's recorded config.yaml against today's defaults before comparing (RunFolder::Options).
+  std::function<std::string(const std::string& yaml, const std::string& path)> resolve_recorded_config;
   // Called after every training step and after every stage switch (stage_switch true), on every rank: for
   // tests and tools that inspect the state as it evolves.
   std::function<void(class Trainer&, bool stage_switch)> observe;
