@@ -10,6 +10,7 @@
 
 #include "dbot/core/runtime.h"
 #include "dbot/recipe/recipe.h"
+#include "dbot/train/run_folder.h"
 
 namespace dbot::cli {
 
@@ -27,6 +28,16 @@ void add_runtime_flags(CLI::App* cmd, RuntimeFlags& f);
 // Applies the flags to the recipe (so config.yaml records them) and resolves the Runtime for this process's
 // place in a data-parallel job.
 core::Runtime apply_runtime(Recipe& r, const RuntimeFlags& f, const core::Placement& placement = {});
+
+// The flags of the commands that own a run folder (pretrain, finetune).
+struct RunFlags {
+  std::string output;
+  bool resume = false, overwrite = false, accept_recipe_change = false;
+  int64_t stop_after = -1;
+};
+void add_run_flags(CLI::App* cmd, RunFlags& f, const std::string& output_help);
+// The run folder request of the flags for the resolved recipe r.
+train::RunRequest run_request(const RunFlags& f, const Recipe& r);
 
 // A subcommand: its CLI11 node (parsed() once chosen) and how to run it.
 struct Command {

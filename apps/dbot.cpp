@@ -59,13 +59,38 @@ std::string resolve_recorded_config(const std::string& yaml, const std::string& 
   return dbot::recipe::config_from_yaml(yaml, path).to_yaml();
 }
 
+void add_run_flags(CLI::App* cmd, RunFlags& f, const std::string& output_help) {
+  cmd->add_option("--output", f.output, output_help)->required();
+  cmd->add_flag("--resume", f.resume, "continue the run in --output from its checkpoint-last.pt");
+  cmd->add_flag("--overwrite", f.overwrite,
+                "delete the run in --output (config, metrics, checkpoints, results) and start again")
+      ->excludes("--resume");
+  cmd->add_flag("--accept-recipe-change", f.accept_recipe_change,
+                "with --resume: continue although the recipe differs from the folder's config.yaml (recorded anew)")
+      ->needs("--resume");
+  cmd->add_option("--stop-after", f.stop_after,
+                  "stop after this many iterations (checkpoint written; continue with --resume)");
+}
+
+train::RunRequest run_request(const RunFlags& f, const Recipe& r) {
+  train::RunRequest req;
+  req.run_dir = f.output;
+  req.config_yaml = r.to_yaml();
+  req.resume = f.resume;
+  req.overwrite = f.overwrite;
+  req.accept_recipe_change = f.accept_recipe_change;
+  req.stop_after = f.stop_after;
+  req.resolve_recorded_config = resolve_recorded_config;
+  return req;
+}
+
 namespace {
 
 struct PretrainArgs {
-  std::string config, output;
+  std::string config;
   std::vector<std::string> overrides;
-  bool resume = false, no_eval = false, overwrite = false, accept_recipe_change = false;
-  int64_t stop_after = -1;
+  RunFlags run;
+  bool no_eval = false;
   int nproc = 0;
   double dist_timeout = 600;
   RuntimeFlags runtime;
@@ -112,13 +137,7 @@ int run_pretrain(const PretrainArgs& a) {
   auto rt = apply_runtime(r, a.runtime, {env.rank, env.local_rank, env.world_size, env.local_world_size});
   auto group = join_group(env, a.dist_timeout);
   dbot::train::PretrainOptions opts;
-  opts.run_dir = a.output;
-  opts.config_yaml = r.to_yaml();
-  opts.resume = a.resume;
-  opts.overwrite = a.overwrite;
-  opts.accept_recipe_change = a.accept_recipe_change;
-  opts.stop_after = a.stop_after;
-  opts.resolve_recorded_config = resolve_recorded_config;
+  static_cast<dbot::train::RunRequest&>(opts) = run_request(a.run, r);
   const auto summary = dbot::train::pretrain(r, rt, opts, group.get());
   const int sig = summary.stopped_by ? summary.stopped_by : dbot::train::stop_requested();
   if (rt.rank != 0) return sig ? 128 + sig : 0;  // rank 0 reports and evaluates
@@ -127,7 +146,7 @@ int run_pretrain(const PretrainArgs& a) {
   if (sig != 0) {
     std::fflush(stdout);
     std::fprintf(stderr, "dbot pretrain: stopped by %s; %s/checkpoint-last.pt is written: continue with --resume\n",
-                 dbot::train::signal_name(sig), a.output.c_str());
+                 dbot::train::signal_name(sig), a.run.output.c_str());
     return 128 + sig;  // as a shell reports a process ended by the signal
   }
   if (summary.finished && !a.no_eval) {
@@ -136,11 +155,11 @@ int run_pretrain(const PretrainArgs& a) {
       rt.threads = dbot::core::available_cpus();
       at::set_num_threads(rt.threads);
     }
-    const auto rows = dbot::eval::evaluate_run(a.output, r.model, r.data, r.eval, rt, false);
+    const auto rows = dbot::eval::evaluate_run(a.run.output, r.model, r.data, r.eval, rt, false);
     if (rows.empty()) return 0;  // no labeled evaluation data (evaluate_run said so)
     std::printf("\n%s\nwritten: %s/results.md, %s/results.json\n",
-                dbot::eval::results_markdown(rows, "per-stage evaluation: " + r.model.name).c_str(), a.output.c_str(),
-                a.output.c_str());
+                dbot::eval::results_markdown(rows, "per-stage evaluation: " + r.model.name).c_str(),
+                a.run.output.c_str(), a.run.output.c_str());
   }
   return 0;
 }
@@ -153,20 +172,10 @@ Command add_pretrain(CLI::App& app, int argc, char** argv) {
   pre->add_option("--config", a->config, "YAML recipe (keys and defaults: README.md, 'Recipes')")
       ->required()
       ->check(CLI::ExistingFile);
-  pre->add_option("--output", a->output,
-                  "run folder: config.yaml, metrics.jsonl, checkpoint-last.pt, stage-<k>.pt, results.{md,json}")
-      ->required();
+  add_run_flags(pre, a->run,
+                "run folder: config.yaml, metrics.jsonl, checkpoint-last.pt, stage-<k>.pt, results.{md,json}");
   pre->add_option("--set", a->overrides, "override a recipe key, e.g. --set optim.blr=1e-3 (repeatable)");
-  pre->add_flag("--resume", a->resume, "continue the run in --output from its checkpoint-last.pt");
-  pre->add_flag("--overwrite", a->overwrite,
-                "delete the run in --output (config, metrics, checkpoints, results) and start again")
-      ->excludes("--resume");
-  pre->add_flag("--accept-recipe-change", a->accept_recipe_change,
-                "with --resume: continue although the recipe differs from the folder's config.yaml (recorded anew)")
-      ->needs("--resume");
   pre->add_flag("--no-eval", a->no_eval, "skip the per-stage evaluation at the end");
-  pre->add_option("--stop-after", a->stop_after,
-                  "stop after this many iterations (checkpoint written; continue with --resume)");
   pre->add_option("--nproc", a->nproc,
                   "start this many data-parallel processes on this machine (one per GPU, else CPU processes "
                   "sharing the cores), as torchrun --nproc-per-node would; without it, torchrun, srun or mpirun "

@@ -13,10 +13,10 @@ namespace dbot::cli {
 namespace {
 
 struct FinetuneArgs {
-  std::string checkpoint, which = "model", config, output;
+  std::string checkpoint, which = "model", config;
   std::vector<std::string> overrides;
-  bool from_scratch = false, resume = false, overwrite = false, accept_recipe_change = false;
-  int64_t stop_after = -1;
+  RunFlags run;
+  bool from_scratch = false;
   RuntimeFlags runtime;
 };
 
@@ -59,20 +59,13 @@ int run_finetune(const FinetuneArgs& a) {
   s.seed = r.train.seed;
   s.log_every = r.train.log_every;
   s.checkpoint_every = r.train.checkpoint_every;
-  finetune::FinetuneOptions o;
-  o.run_dir = a.output;
-  o.config_yaml = r.to_yaml();
-  o.resume = a.resume;
-  o.overwrite = a.overwrite;
-  o.accept_recipe_change = a.accept_recipe_change;
-  o.stop_after = a.stop_after;
-  o.resolve_recorded_config = resolve_recorded_config;
+  const auto o = run_request(a.run, r);
   const auto sum = finetune::finetune(s, o);
   const int sig = sum.stopped_by ? sum.stopped_by : train::stop_requested();
   if (!sum.finished) {
     std::fflush(stdout);
     std::fprintf(stderr, "dbot finetune: stopped%s%s; %s/checkpoint-last.pt is written: continue with --resume\n",
-                 sig ? " by " : "", sig ? train::signal_name(sig) : "", a.output.c_str());
+                 sig ? " by " : "", sig ? train::signal_name(sig) : "", a.run.output.c_str());
     return sig ? 128 + sig : 0;
   }
   std::printf("fine-tuned: best top-1 %.2f%%, last top-1 %.2f%% top-5 %.2f%%\n", sum.best_acc1, sum.last_acc1,
@@ -100,12 +93,10 @@ Command add_finetune(CLI::App& app) {
   ft->add_flag("--from-scratch", a->from_scratch,
                "a randomly initialized encoder of the recipe's model.* architecture (the supervised baseline)");
   ft->add_option("--config", a->config, "recipe YAML (default: the recipe the weights file carries)");
-  ft->add_option("--output", a->output, "run folder")->required();
+  add_run_flags(ft, a->run,
+                "run folder: config.yaml, metrics.jsonl, checkpoint-last.pt, checkpoint-best.pt, "
+                "model.safetensors");
   ft->add_option("--set", a->overrides, "override a recipe key, e.g. --set finetune.epochs=10");
-  ft->add_flag("--resume", a->resume, "continue the run in --output from its checkpoint-last.pt");
-  ft->add_flag("--overwrite", a->overwrite, "delete the run in --output first");
-  ft->add_flag("--accept-recipe-change", a->accept_recipe_change, "resume although the recipe differs");
-  ft->add_option("--stop-after", a->stop_after, "stop after N iterations (with a checkpoint)");
   add_runtime_flags(ft, a->runtime);
   return {ft, [a] { return run_finetune(*a); }};
 }

@@ -168,7 +168,10 @@ TEST(Finetune, ShortRunWritesItsFilesAndResumesExactly) {
 
 TEST(Finetune, RecipeRefusals) {
   auto error = [](std::vector<std::string> o) { return test::error_of([&] { recipe::load_config("", o); }); };
-  EXPECT_NE(error({"finetune.rand_augment=rand-m9-mstd0.5-inc1"}).find("not implemented yet"), std::string::npos);
+  EXPECT_NE(error({"finetune.rand_augment=rand-m9-x1"})
+                .find("finetune.rand_augment: RandAugment spec 'rand-m9-x1': unknown section 'x1'"),
+            std::string::npos);
+  EXPECT_EQ(error({"finetune.rand_augment=rand-m9-mstd0.5-inc1"}), "<no error>");
   EXPECT_NE(error({"finetune.layer_decay=1.5"}).find("finetune.layer_decay must be in (0, 1]"), std::string::npos);
   EXPECT_NE(error({"finetune.betas=[0.9]"}).find("finetune.betas"), std::string::npos);
   EXPECT_NE(error({"finetune.warmup_epochs=200"}).find("finetune.warmup_epochs"), std::string::npos);

@@ -169,6 +169,29 @@ TEST(Loader, BatchesDoNotDependOnTheWorkerCountAndResumeExactly) {
   EXPECT_EQ(runs[0][0].scalar_type(), at::kByte);
 }
 
+TEST(Loader, RandAugmentDrawsArePerSampleWhateverTheWorkers) {
+  test::TempDir dir, cache;
+  write_image_folder(dir.str() + "/train", 6);
+  const auto cfg = folder_config(dir.str(), cache.str());
+  const auto src = data::open_source(cfg, "train");
+  const auto plain = data::transform_config(cfg, 12, 3);
+  auto ra = plain;
+  ra.rand_augment = data::parse_rand_augment("rand-m9-mstd0.5-inc1");
+  auto batches = [&](const data::TransformConfig& tf, int workers) {
+    auto lc = data::loader_config(cfg, 4, /*train=*/true, 7);
+    lc.workers = workers;
+    data::Loader loader(src, tf, lc);
+    return epoch_batches(loader, 0);
+  };
+  const auto one = batches(ra, 1), four = batches(ra, 4), off = batches(plain, 2);
+  bool differs = false;
+  for (size_t b = 0; b < one.size(); ++b) {
+    EXPECT_TRUE(at::equal(one[b], four[b])) << "batch " << b;
+    differs = differs || !at::equal(one[b], off[b]);  // the crop and flip draws are the same; RandAugment adds
+  }
+  EXPECT_TRUE(differs);
+}
+
 TEST(Loader, RanksTakeInterleavedShardsOfTheOneRankBatchWithTheSamplersPadding) {
   test::TempDir dir, cache;
   write_image_folder(dir.str() + "/train", 6);  // 18 images

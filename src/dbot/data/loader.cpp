@@ -140,10 +140,11 @@ LoadedSample Loader::sample(int64_t epoch, int64_t position, const std::vector<i
   const int64_t n = static_cast<int64_t>(order.size());
   double draws[kTrainDraws] = {};
   position %= n;  // the padding of a sharded epoch repeats its first samples
+  at::Generator gen;
   if (cfg_.train) {
     const int64_t index = order[static_cast<size_t>(position)];
-    auto gen = core::derive_generator(cfg_.seed, core::RngPurpose::kAugment,
-                                      static_cast<uint64_t>(epoch) << 32 | static_cast<uint64_t>(index));
+    gen = core::derive_generator(cfg_.seed, core::RngPurpose::kAugment,
+                                 static_cast<uint64_t>(epoch) << 32 | static_cast<uint64_t>(index));
     const auto u = at::rand({kTrainDraws}, gen, at::TensorOptions().dtype(at::kDouble));
     std::copy_n(u.data_ptr<double>(), kTrainDraws, draws);
   }
@@ -151,7 +152,10 @@ LoadedSample Loader::sample(int64_t epoch, int64_t position, const std::vector<i
     const int64_t index = order[static_cast<size_t>((position + k) % n)];
     try {
       const StoredImage img = source_->load(index);
-      return {cfg_.train ? train_transform(img, transform_, draws) : eval_transform(img, transform_), index, k};
+      if (!cfg_.train) return {eval_transform(img, transform_), index, k};
+      Image out = train_transform(img, transform_, draws);
+      if (transform_.rand_augment.num_layers > 0) rand_augment(out, transform_.rand_augment, transform_.fill, gen);
+      return {std::move(out), index, k};
     } catch (const std::exception& e) {
       if (!cfg_.skip_bad || !dynamic_cast<const std::runtime_error*>(&e)) throw;
       std::fprintf(stderr, "data: skipping a bad image: %s\n", e.what());

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "dbot/data/image.h"
+#include "dbot/data/rand_augment.h"
 
 namespace dbot::data {
 
@@ -41,6 +42,10 @@ struct TransformConfig {
   bool hflip = true;
   double crop_pct = 0.875;  // eval: resize the shorter side to floor(size / crop_pct), then centre crop
   bool dct_scale = true;    // JPEG: decode at 1/d scale when the crop is at least d times the output
+  // Training only, after the crop and the flip (fine-tuning): timm's RandAugment, its affine ops filling with
+  // `fill` (timm: round(255 x data mean) per channel). num_layers 0: off.
+  RandAugmentConfig rand_augment = parse_rand_augment("none");
+  std::array<uint8_t, 3> fill{128, 128, 128};
 };
 
 // An image as stored: a file's bytes, or pixels already decoded (then `bytes` is empty).
@@ -52,7 +57,8 @@ struct StoredImage {
 
 // torchvision's F.resized_crop(img, top, left, h, w, [out_h, out_w], BICUBIC) on the image converted to
 // cfg.channels (with cfg.dct_scale, JPEGs may be decoded at a smaller scale first).
-Image resized_crop(const StoredImage& img, const CropBox& box, int64_t out_w, int64_t out_h, const TransformConfig& cfg);
+Image resized_crop(const StoredImage& img, const CropBox& box, int64_t out_w, int64_t out_h,
+                   const TransformConfig& cfg);
 void flip_horizontal(Image& img);
 
 // draws: kTrainDraws uniforms in [0, 1) (crop tries, top, left, then the flip at index kTrainDraws - 1).

@@ -1,5 +1,6 @@
 #include "dbot/finetune/finetune.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
@@ -30,8 +31,10 @@ void FinetuneConfig::validate() const {
   if (!(mix.label_smoothing >= 0 && mix.label_smoothing < 1)) fail("finetune.smoothing must be in [0, 1)");
   if (!(reprob >= 0 && reprob <= 1)) fail("finetune.reprob must be in [0, 1]");
   if (!(head_init_std > 0)) fail("finetune.head_init_std must be > 0");
-  if (rand_augment != "none") {
-    fail("finetune.rand_augment '" + rand_augment + "' is not implemented yet: only none (RandAugment is planned)");
+  try {
+    data::parse_rand_augment(rand_augment);
+  } catch (const std::invalid_argument& e) {
+    fail(std::string("finetune.rand_augment: ") + e.what());
   }
   if (num_classes < 0) fail("finetune.num_classes must be >= 0 (0 = the training set's)");
 }
@@ -109,19 +112,8 @@ std::shared_ptr<const data::ImageSource> labeled(const data::DataConfig& dc, con
   return src;
 }
 
-train::RunFolder::Options folder_options(const FinetuneOptions& o) {
-  train::RunFolder::Options fo;
-  fo.resume = o.resume;
-  fo.overwrite = o.overwrite;
-  fo.accept_recipe_change = o.accept_recipe_change;
-  fo.config_yaml = o.config_yaml;
-  fo.resolve_recorded = o.resolve_recorded_config;
-  fo.unused_keys = {"mkd.", "optim."};  // pretraining's keys: fine-tuning reads finetune.*
-  return fo;
-}
-
 Run::Run(const FinetuneSetup& s, const FinetuneOptions& o)
-    : s_(s), o_(o), cfg_(s.cfg), folder_(o.run_dir, folder_options(o)) {
+    : s_(s), o_(o), cfg_(s.cfg), folder_(o, {"mkd.", "optim."}) {  // pretraining's keys differ freely
   cfg_.validate();
   if (s.runtime.amp == core::Amp::kFP16) throw std::runtime_error("fine-tuning runs in bf16 or fp32, not fp16 (yet)");
   train_src_ = labeled(s.data, "eval_train");
@@ -141,9 +133,12 @@ Run::Run(const FinetuneSetup& s, const FinetuneOptions& o)
   opt_ = std::make_unique<train::AdamW>(params, cfg_.adamw, layer_decay_rule(s.arch.depth, cfg_.layer_decay));
   train_data_ = s.data;
   train_data_.crop_scale = cfg_.crop_scale;
-  loader_ =
-      std::make_unique<data::Loader>(train_src_, data::transform_config(train_data_, s.arch.img_size, s.arch.in_chans),
-                                     data::loader_config(train_data_, cfg_.batch_size, /*train=*/true, s.seed));
+  auto transform = data::transform_config(train_data_, s.arch.img_size, s.arch.in_chans);
+  transform.rand_augment = data::parse_rand_augment(cfg_.rand_augment);
+  for (size_t c = 0; c < s.data.mean.size() && c < 3; ++c)  // timm: min(255, round(255 x mean)), half to even
+    transform.fill[c] = static_cast<uint8_t>(std::min(255.0, std::nearbyint(255.0 * s.data.mean[c])));
+  loader_ = std::make_unique<data::Loader>(train_src_, transform,
+                                           data::loader_config(train_data_, cfg_.batch_size, /*train=*/true, s.seed));
   ipe_ = loader_->iters_per_epoch();
   if (ipe_ < 1) throw std::runtime_error("the training set has fewer images than finetune.batch_size");
   lr_ = train::lr_schedule({cfg_.peak_lr(), cfg_.min_lr, cfg_.warmup_epochs, {0, cfg_.epochs}, ipe_, cfg_.accum_iter});

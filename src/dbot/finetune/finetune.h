@@ -1,6 +1,6 @@
 // Fine-tuning (METHOD.md, "Fine-tuning"): a pretrained encoder (or a random one: the supervised baseline)
 // becomes a Classifier trained end to end on a labeled set, as MAE's / dBOT's main_finetune.py:
-//   per iteration: uint8 batch (RandomResizedCrop(scale finetune.crop_scale) + flip) -> normalize ->
+//   per iteration: uint8 batch (RandomResizedCrop(scale finetune.crop_scale) + flip + RandAugment) -> normalize ->
 //   random_erase(reprob) -> mix_batch (mixup/cutmix + label smoothing) -> logits (drop path) ->
 //   soft-target cross-entropy / accum_iter -> backward; every accum_iter iterations: clip (optional), AdamW with
 //   layer-wise lr decay (classifier.h) at the lr of the per-iteration warmup + cosine schedule (to min_lr).
@@ -10,7 +10,8 @@
 // Randomness: the loader's (seed, epoch, position) keys; erasing, mixing and drop path from the step generator
 // derive_generator(seed, kStep, global iteration); the head from derive_generator(seed, kInit, 1). So a run
 // stopped anywhere (a signal, --stop-after, a kill after a checkpoint) resumes to the same weights.
-// Not yet: RandAugment (finetune.rand_augment accepts only "none"), fp16 (bf16 and fp32 only), several processes.
+//   The train transform adds timm's RandAugment (finetune.rand_augment, data/rand_augment.h) after the crop and flip.
+// Not yet: fp16 (bf16 and fp32 only), several processes.
 #pragma once
 
 #include <functional>
@@ -22,6 +23,7 @@
 #include "dbot/finetune/mixup.h"
 #include "dbot/model/vit.h"
 #include "dbot/train/optim.h"
+#include "dbot/train/run_folder.h"
 
 namespace dbot::finetune {
 
@@ -42,8 +44,8 @@ struct FinetuneConfig {
   double reprob = 0.25;                          // random erasing probability
   std::vector<double> crop_scale = {0.08, 1.0};  // RandomResizedCrop scale (timm's default for training)
   double head_init_std = 0.01;
-  std::string rand_augment = "none";
-  int64_t num_classes = 0;  // 0 = the training set's
+  std::string rand_augment = "rand-m9-mstd0.5-inc1";  // timm's spec; none = off
+  int64_t num_classes = 0;                            // 0 = the training set's
   double peak_lr() const { return lr > 0 ? lr : blr * static_cast<double>(batch_size * accum_iter) / 256.0; }
   void validate() const;  // throws std::invalid_argument naming the key
 };
@@ -59,13 +61,8 @@ struct FinetuneSetup {
   int64_t log_every = 50, checkpoint_every = 500;  // iterations
 };
 
-struct FinetuneOptions {
-  std::string run_dir, config_yaml;
-  bool resume = false, overwrite = false, accept_recipe_change = false, quiet = false;
-  int64_t stop_after = -1;  // stop (with a checkpoint) after this many iterations of this call
-  // Resolves the folder's recorded config.yaml against today's defaults before comparing (RunFolder::Options).
-  std::function<std::string(const std::string& yaml, const std::string& path)> resolve_recorded_config;
-};
+// Where and how to run: a run folder request (train/run_folder.h).
+using FinetuneOptions = train::RunRequest;
 
 struct FinetuneSummary {
   int64_t epochs_done = 0, iterations = 0;

@@ -17,16 +17,7 @@ PretrainSummary pretrain(const PretrainConfig& cfg, const core::Runtime& runtime
   const bool say = rank0 && !opts.quiet;
   std::unique_ptr<RunFolder> folder;
   dist::agree(group, [&] {  // rank 0 opens (creates, checks, cleans) the folder before the others look into it
-    if (rank0) {
-      RunFolder::Options fo;
-      fo.resume = opts.resume;
-      fo.overwrite = opts.overwrite;
-      fo.accept_recipe_change = opts.accept_recipe_change;
-      fo.config_yaml = opts.config_yaml;
-      fo.resolve_recorded = opts.resolve_recorded_config;
-      fo.unused_keys = {"finetune."};
-      folder = std::make_unique<RunFolder>(opts.run_dir, fo);
-    }
+    if (rank0) folder = std::make_unique<RunFolder>(opts, std::vector<std::string>{"finetune."});
   });
   std::shared_ptr<const data::ImageSource> source;
   std::unique_ptr<data::Loader> loader;

@@ -102,6 +102,22 @@ RunFolder::RunFolder(std::string dir, const Options& opts) : dir_(std::move(dir)
   }
 }
 
+namespace {
+RunFolder::Options options_of(const RunRequest& r, std::vector<std::string> unused_keys) {
+  RunFolder::Options o;
+  o.resume = r.resume;
+  o.overwrite = r.overwrite;
+  o.accept_recipe_change = r.accept_recipe_change;
+  o.config_yaml = r.config_yaml;
+  o.resolve_recorded = r.resolve_recorded_config;
+  o.unused_keys = std::move(unused_keys);
+  return o;
+}
+}  // namespace
+
+RunFolder::RunFolder(const RunRequest& r, std::vector<std::string> unused_keys)
+    : RunFolder(r.run_dir, options_of(r, std::move(unused_keys))) {}
+
 void RunFolder::remove_run_files() const {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {

@@ -21,6 +21,20 @@
 
 namespace dbot::train {
 
+// What a command asks of its run folder (pretraining's and fine-tuning's options share it).
+struct RunRequest {
+  std::string run_dir;
+  std::string config_yaml;            // the resolved recipe: saved as config.yaml and in every checkpoint
+  bool resume = false;                // continue from run_dir/checkpoint-last.pt
+  bool overwrite = false;             // delete the run in run_dir first; excludes resume
+  bool accept_recipe_change = false;  // resume although config_yaml differs from the folder's
+  int64_t stop_after = -1;            // stop (with a checkpoint) once this many iterations are done
+                                      // (so does a SIGINT/SIGTERM while a train::StopOnSignal is installed)
+  bool quiet = false;                 // no progress lines
+  // Resolves the folder's recorded config.yaml against today's defaults before comparing (Options::resolve_recorded).
+  std::function<std::string(const std::string& yaml, const std::string& path)> resolve_recorded_config;
+};
+
 class RunFolder {
  public:
   struct Options {
@@ -35,6 +49,8 @@ class RunFolder {
     std::vector<std::string> unused_keys;  // key prefixes this kind of run does not read (may differ freely)
   };
   RunFolder(std::string dir, const Options& opts);
+  // The folder a request names, written by this process; unused_keys as Options::unused_keys.
+  RunFolder(const RunRequest& request, std::vector<std::string> unused_keys);
 
   const std::string& dir() const { return dir_; }
   std::string last_checkpoint() const { return dir_ + "/checkpoint-last.pt"; }

@@ -52,17 +52,7 @@ struct PretrainConfig {
   TrainConfig train;
 };
 
-struct PretrainOptions {
-  std::string run_dir;
-  std::string config_yaml;            // the resolved recipe: saved as config.yaml and in every checkpoint
-  bool resume = false;                // continue from run_dir/checkpoint-last.pt
-  bool overwrite = false;             // delete the run in run_dir first (RunFolder); excludes resume
-  bool accept_recipe_change = false;  // resume although config_yaml (or the global batch) differs from the folder's
-  int64_t stop_after = -1;            // stop (with a checkpoint) once this many global iterations are done
-                                      // (so does a SIGINT/SIGTERM while a train::StopOnSignal is installed)
-  bool quiet = false;                 // no progress lines
-  // Resolves the folder's recorded config.yaml against today's defaults before comparing (RunFolder::Options).
-  std::function<std::string(const std::string& yaml, const std::string& path)> resolve_recorded_config;
+struct PretrainOptions : RunRequest {
   // Called after every training step and after every stage switch (stage_switch true), on every rank: for
   // tests and tools that inspect the state as it evolves.
   std::function<void(class Trainer&, bool stage_switch)> observe;
