@@ -165,7 +165,8 @@ std::string svd_script(const std::vector<Analysis>& analyses) {
      << " title 'Share of the top-k singular values of the normalized patch tokens per layer (lower = less "
         "redundant)'\nset grid\nset xtics 1\nset xlabel 'layer'\n";
   for (int64_t k = 1; k <= kTopSingularValues; ++k) {
-    gp << "set title 'top-" << k << "'\n" << (k == 1 ? "set key bottom right\n" : "unset key\n") << "plot ";
+    gp << "set title 'top-" << k << "'\n"
+       << (k == 1 ? "set key left center opaque box font ',9' samplen 2\n" : "unset key\n") << "plot ";
     for (size_t i = 0; i < analyses.size(); ++i) {
       gp << (i ? ", " : "") << "'svd_" << i << ".dat' using 1:" << k + 1 << " with linespoints pt 7 lc " << i + 1
          << " title " << quoted(analyses[i].label);
