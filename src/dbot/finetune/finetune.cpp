@@ -128,9 +128,8 @@ Run::Run(const FinetuneSetup& s, const FinetuneOptions& o)
     load_encoder(c_, s.encoder, s.encoder_what, cfg_.head_init_std, gen);
   }
   c_->to(s.runtime.device);
-  std::vector<std::pair<std::string, at::Tensor>> params;
-  for (const auto& item : c_->named_parameters(true)) params.emplace_back(item.key(), item.value());
-  opt_ = std::make_unique<train::AdamW>(params, cfg_.adamw, layer_decay_rule(s.arch.depth, cfg_.layer_decay));
+  opt_ = std::make_unique<train::AdamW>(named_parameters(*c_), cfg_.adamw,
+                                        layer_decay_rule(s.arch.depth, cfg_.layer_decay));
   train_data_ = s.data;
   train_data_.crop_scale = cfg_.crop_scale;
   auto transform = data::transform_config(train_data_, s.arch.img_size, s.arch.in_chans);
@@ -148,11 +147,7 @@ Run::Run(const FinetuneSetup& s, const FinetuneOptions& o)
     if (ck.seed != s.seed) throw std::runtime_error(path + ": was written with another train.seed");
     model::load_state_dict(*c_, ck.model, path);
     opt_->load_state(ck.optimizer, path);
-    at::NoGradGuard no_grad;
-    for (const auto& item : c_->named_parameters(true)) {
-      const auto g = ck.grad_accum.find(item.key());
-      if (g != ck.grad_accum.end()) item.value().mutable_grad() = g->second.to(s.runtime.device).clone();
-    }
+    train::restore_gradients(named_parameters(*c_), ck.grad_accum, path);
     start_epoch_ = ck.epoch;
     start_iteration_ = ck.iteration;
     best_acc1_ = ck.best_acc1;

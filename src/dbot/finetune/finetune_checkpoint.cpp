@@ -11,6 +11,12 @@ namespace dbot::finetune {
 
 constexpr int64_t kFinetuneFormatVersion = 1;
 
+train::NamedTensors named_parameters(const ClassifierImpl& c) {
+  train::NamedTensors out;
+  for (const auto& item : c.named_parameters(true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
 void save_finetune_checkpoint(const std::string& path, Classifier& c, const train::AdamW& optimizer, bool partial_grads,
                               int64_t epoch, int64_t iteration, double best_acc1, double acc1, uint64_t seed,
                               const std::string& config_yaml) {
@@ -21,21 +27,12 @@ void save_finetune_checkpoint(const std::string& path, Classifier& c, const trai
   ckpt.insert("model_arch", model::vit_config_to_json(c->cfg));
   ckpt.insert("num_classes", c->num_classes);
   ckpt.insert("optimizer", train::optimizer_dict(optimizer));
-  if (partial_grads) {
-    model::TensorMap grads;
-    for (const auto& item : c->named_parameters(true)) {
-      if (item.value().grad().defined()) grads[item.key()] = item.value().grad();
-    }
-    ckpt.insert("grad_accum", train::tensor_dict(grads));
-  }
+  if (partial_grads) ckpt.insert("grad_accum", train::tensor_dict(train::defined_gradients(named_parameters(*c))));
   ckpt.insert("epoch", epoch);
   ckpt.insert("iteration", iteration);
   ckpt.insert("best_acc1", best_acc1);
   ckpt.insert("acc1", acc1);
-  auto rng = train::plain_dict();
-  rng.insert("scheme", std::string("derived"));
-  rng.insert("seed", static_cast<int64_t>(seed));
-  ckpt.insert("rng", rng);
+  ckpt.insert("rng", train::rng_dict(seed));
   ckpt.insert("config", config_yaml);
   const auto bytes = train::pickle_plain(c10::IValue(ckpt));
   io::write_atomic(path, bytes.data(), bytes.size());

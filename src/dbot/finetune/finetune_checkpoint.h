@@ -9,6 +9,7 @@
 #include <string>
 
 #include "dbot/finetune/classifier.h"
+#include "dbot/train/checkpoint.h"
 #include "dbot/train/optim.h"
 
 namespace dbot::finetune {
@@ -21,6 +22,9 @@ struct FinetuneCheckpoint {
   double best_acc1 = 0, acc1 = 0;
   uint64_t seed = 0;
 };
+
+// The classifier's parameters by name, in module order (what AdamW and the checkpoint's grad_accum see).
+train::NamedTensors named_parameters(const ClassifierImpl& c);
 
 // Written atomically. partial_grads: save the parameters' gradients (a stop inside an accumulation window).
 void save_finetune_checkpoint(const std::string& path, Classifier& c, const train::AdamW& optimizer, bool partial_grads,

@@ -89,6 +89,33 @@ AdamWState optimizer_state(const c10::IValue& value, const std::string& path) {
   return s;
 }
 
+c10::impl::GenericDict rng_dict(uint64_t seed) {
+  auto rng = plain_dict();
+  rng.insert("scheme", std::string("derived"));
+  rng.insert("seed", static_cast<int64_t>(seed));
+  return rng;
+}
+
+TensorMap defined_gradients(const NamedTensors& params) {
+  TensorMap grads;
+  for (const auto& [name, p] : params) {
+    if (p.grad().defined()) grads[name] = p.grad();
+  }
+  return grads;
+}
+
+void restore_gradients(const NamedTensors& params, const TensorMap& grads, const std::string& path) {
+  at::NoGradGuard no_grad;
+  for (const auto& [name, p] : params) {
+    const auto g = grads.find(name);
+    if (g == grads.end()) continue;
+    if (g->second.sizes() != p.sizes()) {
+      throw std::runtime_error(path + ": grad_accum of '" + name + "' has shape " + c10::str(g->second.sizes()));
+    }
+    p.mutable_grad() = g->second.to(p.device()).clone();
+  }
+}
+
 void save_checkpoint(const std::string& path, const mkd::Distiller& d, int64_t epoch, int64_t iteration,
                      const std::string& config_yaml, const TrainingState& state) {
   auto ckpt = plain_dict();
@@ -110,22 +137,13 @@ void save_checkpoint(const std::string& path, const mkd::Distiller& d, int64_t e
     ls.insert("growth_tracker", state.loss_scaler->state().growth_tracker);
     ckpt.insert("loss_scaler", ls);
   }
-  if (state.partial_grads) {
-    TensorMap grads;
-    for (const auto& [name, p] : d.named_student_parameters()) {
-      if (p.grad().defined()) grads[name] = p.grad();
-    }
-    ckpt.insert("grad_accum", tensor_dict(grads));
-  }
+  if (state.partial_grads) ckpt.insert("grad_accum", tensor_dict(defined_gradients(d.named_student_parameters())));
   ckpt.insert("world_size", state.world_size);
   if (state.global_batch > 0) ckpt.insert("global_batch", state.global_batch);
   ckpt.insert("stage", d.stage());
   ckpt.insert("epoch", epoch);
   ckpt.insert("iteration", iteration);
-  auto rng = plain_dict();
-  rng.insert("scheme", std::string("derived"));
-  rng.insert("seed", static_cast<int64_t>(d.seed));
-  ckpt.insert("rng", rng);
+  ckpt.insert("rng", rng_dict(d.seed));
   ckpt.insert("config", config_yaml);
   const std::vector<char> bytes = pickle_plain(c10::IValue(ckpt));
   io::write_atomic(path, bytes.data(), bytes.size());
@@ -222,15 +240,7 @@ void restore(mkd::Distiller& d, AdamW* optimizer, LossScaler* loss_scaler, const
   optimizer->fit_state_to_params();  // the loaded decoder_predp may have another shape
   optimizer->load_state(c.optimizer, path);
   if (loss_scaler != nullptr && c.has_loss_scaler) loss_scaler->load_state(c.loss_scaler);
-  at::NoGradGuard no_grad;
-  for (const auto& [name, p] : d.named_student_parameters()) {
-    const auto g = c.grad_accum.find(name);
-    if (g == c.grad_accum.end()) continue;
-    if (g->second.sizes() != p.sizes()) {
-      throw std::runtime_error(path + ": grad_accum of '" + name + "' has shape " + c10::str(g->second.sizes()));
-    }
-    p.mutable_grad() = g->second.to(p.device()).clone();
-  }
+  restore_gradients(d.named_student_parameters(), c.grad_accum, path);
 }
 
 }  // namespace dbot::train

@@ -70,6 +70,12 @@ c10::Dict<std::string, at::Tensor> tensor_dict(const TensorMap& tensors);
 TensorMap tensor_map(const c10::IValue& value, const std::string& path, const std::string& key);
 c10::impl::GenericDict optimizer_dict(const AdamW& optimizer);
 AdamWState optimizer_state(const c10::IValue& value, const std::string& path);
+c10::impl::GenericDict rng_dict(uint64_t seed);  // {"scheme": "derived", "seed": seed}
+// Partial gradients (grad_accum): the defined gradients of named parameters, and their restore onto the
+// parameters' devices (a saved gradient of another shape than its parameter is an error naming `path`).
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+TensorMap defined_gradients(const NamedTensors& params);
+void restore_gradients(const NamedTensors& params, const TensorMap& grads, const std::string& path);
 
 void save_checkpoint(const std::string& path, const mkd::Distiller& distiller, int64_t epoch, int64_t iteration,
                      const std::string& config_yaml, const TrainingState& state = {});
