@@ -193,6 +193,7 @@ struct BenchArgs {
   std::string config, model;
   std::vector<std::string> overrides;
   int64_t batch = 0, steps = 20, warmup = 5;
+  std::string profile;
   RuntimeFlags runtime;
 };
 
@@ -214,6 +215,7 @@ int run_bench_step(const BenchArgs& a) {
   dbot::train::StepBenchOptions opts;
   opts.steps = a.steps;
   opts.warmup = a.warmup;
+  opts.profile = a.profile;
   std::printf("%s", dbot::train::format_step_bench(dbot::train::bench_step(r, rt, opts)).c_str());
   return 0;
 }
@@ -233,6 +235,9 @@ Command add_bench_step(CLI::App& bench) {
   bstep->add_option("--batch", a->batch, "per-step batch (optim.batch_size)");
   bstep->add_option("--steps", a->steps, "timed steps (default 20)");
   bstep->add_option("--warmup", a->warmup, "untimed steps first (default 5)");
+  bstep->add_option("--profile", a->profile,
+                    "also run --steps steps under LibTorch's profiler and write their trace to this file "
+                    "(chrome://tracing JSON; bench/profile_summary.py tabulates it per operator)");
   add_runtime_flags(bstep, a->runtime);
   return {bstep, [a] { return run_bench_step(*a); }};
 }

@@ -4,7 +4,7 @@
 # explicit attention, AdamW as torch picks it) and the faster forms (SDPA attention, foreach/fused AdamW).
 # Prints a markdown table; the ratio is PyTorch ms / dbot ms (above 1: dbot is faster).
 #   bench/compare.sh [build dir=build-pypi] [device=cpu|cuda] [precision=fp32|bf16|fp16]
-#                    [model=demo|vit_base_patch16_224] [batch]
+#                    [model=demo|vit_tiny_patch4_32|vit_small_patch16_224|vit_base_patch16_224] [batch]
 # Environment: THREADS (default 2 on CPU, all cores on CUDA), STEPS (timed steps, default 20), WARMUP
 # (default 5), PYTHON (default python3: the one with torch), DBOT_BENCH_TIMEOUT (seconds per side, default
 # 1200). Exit status 1 when either side gave no number (the table is still printed).
@@ -23,13 +23,19 @@ if [[ "$device" == cpu ]]; then threads="${THREADS:-2}"; else threads="${THREADS
 
 recipe=recipes/fmnist_vit_tiny.yaml
 dbot_args=(--config "$recipe")
+# The same sizes as bench/pytorch_step.py's presets (batch: the preset's unless given).
+mae_decoder=(--set mkd.decoder_embed_dim=512 --set mkd.decoder_depth=8 --set mkd.decoder_num_heads=16)
 case "$model" in
   demo) ;;
-  vit_base_patch16_224)
-    dbot_args+=(--model vit_base_patch16_224 --set model.in_chans=3 --set 'data.mean=[0.485,0.456,0.406]'
-                --set 'data.std=[0.229,0.224,0.225]' --set mkd.decoder_embed_dim=512 --set mkd.decoder_depth=8
-                --set mkd.decoder_num_heads=16 --set mkd.mask_ratio=0.75) ;;
-  *) echo "compare.sh: model must be demo or vit_base_patch16_224, got '$model'" >&2; exit 2 ;;
+  vit_base_patch16_224 | vit_small_patch16_224)
+    dbot_args+=(--model "$model" "${mae_decoder[@]}" --set mkd.mask_ratio=0.75)
+    [[ -z "$batch" ]] && { [[ "$model" == vit_base* ]] && batch=128 || batch=32; } ;;
+  vit_tiny_patch4_32)
+    dbot_args+=(--model "$model" --set mkd.decoder_embed_dim=128 --set mkd.decoder_depth=4
+                --set mkd.decoder_num_heads=4 --set mkd.mask_ratio=0.75)
+    [[ -z "$batch" ]] && batch=128 ;;
+  *) echo "compare.sh: model must be demo, vit_tiny_patch4_32, vit_small_patch16_224 or vit_base_patch16_224," \
+       "got '$model'" >&2; exit 2 ;;
 esac
 batch_args=()
 [[ -n "$batch" ]] && batch_args=(--batch "$batch")
@@ -68,17 +74,21 @@ if [[ $dbot_rc -ne 0 || -z "$dbot_ms" ]]; then
 fi
 echo
 
-# --- PyTorch, every form ---
+# --- PyTorch, every form, with glibc's malloc and with tcmalloc preloaded (as PyTorch's CPU tuning guide
+# advises; dbot links it): the fastest of them is the baseline ---
 py_args=(--model "$model" "${batch_args[@]}" --device "$device" --precision "$precision" --iters "$steps"
          --warmup "$warmup" --threads "$threads" --all-forms)
-echo "\$ $py bench/pytorch_step.py ${py_args[*]}"
-py_out="$(timeout "$limit" "$py" bench/pytorch_step.py "${py_args[@]}" 2>&1)"
-py_rc=$?
-echo "$py_out"
-echo
-
-# form ms ips, one line each
-forms="$(sed -n 's/^pytorch [^ ]* [^ ]* \([^:]*\): \([0-9.]*\) ms\/step, \([0-9.]*\) images\/s.*/\1 \2 \3/p' <<<"$py_out")"
+tcmalloc="$(ls /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 2>/dev/null)"
+forms="" py_rc=0
+for preload in "" ${tcmalloc:+"$tcmalloc"}; do
+  echo "\$ ${preload:+LD_PRELOAD=$preload }$py bench/pytorch_step.py ${py_args[*]}"
+  py_out="$(LD_PRELOAD="$preload" timeout "$limit" "$py" bench/pytorch_step.py "${py_args[@]}" 2>&1)" || py_rc=$?
+  echo "$py_out"
+  echo
+  suffix="${preload:++tcmalloc}"
+  forms+="$(sed -n "s/^pytorch [^ ]* [^ ]* \([^:]*\): \([0-9.]*\) ms\/step, \([0-9.]*\) images\/s.*/\1$suffix \2 \3/p" <<<"$py_out")"$'\n'
+done
+forms="$(sed '/^$/d' <<<"$forms")"
 if [[ $py_rc -ne 0 || -z "$forms" ]]; then
   echo "compare.sh: bench/pytorch_step.py gave no result (exit $py_rc)" >&2
 fi

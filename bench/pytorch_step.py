@@ -37,6 +37,12 @@ PRESETS = {
     # ViT-B/16 with the MAE/dBOT decoder (512 wide, 8 blocks, 16 heads), mask ratio 0.75
     "vit_base_patch16_224": dict(img=224, patch=16, in_chans=3, dim=768, depth=12, heads=12, dec_dim=512,
                                  dec_depth=8, dec_heads=16, mask=0.75, batch=128),
+    # ViT-Tiny/4 on 32 px (CIFAR-sized) with a 128-wide, 4-block decoder, mask ratio 0.75
+    "vit_tiny_patch4_32": dict(img=32, patch=4, in_chans=3, dim=192, depth=12, heads=3, dec_dim=128, dec_depth=4,
+                               dec_heads=4, mask=0.75, batch=128),
+    # ViT-S/16 with the MAE/dBOT decoder, mask ratio 0.75
+    "vit_small_patch16_224": dict(img=224, patch=16, in_chans=3, dim=384, depth=12, heads=6, dec_dim=512,
+                                  dec_depth=8, dec_heads=16, mask=0.75, batch=32),
 }
 PRESETS["vit_tiny_patch7_28"] = PRESETS["demo"]
 ATTENTIONS = ["explicit", "sdpa"]

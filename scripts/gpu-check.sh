@@ -36,7 +36,7 @@ DEBS="$ROOT/.gpu-deps/debs"
 # dataset-fashion-mnist: the data that tests/e2e.sh trains on.
 PACKAGES=(libyaml-cpp-dev libyaml-cpp0.7 libcli11-dev nlohmann-json3-dev libgtest-dev googletest zlib1g-dev zlib1g
           libjpeg62-turbo-dev libjpeg62-turbo libpng-dev libpng16-16 libwebp-dev libwebp7
-          dataset-fashion-mnist)
+          libtcmalloc-minimal4 dataset-fashion-mnist)
 
 # ---------------------------------------------------------------------------------------------------------
 prepare() {

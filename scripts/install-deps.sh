@@ -9,6 +9,7 @@ PACKAGES=(
   build-essential cmake ccache pkg-config
   libtorch-dev libopenblas0-openmp        # LibTorch 1.13 (CPU) with a fast BLAS (the reference BLAS is ~20x slower)
   libgloo-dev                             # Gloo's headers, for c10d's ProcessGroupGloo (data-parallel runs)
+  libtcmalloc-minimal4                    # tcmalloc: glibc's malloc page-faults the CPU step's buffers
   libcli11-dev libyaml-cpp-dev nlohmann-json3-dev zlib1g-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev   # image decoding
   gnuplot-nox                             # dbot analyze: the attention-distance and singular-value figures

@@ -137,8 +137,14 @@ grep -qF "loss (stage 1): 1 - cosine similarity, masked patches (CLS dropped)" "
 
 # --- the step benchmark runs the real train_step and prints its machine-readable line ---
 "$dbot" bench step --config "$recipe" "${tiny[@]}" --steps 2 --warmup 1 --precision fp32 --device cpu \
-  >"$work/bench.log" 2>&1 || fail "bench step failed: $(cat "$work/bench.log")"
-grep -q "^dbot-bench: ms_per_step=" "$work/bench.log" || fail "bench step printed no dbot-bench line"
+  --profile "$work/trace.json" >"$work/bench.log" 2>&1 || fail "bench step failed: $(cat "$work/bench.log")"
+grep -q "^dbot-bench: ms_per_step=.* gemm_floor_ms=" "$work/bench.log" || fail "bench step printed no dbot-bench line"
+grep -q "^GEMM floor (the step's matrix products back to back, fp32): " "$work/bench.log" ||
+  fail "bench step printed no GEMM floor: $(cat "$work/bench.log")"
+# --profile wrote a trace of the two steps that bench/profile_summary.py tabulates per operator.
+python3 "$src/bench/profile_summary.py" "$work/trace.json" --steps 2 >"$work/profile.txt" 2>&1 ||
+  fail "profile_summary failed: $(cat "$work/profile.txt")"
+grep -q "^| aten::mm |" "$work/profile.txt" || fail "profile has no aten::mm row: $(cat "$work/profile.txt")"
 grep -q "| vit_tiny_patch7_28 | 28 | 128 |" "$work/bench.log" || fail "bench step table: $(cat "$work/bench.log")"
 
 # --- the data benchmark (decode + train transform through the Loader) prints its machine-readable line ---

@@ -142,3 +142,77 @@ TEST(DropPath, ScalesKeptSamplesInFp32UnderBf16) {
   // Eval mode (no generator) is the identity.
   EXPECT_TRUE(model::drop_path(x, 0.1, nullptr).is_same(x));
 }
+
+namespace {
+// The ViT written as the plain composition of LibTorch ops, as the official code and timm 0.4.12 compose them:
+// the stride-p convolution, F.linear (at::linear: under autocast the bias is rounded to bf16 as well), three
+// selects of qkv, (q k^T) * scale -> softmax -> @ v. model/vit.cpp computes the same with its faster forms
+// (patch GEMM, unbind, the attention kernel chosen by length); this is what they must agree with.
+at::Tensor plain_forward_features(model::VisionTransformerImpl& m, const at::Tensor& imgs) {
+  auto lin = [](const torch::nn::Linear& l, const at::Tensor& t) { return at::linear(t, l->weight, l->bias); };
+  auto ln = [](const torch::nn::LayerNorm& n, const at::Tensor& t) {
+    return at::layer_norm(t, {t.size(-1)}, n->weight, n->bias, n->options.eps());
+  };
+  const auto& pe = m.patch_embed->proj;
+  auto x = at::conv2d(imgs, pe->weight, pe->bias, m.cfg.patch_size).flatten(2).transpose(1, 2);
+  x = x + m.pos_embed.slice(1, 1);
+  x = at::cat({(m.cls_token + m.pos_embed.slice(1, 0, 1)).expand({x.size(0), -1, -1}), x}, 1);
+  const int64_t N = x.size(0), T = x.size(1), D = x.size(2), H = m.cfg.num_heads;
+  for (auto& b : m.blocks.blocks) {
+    auto qkv = lin(b->attn->qkv, ln(b->norm1, x)).reshape({N, T, 3, H, D / H}).permute({2, 0, 3, 1, 4});
+    auto attn = at::softmax(at::matmul(qkv[0], qkv[1].transpose(-2, -1)) * std::pow(D / H, -0.5), -1);
+    x = x + lin(b->attn->proj, at::matmul(attn, qkv[2]).transpose(1, 2).reshape({N, T, D}));
+    x = x + lin(b->mlp->fc2, at::gelu(lin(b->mlp->fc1, ln(b->norm2, x))));
+  }
+  return ln(m.norm, x);
+}
+
+// A scalar of the output with fixed weights, its value and every parameter's gradient.
+std::pair<at::Tensor, std::map<std::string, at::Tensor>> loss_and_grads(
+    model::VisionTransformerImpl& m, const std::function<at::Tensor(const at::Tensor&)>& forward,
+    const at::Tensor& imgs, at::ScalarType autocast_dtype) {
+  for (auto& p : m.parameters()) p.mutable_grad().reset();
+  at::Tensor loss;
+  {
+    compat::AutocastGuard autocast(at::kCPU, autocast_dtype);
+    const auto out = forward(imgs).to(at::kFloat);
+    loss = (out * at::linspace(-1.0, 1.0, out.numel()).view(out.sizes())).sum();
+  }
+  loss.backward();
+  std::map<std::string, at::Tensor> grads;
+  for (const auto& p : m.named_parameters(true)) grads[p.key()] = p.value().grad().clone();
+  return {loss.detach(), grads};
+}
+}  // namespace
+
+// The fast forms compute the same loss and gradients as the plain composition: within 1e-5 of scale in fp32.
+// Under bf16 autocast both differ from the fp32 values by bf16's rounding (8 mantissa bits), by a few % in the
+// 2-norm with LibTorch 2.x and by up to ~40% for some gradients of this 16-wide network with 1.13, whose CPU
+// autocast rounds more: the fast forms' error must stay within 2x the plain composition's + 0.1 (a wrong formula,
+// such as a patch order or a lost bias, is off by O(1) in fp32 already). Two sequence lengths: 17 tokens (the
+// explicit attention on the CPU) and 145 (the fused kernel where LibTorch has it).
+TEST(VisionTransformer, FastFormsMatchThePlainComposition) {
+  auto error = [](const at::Tensor& a, const at::Tensor& e) {  // relative, in the 2-norm
+    return (a - e).norm().item<double>() / e.norm().item<double>();
+  };
+  for (const int64_t img : {8, 24}) {
+    auto cfg = test::tiny_vit();
+    cfg.img_size = img;  // patch 2: 16 or 144 patches
+    model::VisionTransformer vit(cfg);
+    test::fill_parameters(*vit);
+    const auto imgs = at::sin(at::arange(2 * 3 * img * img, at::kFloat).view({2, 3, img, img}) * 0.37);
+    auto fast = [&](const at::Tensor& x) { return vit->forward_features(x, true); };
+    auto plain = [&](const at::Tensor& x) { return plain_forward_features(*vit, x); };
+    const auto reference = loss_and_grads(*vit, plain, imgs, at::kFloat);
+    const auto fast32 = loss_and_grads(*vit, fast, imgs, at::kFloat);
+    const auto plain16 = loss_and_grads(*vit, plain, imgs, at::kBFloat16);
+    const auto fast16 = loss_and_grads(*vit, fast, imgs, at::kBFloat16);
+    EXPECT_TRUE(test::close_to_scale(fast32.first, reference.first, 1e-5)) << "img " << img;
+    EXPECT_LE(error(fast16.first, reference.first), 2.0 * error(plain16.first, reference.first) + 0.1) << img;
+    for (const auto& [name, g] : reference.second) {
+      EXPECT_TRUE(test::close_to_scale(fast32.second.at(name), g, 1e-5)) << name << ", img " << img;
+      const double e_fast = error(fast16.second.at(name), g), e_plain = error(plain16.second.at(name), g);
+      EXPECT_LE(e_fast, 2.0 * e_plain + 0.1) << name << ", img " << img;
+    }
+  }
+}

@@ -1,6 +1,7 @@
 #include "dbot/core/runtime.h"
 
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <sched.h>
 
 #include <stdexcept>
@@ -23,9 +24,22 @@ at::ScalarType Runtime::amp_dtype() const {
 
 std::string Runtime::precision_name() const { return amp == Amp::kBF16 ? "bf16" : amp == Amp::kFP16 ? "fp16" : "fp32"; }
 
+namespace {
+// Which malloc serves this process (linked or LD_PRELOADed): the CPU step's speed depends on it
+// (docs/PERFORMANCE.md, "the allocator").
+std::string heap_allocator() {
+  if (dlsym(RTLD_DEFAULT, "tc_malloc") != nullptr) return "tcmalloc";
+  if (dlsym(RTLD_DEFAULT, "mallctl") != nullptr) return "jemalloc";
+  return "glibc malloc";
+}
+}  // namespace
+
 std::string Runtime::describe() const {
   std::string where = device.str();
-  where += " (" + (is_cuda() ? compat::cuda_device_name(device.index()) : std::to_string(threads) + " thread(s)") + ")";
+  where += " (" +
+           (is_cuda() ? compat::cuda_device_name(device.index())
+                      : std::to_string(threads) + " thread(s), " + heap_allocator()) +
+           ")";
   where += ", " + (amp == Amp::kNone ? std::string("fp32") : precision_name() + " autocast");
   if (world_size > 1) where += ", " + std::to_string(world_size) + " processes (Gloo all-reduce)";
   return where;

@@ -30,9 +30,9 @@ at::Tensor Decoder::insert_mask_tokens(const at::Tensor& x, const at::Tensor& id
 }
 
 at::Tensor Decoder::forward(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen) {
-  auto x = insert_mask_tokens(decoder_embed(latent), ids_restore) + decoder_pos_embed;  // [N, 1+L, Dd]
+  auto x = insert_mask_tokens(model::linear(decoder_embed, latent), ids_restore) + decoder_pos_embed;  // [N, 1+L, Dd]
   x = decoder_blocks.forward(x, gen);
-  return decoder_predp(decoder_norm(x));  // [N, 1+L, D_teacher]
+  return model::linear(decoder_predp, decoder_norm(x));  // [N, 1+L, D_teacher]
 }
 
 void Decoder::initialize_weights(at::Generator& gen) {

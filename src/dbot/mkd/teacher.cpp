@@ -26,8 +26,8 @@ void TeacherImpl::set_compute_dtype(at::ScalarType dtype) {
   compute_->eval();
   auto cast = [&](at::Tensor& t) { t.set_data(t.detach().to(dtype)); };
   for (auto& p : compute_->parameters()) p.requires_grad_(false);
-  // Only the matrices: biases stay fp32, as autocast leaves them where an op is outside its lists (LibTorch
-  // 1.13 adds a 3-D linear's bias after the matmul, in fp32), and casts them itself where it is inside.
+  // Only the matrices: biases stay fp32, as autocast leaves them where an op is outside its lists and casts
+  // them itself where it is inside (linear).
   cast(compute_->patch_embed->proj->weight);
   if (compute_->proj.defined()) cast(compute_->proj);
   for (auto& block : compute_->blocks.blocks) {

@@ -46,19 +46,40 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t heads)
       proj(register_module("proj", nn::Linear(dim, dim))),
       num_heads(heads) {}
 
+namespace {
+// softmax(q k^T * hd^-0.5) as timm 0.4.12 and the official code write it: q, k [N, h, T, hd] -> [N, h, T, T].
+at::Tensor attention_map(const at::Tensor& q, const at::Tensor& k) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  return at::matmul(q, k.transpose(-2, -1)).mul_(scale).softmax(-1);
+}
+
+// The attention kernel by device and sequence length. On the CPU, LibTorch 2.x's fused SDPA kernel is 1.2-3.9x
+// slower than the explicit matmul-softmax-matmul up to 65 tokens and within 20% of it at 197 tokens, forward
+// and backward (docs/PERFORMANCE.md, "attention kernels"); CUDA always takes the fused kernel (flash /
+// memory-efficient: no [T, T] map in memory).
+constexpr int64_t kCpuFusedAttentionMinTokens = 128;
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {  // [N, h, T, hd]
+  if (q.is_cpu() && q.size(-2) < kCpuFusedAttentionMinTokens) return at::matmul(attention_map(q, k), v);
+  return compat::scaled_dot_product_attention(q, k, v);
+}
+}  // namespace
+
+at::Tensor linear(const nn::Linear& l, const at::Tensor& x) { return at::linear(x, l->weight, l->bias); }
+
 at::Tensor AttentionImpl::forward(const at::Tensor& x) {
   const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
   // [N, T, 3D] -> [3, N, h, T, D/h]
-  auto qkv_out = qkv(x).reshape({N, T, 3, num_heads, D / num_heads}).permute({2, 0, 3, 1, 4});
-  auto out = compat::scaled_dot_product_attention(qkv_out[0], qkv_out[1], qkv_out[2]);  // [N, h, T, D/h]
-  return proj(out.transpose(1, 2).reshape({N, T, D}));
+  // [N, T, 3D] -> 3 x [N, h, T, D/h]; unbind's backward stacks the three gradients into one tensor, where three
+  // selects would each scatter into a zero-filled [3, N, h, T, D/h] and add them up.
+  const auto q_k_v = linear(qkv, x).reshape({N, T, 3, num_heads, D / num_heads}).permute({2, 0, 3, 1, 4}).unbind(0);
+  auto out = attend(q_k_v[0], q_k_v[1], q_k_v[2]);  // [N, h, T, D/h]
+  return linear(proj, out.transpose(1, 2).reshape({N, T, D}));
 }
 
 at::Tensor AttentionImpl::attention_probs(const at::Tensor& x) {
-  const int64_t N = x.size(0), T = x.size(1), D = x.size(2), hd = D / num_heads;
-  auto qkv_out = qkv(x).to(at::kFloat).reshape({N, T, 3, num_heads, hd}).permute({2, 0, 3, 1, 4});
-  auto scores = at::matmul(qkv_out[0], qkv_out[1].transpose(-2, -1)) / std::sqrt(static_cast<double>(hd));
-  return at::softmax(scores, -1);  // [N, h, T, T]
+  const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
+  auto qkv_out = qkv(x).to(at::kFloat).reshape({N, T, 3, num_heads, D / num_heads}).permute({2, 0, 3, 1, 4});
+  return attention_map(qkv_out[0], qkv_out[1]);  // [N, h, T, T]
 }
 
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden, bool quick)
@@ -67,8 +88,8 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, bool quick)
       quick_gelu(quick) {}
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {
-  auto h = fc1(x);
-  return fc2(quick_gelu ? h * at::sigmoid(1.702 * h) : at::gelu(h));  // QuickGELU: OpenAI CLIP's
+  auto h = linear(fc1, x);
+  return linear(fc2, quick_gelu ? h * at::sigmoid(1.702 * h) : at::gelu(h));  // QuickGELU: OpenAI CLIP's
 }
 
 BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, double dpr, const BlockOptions& opts)
@@ -108,7 +129,12 @@ PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patc
           "proj", nn::Conv2d(nn::Conv2dOptions(in_chans, embed_dim, patch_size).stride(patch_size).bias(bias)))) {}
 
 at::Tensor PatchEmbedImpl::forward(const at::Tensor& imgs) {
-  return proj(imgs).flatten(2).transpose(1, 2);  // [N, D, g, g] -> [N, L, D]
+  // The stride-p convolution as one GEMM over the patches: its weight gradient is then a plain mm, where the
+  // convolution's backward took 4% of the demo's CPU step. [N, C, g p, g p] -> [N, g, g, C, p, p] -> [N, L, C p p],
+  // the order of the weight's [D, C, p, p] view as [D, C p p].
+  const int64_t N = imgs.size(0), C = imgs.size(1), p = proj->weight.size(2), g = imgs.size(2) / p;
+  const auto patches = imgs.reshape({N, C, g, p, g, p}).permute({0, 2, 4, 1, 3, 5}).reshape({N, g * g, C * p * p});
+  return at::linear(patches, proj->weight.view({proj->weight.size(0), -1}), proj->bias);  // [N, L, D]
 }
 
 namespace {

@@ -55,13 +55,18 @@ struct VitConfig {
 // gen == nullptr or rate == 0.
 at::Tensor drop_path(const at::Tensor& x, double rate, at::Generator* gen);
 
+// y = x W^T + b for x [..., in] -> [..., out] by ATen's linear, which folds the bias into one GEMM (addmm) on
+// the flattened rows. LibTorch's nn::Linear::forward (torch/nn/functional/linear.h) instead runs matmul and
+// then += bias for inputs of more than 2 dimensions: one more pass over the output, forward and backward.
+at::Tensor linear(const torch::nn::Linear& l, const at::Tensor& x);
+
 // Multi-head self-attention with one fused qkv projection [3D, D], read as (3, heads, head_dim).
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(int64_t dim, int64_t num_heads);
   at::Tensor forward(const at::Tensor& x);  // [N, T, D] -> [N, T, D]
   // The attention maps softmax(q k^T / sqrt(D/h)) by the unfused path, fp32: [N, T, D] -> [N, h, T, T]. For the
-  // analysis tools only (eval/analyze.h); forward uses the fused kernel.
+  // analysis tools only (eval/analyze.h); forward picks its kernel by device and length (vit.cpp: attend).
   at::Tensor attention_probs(const at::Tensor& x);
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   int64_t num_heads;

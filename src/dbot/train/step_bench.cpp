@@ -1,8 +1,13 @@
 #include "dbot/train/step_bench.h"
 
+#include <torch/csrc/autograd/profiler_legacy.h>
+
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <map>
+#include <tuple>
 
 #include "dbot/compat.h"
 #include "dbot/data/loader.h"
@@ -26,21 +31,119 @@ double time_ms(const std::function<void()>& f, int64_t iters, int64_t warmup, c1
          static_cast<double>(iters);
 }
 
+// Builds the list of a step's products layer by layer.
+struct GemmList {
+  std::vector<Gemm> out;
+  // A Linear on M rows, in -> out_features: y = x W^T, and when trained dx = dy W (unless the input needs no
+  // gradient) and dW = dy^T x.
+  void linear(int64_t M, int64_t in, int64_t out_features, bool backward, bool input_grad = true) {
+    out.push_back({1, M, out_features, in, false, true});
+    if (!backward) return;
+    if (input_grad) out.push_back({1, M, in, out_features, false, false});
+    out.push_back({1, out_features, in, M, true, false});
+  }
+  // softmax(q k^T) v over B = N h sequences of T tokens of width hd: s = q k^T, o = p v; backward dp = do v^T,
+  // dv = p^T do, dq = ds k, dk = ds^T q.
+  void attention(int64_t B, int64_t T, int64_t hd, bool backward) {
+    out.push_back({B, T, T, hd, false, true});
+    out.push_back({B, T, hd, T, false, false});
+    if (!backward) return;
+    out.push_back({B, T, T, hd, false, true});
+    out.push_back({B, T, hd, T, true, false});
+    out.push_back({B, T, hd, T, false, false});
+    out.push_back({B, T, hd, T, true, false});
+  }
+  void blocks(int64_t depth, int64_t N, int64_t T, int64_t D, int64_t heads, double mlp_ratio, bool backward) {
+    const int64_t M = N * T, hidden = static_cast<int64_t>(static_cast<double>(D) * mlp_ratio);
+    for (int64_t i = 0; i < depth; ++i) {
+      linear(M, D, 3 * D, backward);  // qkv
+      attention(N * heads, T, D / heads, backward);
+      linear(M, D, D, backward);       // proj
+      linear(M, D, hidden, backward);  // fc1
+      linear(M, hidden, D, backward);  // fc2
+    }
+  }
+};
+
+int64_t kept_patches(const PretrainConfig& cfg) {  // as random_masking: int(L * (1 - mask_ratio))
+  return static_cast<int64_t>(static_cast<double>(cfg.model.num_patches()) * (1.0 - cfg.mkd.mask_ratio));
+}
+
+int64_t target_dim(const PretrainConfig& cfg) {  // what decoder_predp predicts (a teacher of the student's width)
+  const auto& m = cfg.model;
+  return cfg.mkd.target == "pixels" ? m.in_chans * m.patch_size * m.patch_size : m.embed_dim;
+}
+
 }  // namespace
+
+std::vector<Gemm> step_gemms(const PretrainConfig& cfg) {
+  const auto& m = cfg.model;
+  const auto& dec = cfg.mkd.decoder;
+  const int64_t N = cfg.optim.batch_size, L = m.num_patches(), K = kept_patches(cfg);
+  const int64_t patch = m.in_chans * m.patch_size * m.patch_size;
+  GemmList g;
+  if (cfg.mkd.target != "pixels") {  // the teacher: full image, forward only
+    const int64_t teacher_depth = cfg.mkd.teacher_depth >= 0 ? cfg.mkd.teacher_depth : m.depth;
+    g.linear(N * L, patch, m.embed_dim, false);
+    g.blocks(teacher_depth, N, 1 + L, m.embed_dim, m.num_heads, m.mlp_ratio, false);
+  }
+  g.linear(N * L, patch, m.embed_dim, true, /*input_grad=*/false);  // the student: patches, then CLS + kept
+  g.blocks(m.depth, N, 1 + K, m.embed_dim, m.num_heads, m.mlp_ratio, true);
+  g.linear(N * (1 + K), m.embed_dim, dec.embed_dim, true);  // decoder_embed, blocks on 1 + L, decoder_predp
+  g.blocks(dec.depth, N, 1 + L, dec.embed_dim, dec.num_heads, dec.mlp_ratio, true);
+  g.linear(N * (1 + L), dec.embed_dim, target_dim(cfg), true);
+  return g.out;
+}
+
+double gemm_floor_ms(const std::vector<Gemm>& gemms, const core::Runtime& runtime, at::ScalarType dtype, int64_t reps) {
+  at::NoGradGuard no_grad;
+  const auto opts = at::TensorOptions().dtype(dtype).device(runtime.device);
+  struct Operands {
+    at::Tensor a, b, c;  // [batch, m, k], [batch, k, n] (possibly transposed views), [batch, m, n]; 2-D for batch 1
+  };
+  // Blocks repeat their shapes: one set of operands per distinct product keeps memory at a few layers' worth.
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool>, Operands> by_shape;
+  std::vector<Operands*> sequence;
+  for (const auto& g : gemms) {
+    auto& o = by_shape[{g.batch, g.m, g.n, g.k, g.trans_a, g.trans_b}];
+    if (!o.c.defined()) {
+      o.a = g.trans_a ? at::randn({g.batch, g.k, g.m}, opts).transpose(1, 2) : at::randn({g.batch, g.m, g.k}, opts);
+      o.b = g.trans_b ? at::randn({g.batch, g.n, g.k}, opts).transpose(1, 2) : at::randn({g.batch, g.k, g.n}, opts);
+      o.c = at::empty({g.batch, g.m, g.n}, opts);
+      if (g.batch == 1) {
+        o.a = o.a[0];
+        o.b = o.b[0];
+        o.c = o.c[0];
+      }
+    }
+    sequence.push_back(&o);
+  }
+  return time_ms(
+      [&] {
+        for (Operands* o : sequence) {
+          if (o->c.dim() == 2) {
+            at::mm_out(o->c, o->a, o->b);
+          } else {
+            at::bmm_out(o->c, o->a, o->b);
+          }
+        }
+      },
+      reps, 2, runtime.device);
+}
 
 StepFlops step_flops(const PretrainConfig& cfg) {
   const auto& m = cfg.model;
   const auto& dec = cfg.mkd.decoder;
   const double L = static_cast<double>(m.num_patches());
-  const double K = std::floor(L * (1.0 - cfg.mkd.mask_ratio));
+  const double K = static_cast<double>(kept_patches(cfg));
   const double D = static_cast<double>(m.embed_dim), Dd = static_cast<double>(dec.embed_dim), Dt = D;
   const double patch = 2 * L * static_cast<double>(m.in_chans * m.patch_size * m.patch_size);
   const double teacher_depth = static_cast<double>(cfg.mkd.teacher_depth >= 0 ? cfg.mkd.teacher_depth : m.depth);
   StepFlops f;
-  f.teacher = patch * Dt + teacher_depth * block_flops(1 + L, Dt, m.mlp_ratio);
+  if (cfg.mkd.target != "pixels") f.teacher = patch * Dt + teacher_depth * block_flops(1 + L, Dt, m.mlp_ratio);
   f.student = patch * D + static_cast<double>(m.depth) * block_flops(1 + K, D, m.mlp_ratio);
   f.decoder = 2 * (1 + K) * D * Dd + static_cast<double>(dec.depth) * block_flops(1 + L, Dd, dec.mlp_ratio) +
-              2 * (1 + L) * Dd * Dt;
+              2 * (1 + L) * Dd * static_cast<double>(target_dim(cfg));
   return f;
 }
 
@@ -84,6 +187,11 @@ StepBenchResult bench_step(const PretrainConfig& cfg, const core::Runtime& runti
       },
       opts.steps, 1, runtime.device);
   r.optimizer_ms = time_ms([&] { trainer.optimizer().step(1e-6); }, opts.steps, 1, runtime.device);
+  if (!opts.profile.empty()) {
+    if (!std::ofstream(opts.profile)) throw std::runtime_error(opts.profile + ": cannot write the profile there");
+    torch::autograd::profiler::RecordProfile trace(opts.profile);
+    time_ms(step, opts.steps, 0, runtime.device);
+  }
 
   r.model = m.name;
   r.img_size = m.img_size;
@@ -95,6 +203,7 @@ StepBenchResult bench_step(const PretrainConfig& cfg, const core::Runtime& runti
   r.achieved_tflops = flops * r.samples_per_s / 1e12;
   const at::ScalarType peak_dtype = runtime.amp == core::Amp::kNone ? at::kFloat : runtime.amp_dtype();
   r.peak_tflops = matmul_peak_flops(runtime, peak_dtype) / 1e12;
+  r.gemm_floor_ms = gemm_floor_ms(step_gemms(cfg), runtime, peak_dtype);
   r.mfu = r.achieved_tflops / r.peak_tflops;
   r.device = runtime.describe();
   r.precision = runtime.precision_name();
@@ -115,12 +224,14 @@ std::string format_step_bench(const StepBenchResult& r) {
                 "| teacher forward | %.2f | %.0f%% |\n"
                 "| student forward + backward (rest) | %.2f | %.0f%% |\n"
                 "| AdamW update | %.2f | %.0f%% |\n\n"
-                "dbot-bench: ms_per_step=%.4f images_per_s=%.2f\n",
+                "GEMM floor (the step's matrix products back to back, %s): %.2f ms; ms/step / floor = %.2f\n\n"
+                "dbot-bench: ms_per_step=%.4f images_per_s=%.2f gemm_floor_ms=%.4f\n",
                 r.torch_version.c_str(), r.device.c_str(), r.precision.c_str(), r.model.c_str(),
                 static_cast<long long>(r.img_size), static_cast<long long>(r.batch), r.param_count_m, r.samples_per_s,
                 r.ms_per_step, r.gflop_per_image, r.achieved_tflops, r.peak_tflops, 100.0 * r.mfu, r.peak_memory_gib,
                 r.teacher_ms, 100.0 * r.teacher_ms / r.ms_per_step, rest, 100.0 * rest / r.ms_per_step, r.optimizer_ms,
-                100.0 * r.optimizer_ms / r.ms_per_step, r.ms_per_step, r.samples_per_s);
+                100.0 * r.optimizer_ms / r.ms_per_step, r.precision.c_str(), r.gemm_floor_ms,
+                r.ms_per_step / r.gemm_floor_ms, r.ms_per_step, r.samples_per_s, r.gemm_floor_ms);
   return buf;
 }
 

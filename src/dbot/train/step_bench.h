@@ -11,6 +11,10 @@
 //   student  = patch_embed(L, D) + depth * block(1+K, D)                            K = kept patches
 //   decoder  = 2 (1+K) D Dd + depth_d * block(1+L, Dd) + 2 (1+L) Dd Dt
 //   step     = teacher + 3 * (student + decoder)        (backward = 2x forward, as in the usual 6ND rule)
+//
+// The GEMM floor: the step's own matrix products (step_gemms: every forward product and the two backward
+// products of each, at their real shapes, transposes and dtype) timed back to back on preallocated operands.
+// No step can be faster with these kernels; `ms/step / floor` says how much of the step is everything else.
 #pragma once
 
 #include <string>
@@ -25,9 +29,24 @@ struct StepFlops {
 };
 StepFlops step_flops(const PretrainConfig& cfg);
 
+// One matrix product of the step: `batch` products of op(A) [m, k] and op(B) [k, n] (batch 1: one mm);
+// trans_a / trans_b: the operand is stored transposed ([k, m] / [n, k]), as autograd's backward reads it.
+struct Gemm {
+  int64_t batch, m, n, k;
+  bool trans_a, trans_b;
+  double flops() const { return 2.0 * static_cast<double>(batch * m * n * k); }
+};
+// The products of one train_step of cfg (batch optim.batch_size): the teacher's forward, the student's and
+// the decoder's forward and backward (no input gradient for the patch embedding: images need none).
+std::vector<Gemm> step_gemms(const PretrainConfig& cfg);
+// Milliseconds to run `gemms` once, back to back in `dtype` on the runtime's device (mean over `reps`).
+double gemm_floor_ms(const std::vector<Gemm>& gemms, const core::Runtime& runtime, at::ScalarType dtype,
+                     int64_t reps = 10);
+
 struct StepBenchOptions {
   int64_t steps = 20;
   int64_t warmup = 5;
+  std::string profile;  // when set: a trace of the timed steps (LibTorch's profiler, chrome://tracing JSON)
 };
 
 struct StepBenchResult {
@@ -38,6 +57,7 @@ struct StepBenchResult {
   double gflop_per_image = 0, achieved_tflops = 0, peak_tflops = 0, mfu = 0;
   double peak_memory_gib = 0;
   double teacher_ms = 0, optimizer_ms = 0;  // parts of the step; the rest is the student's forward + backward
+  double gemm_floor_ms = 0;                 // the step's matrix products back to back (step_gemms)
   std::string device, precision, torch_version;
 };
 
