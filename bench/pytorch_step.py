@@ -23,6 +23,7 @@ Output, one line per form (compare.sh parses it):
 and with --all-forms a last line "fastest: <form> <ms> ms/step".
 """
 import argparse
+import contextlib
 import sys
 import time
 
@@ -204,8 +205,11 @@ def run_form(a, imgs, attention, optimizer):
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.precision)
     scaler = make_scaler(a.device) if a.precision == "fp16" else None
 
+    def autocast():  # no autocast at all in fp32 (torch 1.13's CPU autocast refuses a float32 dtype even disabled)
+        return torch.autocast(a.device, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+
     def step():
-        with torch.autocast(a.device, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast():
             with torch.no_grad():
                 target = teacher.forward_teacher(imgs)
             loss = student(imgs, target)

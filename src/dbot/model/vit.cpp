@@ -53,10 +53,10 @@ at::Tensor attention_map(const at::Tensor& q, const at::Tensor& k) {
   return at::matmul(q, k.transpose(-2, -1)).mul_(scale).softmax(-1);
 }
 
-// The attention kernel by device and sequence length. On the CPU, LibTorch 2.x's fused SDPA kernel is 1.2-3.9x
-// slower than the explicit matmul-softmax-matmul up to 65 tokens and within 20% of it at 197 tokens, forward
-// and backward (docs/PERFORMANCE.md, "attention kernels"); CUDA always takes the fused kernel (flash /
-// memory-efficient: no [T, T] map in memory).
+// The attention kernel by device and sequence length. On the CPU, LibTorch 2.x's fused SDPA kernel takes 2.4-3.1x
+// the explicit matmul-softmax-matmul's time at 9-17 tokens and 1.0-1.4x at 50-65, forward and backward; at 197
+// tokens it is 0.7-0.9x forward and equal forward + backward (bench/attention_kernels.py, docs/PERFORMANCE.md).
+// CUDA always takes the fused kernel (flash / memory-efficient: no [T, T] map in memory).
 constexpr int64_t kCpuFusedAttentionMinTokens = 128;
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {  // [N, h, T, hd]
   if (q.is_cpu() && q.size(-2) < kCpuFusedAttentionMinTokens) return at::matmul(attention_map(q, k), v);
@@ -68,7 +68,6 @@ at::Tensor linear(const nn::Linear& l, const at::Tensor& x) { return at::linear(
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x) {
   const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
-  // [N, T, 3D] -> [3, N, h, T, D/h]
   // [N, T, 3D] -> 3 x [N, h, T, D/h]; unbind's backward stacks the three gradients into one tensor, where three
   // selects would each scatter into a zero-filled [3, N, h, T, D/h] and add them up.
   const auto q_k_v = linear(qkv, x).reshape({N, T, 3, num_heads, D / num_heads}).permute({2, 0, 3, 1, 4}).unbind(0);
