@@ -1,5 +1,6 @@
 #include "dbot/mkd/distiller.h"
 
+#include <cmath>
 #include <limits>
 #include <stdexcept>
 
@@ -10,9 +11,13 @@ namespace dbot::mkd {
 
 at::Tensor normalize_target(const at::Tensor& target) {
   auto t = target.to(at::kFloat);  // computed in fp32 even under bf16 autocast
-  auto mean = t.mean(-1, true);
-  auto var = at::var(t, {-1}, /*unbiased=*/true, /*keepdim=*/true);
-  return (t - mean) / (var + 1e-6).sqrt();
+  const int64_t D = t.size(-1);
+  if (D < 2) return (t - t.mean(-1, true)) / (at::var(t, {-1}, /*unbiased=*/true, /*keepdim=*/true) + 1e-6).sqrt();
+  // The same value in one fused pass: with c = (D-1)/D, var_unbiased = var_biased / c, so
+  // (t - mean) / sqrt(var_unbiased + 1e-6) = sqrt(c) (t - mean) / sqrt(var_biased + c 1e-6), which is LayerNorm
+  // without affine at eps c 1e-6, times sqrt(c). (mean, var, subtract, divide took ~3% of the demo's CPU step.)
+  const double c = static_cast<double>(D - 1) / static_cast<double>(D);
+  return at::layer_norm(t, {D}, {}, {}, c * 1e-6).mul_(std::sqrt(c));
 }
 
 LossSpec loss_spec(const std::string& loss, const model::VitConfig& teacher) {
