@@ -12,7 +12,7 @@
 #include <stdexcept>
 
 #include "dbot/compat.h"
-#include "dbot/data/loader.h"
+#include "dbot/data/eval_batches.h"
 #include "dbot/io/files.h"
 
 namespace dbot::eval {
@@ -80,16 +80,12 @@ Analysis analyze_encoder(model::VisionTransformer& encoder, std::shared_ptr<cons
   encoder->eval();
   const auto& arch = encoder->cfg;
   Analysis a;
-  data::Loader loader(std::move(source), data::transform_config(dc, arch.img_size, arch.in_chans),
-                      data::loader_config(dc, batch_size, /*train=*/false, 0));
-  loader.start_epoch(0);
-  for (int64_t it = 0; it < loader.iters_per_epoch() && a.images < max_images; ++it) {
-    auto images = loader.next().images;
-    images = images.slice(0, 0, std::min<int64_t>(images.size(0), max_images - a.images));
-    auto x = data::normalize(core::to_device(images, runtime.device), dc.mean, dc.std);
-    compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
-    accumulate(a, encoder, x);
-  }
+  data::for_each_eval_batch(std::move(source), dc, arch.img_size, arch.in_chans, batch_size, runtime.device,
+                            [&](const at::Tensor& x, const at::Tensor&) {
+                              compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
+                              accumulate(a, encoder, x.slice(0, 0, std::min(x.size(0), max_images - a.images)));
+                              return a.images < max_images;
+                            });
   return finish(std::move(a));
 }
 

@@ -9,6 +9,7 @@
 
 #include "dbot/compat.h"
 #include "dbot/core/rng.h"
+#include "dbot/data/eval_batches.h"
 #include "dbot/data/loader.h"
 #include "dbot/io/files.h"
 #include "dbot/train/checkpoint.h"
@@ -29,18 +30,16 @@ at::Tensor extract_features(model::VisionTransformer& encoder, std::shared_ptr<c
   encoder->to(runtime.device);
   encoder->eval();
   const auto& arch = encoder->cfg;
-  data::Loader loader(std::move(source), data::transform_config(dc, arch.img_size, arch.in_chans),
-                      data::loader_config(dc, batch_size, /*train=*/false, 0));
-  loader.start_epoch(0);
   std::vector<at::Tensor> out;
-  for (int64_t it = 0; it < loader.iters_per_epoch(); ++it) {
-    auto x = data::normalize(core::to_device(loader.next().images, runtime.device), dc.mean, dc.std);
-    compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
-    auto tokens = encoder->forward_features(x, /*final_norm=*/true).to(at::kFloat);  // [B, 1+L, D]
-    auto cls = tokens.select(1, 0), mean = tokens.slice(1, 1).mean(1);               // [B, D] each
-    auto f = pool == Pool::kCls ? cls : pool == Pool::kMean ? mean : at::cat({cls, mean}, 1);
-    out.push_back(f.to(at::kCPU));
-  }
+  data::for_each_eval_batch(std::move(source), dc, arch.img_size, arch.in_chans, batch_size, runtime.device,
+                            [&](const at::Tensor& x, const at::Tensor&) {
+                              compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
+                              auto tokens = encoder->forward_features(x, /*final_norm=*/true).to(at::kFloat);
+                              auto cls = tokens.select(1, 0), mean = tokens.slice(1, 1).mean(1);  // [B, D] each
+                              auto f = pool == Pool::kCls ? cls : pool == Pool::kMean ? mean : at::cat({cls, mean}, 1);
+                              out.push_back(f.to(at::kCPU));
+                              return true;
+                            });
   return at::cat(out, 0);
 }
 

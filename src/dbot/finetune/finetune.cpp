@@ -7,6 +7,7 @@
 
 #include "dbot/compat.h"
 #include "dbot/core/rng.h"
+#include "dbot/data/eval_batches.h"
 #include "dbot/data/loader.h"
 #include "dbot/finetune/classifier.h"
 #include "dbot/finetune/finetune_checkpoint.h"
@@ -43,29 +44,24 @@ Accuracy evaluate_classifier(ClassifierImpl& c, std::shared_ptr<const data::Imag
                              const data::DataConfig& dc, int64_t batch_size, const core::Runtime& runtime) {
   at::NoGradGuard no_grad;
   c.eval();
-  data::Loader loader(std::move(source), data::transform_config(dc, c.cfg.img_size, c.cfg.in_chans),
-                      data::loader_config(dc, batch_size, /*train=*/false, 0));
-  loader.start_epoch(0);
   Accuracy a;
   int64_t top1 = 0, top5 = 0;
   double loss_sum = 0;
-  for (int64_t it = 0; it < loader.iters_per_epoch(); ++it) {
-    auto batch = loader.next();
-    auto x = data::normalize(core::to_device(batch.images, runtime.device), dc.mean, dc.std);
-    at::Tensor logits;
-    {
-      compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
-      logits = c.forward(x).to(at::kFloat).to(at::kCPU);  // [B, classes]
-    }
-    const auto y = batch.labels;
-    loss_sum += at::cross_entropy_loss(logits, y, {}, at::Reduction::Sum).item<double>();
-    const auto k = std::min<int64_t>(5, logits.size(1));
-    const auto topk = std::get<1>(logits.topk(k, 1));  // [B, k]
-    const auto hit = topk.eq(y.unsqueeze(1));
-    top1 += hit.select(1, 0).sum().item<int64_t>();
-    top5 += hit.any(1).sum().item<int64_t>();
-    a.images += y.size(0);
-  }
+  data::for_each_eval_batch(std::move(source), dc, c.cfg.img_size, c.cfg.in_chans, batch_size, runtime.device,
+                            [&](const at::Tensor& x, const at::Tensor& y) {
+                              at::Tensor logits;
+                              {
+                                compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
+                                logits = c.forward(x).to(at::kFloat).to(at::kCPU);  // [B, classes]
+                              }
+                              loss_sum += at::cross_entropy_loss(logits, y, {}, at::Reduction::Sum).item<double>();
+                              const auto k = std::min<int64_t>(5, logits.size(1));
+                              const auto hit = std::get<1>(logits.topk(k, 1)).eq(y.unsqueeze(1));  // [B, k]
+                              top1 += hit.select(1, 0).sum().item<int64_t>();
+                              top5 += hit.any(1).sum().item<int64_t>();
+                              a.images += y.size(0);
+                              return true;
+                            });
   if (a.images == 0) throw std::runtime_error("the evaluation set is empty");
   a.acc1 = 100.0 * static_cast<double>(top1) / static_cast<double>(a.images);
   a.acc5 = 100.0 * static_cast<double>(top5) / static_cast<double>(a.images);
