@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
 #include "dbot/train/step_bench.h"
 #include "tiny_config.h"
@@ -21,6 +22,13 @@ PretrainConfig tiny(int64_t depth, int64_t decoder_depth, int64_t batch) {
   return cfg;
 }
 
+// Every field of a product, for readable comparisons.
+std::string str(const Gemm& g) {
+  return std::to_string(g.batch) + " x [" + std::to_string(g.m) + ", " + std::to_string(g.k) + "]" +
+         (g.trans_a ? "^T" : "") + " [" + std::to_string(g.k) + ", " + std::to_string(g.n) + "]" +
+         (g.trans_b ? "^T" : "");
+}
+
 TEST(StepGemms, OneBlockByHand) {
   const auto cfg = tiny(1, 1, 2);
   const auto g = step_gemms(cfg);
@@ -29,27 +37,15 @@ TEST(StepGemms, OneBlockByHand) {
   // decoder: decoder_embed 3 + block 18 + decoder_predp 3 = 24.
   ASSERT_EQ(g.size(), 7u + 20u + 24u);
   // The teacher's qkv on all 1 + L = 17 tokens of 2 images: [34, 16] x [16, 48], the weight read transposed.
-  EXPECT_EQ(g[1].batch, 1);
-  EXPECT_EQ(g[1].m, 34);
-  EXPECT_EQ(g[1].n, 48);
-  EXPECT_EQ(g[1].k, 16);
-  EXPECT_TRUE(g[1].trans_b);
-  // Its attention scores: 2 images x 2 heads of [17, 8] x [8, 17].
-  EXPECT_EQ(g[2].batch, 4);
-  EXPECT_EQ(g[2].m, 17);
-  EXPECT_EQ(g[2].n, 17);
-  EXPECT_EQ(g[2].k, 8);
+  EXPECT_EQ(str(g[1]), str({1, 34, 48, 16, false, true}));
+  // Its attention scores: 2 images x 2 heads of [17, 8] x [8, 17] (k read transposed).
+  EXPECT_EQ(str(g[2]), str({4, 17, 17, 8, false, true}));
   // The student's patch-embedding weight gradient: dy^T [16, 32] x patches [32, 12] (2 images x 16 patches).
-  EXPECT_EQ(g[8].m, 16);
-  EXPECT_EQ(g[8].n, 12);
-  EXPECT_EQ(g[8].k, 32);
-  EXPECT_TRUE(g[8].trans_a);
+  EXPECT_EQ(str(g[8]), str({1, 16, 12, 32, true, false}));
   // The student's qkv sees CLS + K = 5 tokens per image: 10 rows.
-  EXPECT_EQ(g[9].m, 10);
+  EXPECT_EQ(str(g[9]), str({1, 10, 48, 16, false, true}));
   // The last product: decoder_predp's weight gradient [16, 34] x [34, 8].
-  EXPECT_EQ(g.back().m, 16);
-  EXPECT_EQ(g.back().n, 8);
-  EXPECT_EQ(g.back().k, 34);
+  EXPECT_EQ(str(g.back()), str({1, 16, 8, 34, true, false}));
 }
 
 double total_flops(const std::vector<Gemm>& gemms) {

@@ -62,23 +62,25 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)
   if (q.is_cpu() && q.size(-2) < kCpuFusedAttentionMinTokens) return at::matmul(attention_map(q, k), v);
   return compat::scaled_dot_product_attention(q, k, v);
 }
+// qkv's output [N, T, 3D] read as (3, heads, head_dim) -> q, k, v [N, h, T, D/h]. unbind's backward stacks the three
+// gradients into one tensor, where three selects would each scatter into a zero-filled [3, N, h, T, D/h] and add.
+std::vector<at::Tensor> split_heads(const at::Tensor& qkv_out, int64_t num_heads) {
+  const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3;
+  return qkv_out.reshape({N, T, 3, num_heads, D / num_heads}).permute({2, 0, 3, 1, 4}).unbind(0);
+}
 }  // namespace
 
 at::Tensor linear(const nn::Linear& l, const at::Tensor& x) { return at::linear(x, l->weight, l->bias); }
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x) {
-  const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
-  // [N, T, 3D] -> 3 x [N, h, T, D/h]; unbind's backward stacks the three gradients into one tensor, where three
-  // selects would each scatter into a zero-filled [3, N, h, T, D/h] and add them up.
-  const auto q_k_v = linear(qkv, x).reshape({N, T, 3, num_heads, D / num_heads}).permute({2, 0, 3, 1, 4}).unbind(0);
+  const auto q_k_v = split_heads(linear(qkv, x), num_heads);
   auto out = attend(q_k_v[0], q_k_v[1], q_k_v[2]);  // [N, h, T, D/h]
-  return linear(proj, out.transpose(1, 2).reshape({N, T, D}));
+  return linear(proj, out.transpose(1, 2).reshape(x.sizes()));
 }
 
 at::Tensor AttentionImpl::attention_probs(const at::Tensor& x) {
-  const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
-  auto qkv_out = qkv(x).to(at::kFloat).reshape({N, T, 3, num_heads, D / num_heads}).permute({2, 0, 3, 1, 4});
-  return attention_map(qkv_out[0], qkv_out[1]);  // [N, h, T, T]
+  const auto q_k_v = split_heads(qkv(x).to(at::kFloat), num_heads);
+  return attention_map(q_k_v[0], q_k_v[1]);  // [N, h, T, T]
 }
 
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden, bool quick)

@@ -69,6 +69,10 @@ int64_t kept_patches(const PretrainConfig& cfg) {  // as random_masking: int(L *
   return static_cast<int64_t>(static_cast<double>(cfg.model.num_patches()) * (1.0 - cfg.mkd.mask_ratio));
 }
 
+int64_t teacher_depth(const PretrainConfig& cfg) {  // mkd.teacher_depth, -1 = the student's
+  return cfg.mkd.teacher_depth >= 0 ? cfg.mkd.teacher_depth : cfg.model.depth;
+}
+
 int64_t target_dim(const PretrainConfig& cfg) {  // what decoder_predp predicts (a teacher of the student's width)
   const auto& m = cfg.model;
   return cfg.mkd.target == "pixels" ? m.in_chans * m.patch_size * m.patch_size : m.embed_dim;
@@ -83,9 +87,8 @@ std::vector<Gemm> step_gemms(const PretrainConfig& cfg) {
   const int64_t patch = m.in_chans * m.patch_size * m.patch_size;
   GemmList g;
   if (cfg.mkd.target != "pixels") {  // the teacher: full image, forward only
-    const int64_t teacher_depth = cfg.mkd.teacher_depth >= 0 ? cfg.mkd.teacher_depth : m.depth;
     g.linear(N * L, patch, m.embed_dim, false);
-    g.blocks(teacher_depth, N, 1 + L, m.embed_dim, m.num_heads, m.mlp_ratio, false);
+    g.blocks(teacher_depth(cfg), N, 1 + L, m.embed_dim, m.num_heads, m.mlp_ratio, false);
   }
   g.linear(N * L, patch, m.embed_dim, true, /*input_grad=*/false);  // the student: patches, then CLS + kept
   g.blocks(m.depth, N, 1 + K, m.embed_dim, m.num_heads, m.mlp_ratio, true);
@@ -138,9 +141,9 @@ StepFlops step_flops(const PretrainConfig& cfg) {
   const double K = static_cast<double>(kept_patches(cfg));
   const double D = static_cast<double>(m.embed_dim), Dd = static_cast<double>(dec.embed_dim), Dt = D;
   const double patch = 2 * L * static_cast<double>(m.in_chans * m.patch_size * m.patch_size);
-  const double teacher_depth = static_cast<double>(cfg.mkd.teacher_depth >= 0 ? cfg.mkd.teacher_depth : m.depth);
   StepFlops f;
-  if (cfg.mkd.target != "pixels") f.teacher = patch * Dt + teacher_depth * block_flops(1 + L, Dt, m.mlp_ratio);
+  if (cfg.mkd.target != "pixels")
+    f.teacher = patch * Dt + static_cast<double>(teacher_depth(cfg)) * block_flops(1 + L, Dt, m.mlp_ratio);
   f.student = patch * D + static_cast<double>(m.depth) * block_flops(1 + K, D, m.mlp_ratio);
   f.decoder = 2 * (1 + K) * D * Dd + static_cast<double>(dec.depth) * block_flops(1 + L, Dd, dec.mlp_ratio) +
               2 * (1 + L) * Dd * static_cast<double>(target_dim(cfg));
