@@ -7,11 +7,16 @@ cd "$(dirname "$0")/.."
 flavor="${1:-deb}"
 shift || true
 jobs="$(nproc)"
+cmake=cmake
 case "$flavor" in
   deb) prefix=() ;;
-  pypi) prefix=("-DCMAKE_PREFIX_PATH=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')") ;;
+  pypi)
+    prefix=("-DCMAKE_PREFIX_PATH=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')")
+    # PyPI's CMake when installed (install-deps.sh --pypi): the wheel's config enables CUDA wherever a CUDA
+    # toolkit is installed, and Debian 12's CMake 3.25 fails on CUDA 13's nvcc.
+    cmake="$(python3 -c 'import cmake, os; print(os.path.join(cmake.CMAKE_BIN_DIR, "cmake"))' 2>/dev/null || echo cmake)" ;;
   *) echo "usage: scripts/build.sh deb|pypi [cmake args]" >&2; exit 2 ;;
 esac
-cmake -S . -B "build-$flavor" -DCMAKE_BUILD_TYPE=Release "${prefix[@]}" "$@" >/dev/null
-cmake --build "build-$flavor" -j "$jobs"
+"$cmake" -S . -B "build-$flavor" -DCMAKE_BUILD_TYPE=Release "${prefix[@]}" "$@" >/dev/null
+"$cmake" --build "build-$flavor" -j "$jobs"
 echo "build.sh: build-$flavor/dbot ready"

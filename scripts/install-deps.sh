@@ -33,11 +33,13 @@ else
 fi
 
 if [[ "${1:-}" == "--pypi" ]]; then
-  if python3 -c 'import torch, timm, transformers, tensorboard, safetensors' 2>/dev/null; then
-    echo "install-deps: PyPI torch $(python3 -c 'import torch; print(torch.__version__)'), timm, transformers and tensorboard present"
+  # PyPI's cmake too: the torch wheel's CMake config enables CUDA when a CUDA toolkit is installed, and
+  # Debian 12's CMake 3.25 cannot drive CUDA 13's nvcc (scripts/build.sh pypi uses this one).
+  if python3 -c 'import torch, timm, transformers, tensorboard, safetensors, cmake' 2>/dev/null; then
+    echo "install-deps: PyPI torch $(python3 -c 'import torch; print(torch.__version__)'), timm, transformers, tensorboard and cmake present"
   else
-    echo "install-deps: pip install torch timm transformers tensorboard (several GB)"
-    python3 -m pip install --quiet torch timm transformers tensorboard ||
-      python3 -m pip install --quiet --break-system-packages torch timm transformers tensorboard
+    echo "install-deps: pip install torch timm transformers tensorboard cmake (several GB)"
+    python3 -m pip install --quiet torch timm transformers tensorboard cmake ||
+      python3 -m pip install --quiet --break-system-packages torch timm transformers tensorboard cmake
   fi
 fi
