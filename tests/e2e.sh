@@ -77,6 +77,12 @@ expect_error "exists: pass --resume" pretrain --config "$recipe" --output "$run"
   fail "eval knn failed: $(cat "$work/eval.log")"
 grep -q "top-1" "$work/eval.log" || fail "eval printed no accuracy"
 cat "$work/eval.log"
+# MAE's linear-probe protocol from the command line: a line per epoch, then the accuracy.
+"$dbot" eval linprobe --checkpoint "$run/stage-2.pt" --train-limit 512 --test-limit 200 \
+  --set eval.linprobe_protocol=mae --set eval.mae_epochs=2 --set eval.mae_warmup_epochs=1 \
+  --set eval.mae_batch_size=128 >"$work/eval-mae.log" 2>&1 || fail "eval linprobe (mae) failed: $(cat "$work/eval-mae.log")"
+grep -q "linear probe (MAE protocol) epoch 2/2" "$work/eval-mae.log" || fail "MAE probe printed no epoch lines"
+grep -q "^linprobe .*top-1" "$work/eval-mae.log" || fail "MAE probe printed no accuracy"
 
 # --- fine-tuning the stage-2 student (one epoch), and the analysis tools on the stage-0 and stage-2 networks ---
 "$dbot" finetune --checkpoint "$run/stage-2.pt" --output "$work/ft" --set data.train_limit=512 --set data.test_limit=200 \

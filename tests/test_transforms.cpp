@@ -47,6 +47,33 @@ TEST(Transforms, CropBoxHandChecked) {
   EXPECT_EQ(i, 4u);
 }
 
+TEST(Transforms, SingleDrawCropBoxHandChecked) {  // MAE's linear-probe crop (util/crop.py)
+  // 10 x 20, area fraction 0.5 (100 px), aspect 1: 10 x 10; left = floor(0.99 * 11) = 10.
+  std::vector<double> us = {0.25, 0.5, 0.5, 0.99};
+  size_t i = 0;
+  auto box = data::sample_crop_box_single(10, 20, 0.5, 0.5, 3.0 / 4.0, 4.0 / 3.0, [&] { return us.at(i++); });
+  EXPECT_EQ(i, 4u);
+  EXPECT_EQ(box.height, 10);
+  EXPECT_EQ(box.width, 10);
+  EXPECT_EQ(box.top, 0);
+  EXPECT_EQ(box.left, 10);
+  // 10 x 10, whole area, aspect ~4/3: w = round(11.55) = 12 clamped to 10, h = round(8.66) = 9; no retry.
+  us = {0.0, 1.0 - 1e-12, 0.5, 0.3};
+  i = 0;
+  box = data::sample_crop_box_single(10, 10, 1.0, 1.0, 3.0 / 4.0, 4.0 / 3.0, [&] { return us.at(i++); });
+  EXPECT_EQ(i, 4u);
+  EXPECT_EQ(box.height, 9);
+  EXPECT_EQ(box.width, 10);
+  EXPECT_EQ(box.top, 1);
+  EXPECT_EQ(box.left, 0);
+  // torchvision's rule on these draws, repeated: no try fits (12 wide, then 11 high), so the centre crop.
+  i = 0;
+  const auto tv = data::sample_crop_box(10, 10, 1.0, 1.0, 3.0 / 4.0, 4.0 / 3.0, [&] { return us.at(i++ % 4); });
+  EXPECT_EQ(i, 20u);
+  EXPECT_EQ(tv.height, 10);
+  EXPECT_EQ(tv.width, 10);
+}
+
 // torchvision's F.resized_crop(BICUBIC) (+ F.hflip) and Resize + CenterCrop on the test images
 // (tests/reference/make_image_golden.py), on dbot's exact path (dct_scale off).
 TEST(Transforms, ResizedCropAndEvalMatchTorchvision) {

@@ -35,6 +35,21 @@ CropBox sample_crop_box(int64_t height, int64_t width, double scale_min, double 
   return {(height - h) / 2, (width - w) / 2, h, w};
 }
 
+CropBox sample_crop_box_single(int64_t height, int64_t width, double scale_min, double scale_max, double ratio_min,
+                               double ratio_max, const std::function<double()>& uniform) {
+  const double target_area = static_cast<double>(height * width) * (scale_min + (scale_max - scale_min) * uniform());
+  const double log_lo = std::log(ratio_min), log_hi = std::log(ratio_max);
+  const double aspect = std::exp(log_lo + (log_hi - log_lo) * uniform());
+  // At least one pixel (MAE's would hand PIL an empty box when the area rounds to 0).
+  const auto side = [](double v, int64_t limit) {
+    return std::clamp<int64_t>(static_cast<int64_t>(std::nearbyint(v)), 1, limit);
+  };
+  const int64_t w = side(std::sqrt(target_area * aspect), width), h = side(std::sqrt(target_area / aspect), height);
+  const auto top = static_cast<int64_t>(std::floor(uniform() * static_cast<double>(height - h + 1)));
+  const auto left = static_cast<int64_t>(std::floor(uniform() * static_cast<double>(width - w + 1)));
+  return {top, left, h, w};
+}
+
 namespace {
 
 ImageInfo info_of(const StoredImage& img) {
@@ -96,8 +111,9 @@ Image resized_crop(const StoredImage& img, const CropBox& box, int64_t out_w, in
 Image train_transform(const StoredImage& img, const TransformConfig& cfg, const double* draws) {
   const ImageInfo info = info_of(img);
   int next = 0;
-  const CropBox box = sample_crop_box(info.height, info.width, cfg.scale_min, cfg.scale_max, cfg.ratio_min,
-                                      cfg.ratio_max, [&] { return draws[next++]; });
+  const auto sampler = cfg.crop_single_draw ? sample_crop_box_single : sample_crop_box;
+  const CropBox box = sampler(info.height, info.width, cfg.scale_min, cfg.scale_max, cfg.ratio_min, cfg.ratio_max,
+                              [&] { return draws[next++]; });
   Image out = crop_resize(img, info, box, cfg.size, cfg.size, cfg);
   if (cfg.hflip && draws[kTrainDraws - 1] < 0.5) flip_horizontal(out);
   return out;

@@ -31,6 +31,11 @@ struct CropBox {
 CropBox sample_crop_box(int64_t height, int64_t width, double scale_min, double scale_max, double ratio_min,
                         double ratio_max, const std::function<double()>& uniform);
 
+// MAE's linear-probe crop (its util/crop.py, after BYOL's TF code): one (area fraction, log aspect) draw, the
+// box's sides clamped to the image's, then top and left: four draws, no retry and no centre-crop fallback.
+CropBox sample_crop_box_single(int64_t height, int64_t width, double scale_min, double scale_max, double ratio_min,
+                               double ratio_max, const std::function<double()>& uniform);
+
 // The most uniform draws one train_transform consumes: 10 tries x 2, top and left, the flip.
 constexpr int kTrainDraws = 23;
 
@@ -40,8 +45,9 @@ struct TransformConfig {
   double scale_min = 0.2, scale_max = 1.0;
   double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
   bool hflip = true;
-  double crop_pct = 0.875;  // eval: resize the shorter side to floor(size / crop_pct), then centre crop
-  bool dct_scale = true;    // JPEG: decode at 1/d scale when the crop is at least d times the output
+  bool crop_single_draw = false;  // sample_crop_box_single (MAE's linear probe) instead of torchvision's rule
+  double crop_pct = 0.875;        // eval: resize the shorter side to floor(size / crop_pct), then centre crop
+  bool dct_scale = true;          // JPEG: decode at 1/d scale when the crop is at least d times the output
   // Training only, after the crop and the flip (fine-tuning): timm's RandAugment, its affine ops filling with
   // `fill` (timm: round(255 x data mean) per channel). num_layers 0: off.
   RandAugmentConfig rand_augment = parse_rand_augment("none");

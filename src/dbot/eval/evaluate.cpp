@@ -106,13 +106,20 @@ std::optional<EvalData> open_eval_data(const data::DataConfig& data) {
 
 Scores evaluate_encoder(model::VisionTransformer& encoder, const EvalData& d, const data::DataConfig& data,
                         const EvalConfig& cfg, const core::Runtime& runtime, bool knn, bool linprobe) {
-  const auto ftr = extract_features(encoder, d.train, data, cfg.batch_size, runtime);
-  const auto fte = extract_features(encoder, d.val, data, cfg.batch_size, runtime);
-  const auto ytr = d.train->labels(), yte = d.val->labels();
-  const int64_t classes = std::max(d.train->num_classes(), d.val->num_classes());
   Scores s;
-  if (knn) s.knn = knn_accuracy(ftr, ytr, fte, yte, classes, cfg.knn_k, cfg.knn_temperature);
-  if (linprobe) s.linprobe = linprobe_accuracy(ftr, ytr, fte, yte, classes, cfg);
+  const bool mae = cfg.linprobe_protocol == "mae";
+  if (knn || (linprobe && !mae)) {
+    const auto ftr = extract_features(encoder, d.train, data, cfg.batch_size, runtime);
+    const auto fte = extract_features(encoder, d.val, data, cfg.batch_size, runtime);
+    const auto ytr = d.train->labels(), yte = d.val->labels();
+    const int64_t classes = std::max(d.train->num_classes(), d.val->num_classes());
+    if (knn) s.knn = knn_accuracy(ftr, ytr, fte, yte, classes, cfg.knn_k, cfg.knn_temperature);
+    if (linprobe && !mae) s.linprobe = linprobe_accuracy(ftr, ytr, fte, yte, classes, cfg);
+  }
+  if (linprobe && mae) {
+    s.linprobe =
+        mae_linprobe_accuracy(encoder, d.train, d.val, data, cfg.mae, cfg.batch_size, cfg.seed, runtime, cfg.progress);
+  }
   return s;
 }
 
@@ -158,12 +165,16 @@ std::vector<StageResult> evaluate_run(const std::string& run_dir, const model::V
     }
     return {};
   }
-  if (!quiet)
-    std::printf("evaluation: %s | %s\n", eval_data->train->describe().c_str(), eval_data->val->describe().c_str());
+  if (!quiet) {
+    std::printf("evaluation: %s | %s; linear probe protocol: %s\n", eval_data->train->describe().c_str(),
+                eval_data->val->describe().c_str(), cfg.linprobe_protocol.c_str());
+  }
   std::vector<StageResult> rows;
   for (auto& [path, row] : todo) {
     auto encoder = load_encoder(path, row.stage == 0 ? "teacher" : "model", arch);
-    const Scores scores = evaluate_encoder(encoder, *eval_data, data, cfg, runtime, true, true);
+    EvalConfig with_progress = cfg;
+    with_progress.progress = !quiet;
+    const Scores scores = evaluate_encoder(encoder, *eval_data, data, with_progress, runtime, true, true);
     row.knn = scores.knn;
     row.linprobe = scores.linprobe;
     if (!quiet) {
@@ -180,7 +191,8 @@ std::vector<StageResult> evaluate_run(const std::string& run_dir, const model::V
   j["protocol"] = {{"features", "final norm, CLS concat mean(patches)"},
                    {"knn_k", cfg.knn_k},
                    {"knn_temperature", cfg.knn_temperature},
-                   {"linprobe_epochs", cfg.linprobe_epochs}};
+                   {"linprobe_protocol", cfg.linprobe_protocol},
+                   {"linprobe_epochs", cfg.linprobe_protocol == "mae" ? cfg.mae.epochs : cfg.linprobe_epochs}};
   for (const auto& r : rows)
     j["stages"].push_back({{"stage", r.stage}, {"source", r.source}, {"knn", r.knn}, {"linprobe", r.linprobe}});
   io::write_atomic(run_dir + "/results.json", j.dump(2) + "\n");

@@ -5,8 +5,11 @@
 // patch tokens: [N, 2D]. Images stream through the data loader (never all in memory).
 // k-NN (DINO's protocol): cosine similarity to all training features, k nearest, each votes for its class
 // with weight exp(sim / T); k = 20, T = 0.07.
-// Linear probe: features standardized with the training mean/std, one Linear layer trained with AdamW on
-// softmax cross-entropy (mini-batches, cosine or constant lr), accuracy on the test set.
+// Linear probe (eval.linprobe_protocol: features, the default): features standardized with the training
+// mean/std, one Linear layer trained with AdamW on softmax cross-entropy (mini-batches, cosine or constant
+// lr), accuracy on the test set. Fast: the encoder sees each image once, without augmentation.
+// eval.linprobe_protocol: mae is MAE's protocol instead (linprobe_mae.h): BatchNorm + Linear on the CLS token,
+// LARS, 90 epochs through the frozen encoder with augmentation; the usual one in papers, and far slower.
 #pragma once
 
 #include <memory>
@@ -16,6 +19,7 @@
 
 #include "dbot/core/runtime.h"
 #include "dbot/data/source.h"
+#include "dbot/eval/linprobe_mae.h"
 #include "dbot/model/vit.h"
 
 namespace dbot::eval {
@@ -28,9 +32,12 @@ struct EvalConfig {
   double linprobe_lr = 1e-3;
   int64_t linprobe_batch_size = 256;
   double linprobe_weight_decay = 1e-4;
-  std::string linprobe_schedule = "cosine";  // cosine (from linprobe_lr to 0) | constant
-  int64_t batch_size = 500;                  // feature extraction
-  uint64_t seed = 0;                         // the linear probe's shuffling (the run's train.seed)
+  std::string linprobe_schedule = "cosine";    // cosine (from linprobe_lr to 0) | constant
+  std::string linprobe_protocol = "features";  // features (the linprobe_* keys) | mae (the mae_* keys)
+  MaeLinprobeConfig mae;
+  int64_t batch_size = 500;  // feature extraction
+  uint64_t seed = 0;         // the linear probe's shuffling (the run's train.seed)
+  bool progress = false;     // not a recipe key: per-epoch lines of the MAE protocol
 };
 
 // How tokens of the final-norm output become one feature vector.
@@ -61,7 +68,8 @@ struct EvalData {
 // without data.eval_path): evaluation is then skipped.
 std::optional<EvalData> open_eval_data(const data::DataConfig& data);
 
-// Features of both sets from the encoder, then the requested protocols with the eval settings.
+// The requested protocols with the eval settings: k-NN and the features probe on features of both sets
+// (extracted once), the MAE probe through the encoder.
 Scores evaluate_encoder(model::VisionTransformer& encoder, const EvalData& eval_data, const data::DataConfig& data,
                         const EvalConfig& cfg, const core::Runtime& runtime, bool knn, bool linprobe);
 

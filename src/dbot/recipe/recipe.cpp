@@ -115,6 +115,15 @@ void schema(Recipe& r, YamlOnly& y, F&& f) {
   f("eval.linprobe_batch_size", r.eval.linprobe_batch_size);
   f("eval.linprobe_weight_decay", r.eval.linprobe_weight_decay);
   f("eval.linprobe_schedule", r.eval.linprobe_schedule);
+  f("eval.linprobe_protocol", r.eval.linprobe_protocol);
+  f("eval.mae_epochs", r.eval.mae.epochs);
+  f("eval.mae_warmup_epochs", r.eval.mae.warmup_epochs);
+  f("eval.mae_batch_size", r.eval.mae.batch_size);
+  f("eval.mae_blr", r.eval.mae.blr);
+  f("eval.mae_lr", r.eval.mae.lr);
+  f("eval.mae_min_lr", r.eval.mae.min_lr);
+  f("eval.mae_weight_decay", r.eval.mae.weight_decay);
+  f("eval.mae_crop_scale", r.eval.mae.crop_scale);
   f("eval.batch_size", r.eval.batch_size);
 }
 
@@ -237,6 +246,13 @@ void finish(Recipe& r, const YamlOnly& y, const std::string& origin) {
   }
   const auto& ls = r.eval.linprobe_schedule;
   if (ls != "cosine" && ls != "constant") fail("eval.linprobe_schedule must be cosine or constant, got '" + ls + "'");
+  const auto& lp = r.eval.linprobe_protocol;
+  if (lp != "features" && lp != "mae") fail("eval.linprobe_protocol must be features or mae, got '" + lp + "'");
+  try {
+    r.eval.mae.validate();
+  } catch (const std::invalid_argument& e) {
+    fail(e.what());
+  }
   const auto& d = r.runtime.device;
   if (d != "auto" && d != "cpu" && d.rfind("cuda", 0) != 0) {
     fail("train.device must be auto, cpu, cuda or cuda:N, got '" + d + "'");
