@@ -197,11 +197,11 @@ Command add_eval(CLI::App& app) {
       "eval",
       "evaluate a frozen encoder from a checkpoint. Features: the final-norm output on the full image, CLS "
       "concatenated with the mean of the patch tokens. knn: cosine similarity, k = eval.knn_k (20), votes weighted "
-      "by exp(sim / eval.knn_temperature (0.07)) (DINO's protocol). linprobe: by default (eval.linprobe_protocol: "
-      "features) a linear "
-      "classifier trained with AdamW on cached features standardized by the training mean/std (eval.linprobe_* "
-      "keys); with eval.linprobe_protocol: mae, MAE's protocol: BatchNorm without affine + Linear on the CLS token, "
-      "trained with LARS for eval.mae_epochs (90) through the frozen encoder on MAE's crop + flip (eval.mae_* keys)");
+      "by exp(sim / eval.knn_temperature (0.07)) (DINO's protocol). linprobe: by default "
+      "(eval.linprobe_protocol: features) a linear classifier trained with AdamW on cached features standardized by "
+      "the training mean/std (eval.linprobe_* keys); with eval.linprobe_protocol: mae, MAE's protocol: BatchNorm "
+      "without affine + Linear on the CLS token, trained with LARS for eval.mae_epochs (90) through the frozen "
+      "encoder on MAE's crop + flip (eval.mae_* keys)");
   ev->add_option("protocol", a->protocol, "knn | linprobe")->required()->check(CLI::IsMember({"knn", "linprobe"}));
   add_weights_flags(ev, a->weights);
   return {ev, [a] { return run_eval(*a); }};

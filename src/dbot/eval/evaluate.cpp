@@ -169,11 +169,11 @@ std::vector<StageResult> evaluate_run(const std::string& run_dir, const model::V
     std::printf("evaluation: %s | %s; linear probe protocol: %s\n", eval_data->train->describe().c_str(),
                 eval_data->val->describe().c_str(), cfg.linprobe_protocol.c_str());
   }
+  EvalConfig with_progress = cfg;
+  with_progress.progress = !quiet;
   std::vector<StageResult> rows;
   for (auto& [path, row] : todo) {
     auto encoder = load_encoder(path, row.stage == 0 ? "teacher" : "model", arch);
-    EvalConfig with_progress = cfg;
-    with_progress.progress = !quiet;
     const Scores scores = evaluate_encoder(encoder, *eval_data, data, with_progress, runtime, true, true);
     row.knn = scores.knn;
     row.linprobe = scores.linprobe;

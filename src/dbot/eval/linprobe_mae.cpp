@@ -29,24 +29,16 @@ void MaeLinprobeConfig::validate() const {
     fail("eval.mae_crop_scale must be [min, max] with 0 < min <= max <= 1");
 }
 
-ProbeHead::ProbeHead(int64_t dim, int64_t classes, double weight_decay, at::Generator& gen)
-    : weight(at::empty({classes, dim})),
-      bias(at::zeros({classes})),
-      running_mean(at::zeros({dim})),
-      running_var(at::ones({dim})),
-      weight_decay_(weight_decay) {
-  weight.normal_(0.0, 0.01, gen).clamp_(-2.0, 2.0);  // timm trunc_normal_(std=0.01), as MAE (MoCo v3)
-  to(c10::kCPU);
-}
-
-void ProbeHead::to(c10::Device device) {
-  weight = weight.to(device).detach().requires_grad_(true);
-  bias = bias.to(device).detach().requires_grad_(true);
-  running_mean = running_mean.to(device);
-  running_var = running_var.to(device);
+ProbeHead::ProbeHead(int64_t dim, int64_t classes, double weight_decay, at::Generator& gen, c10::Device device) {
+  auto w = at::empty({classes, dim});
+  w.normal_(0.0, 0.01, gen).clamp_(-2.0, 2.0);  // timm trunc_normal_(std=0.01), as MAE (MoCo v3); drawn on the CPU
+  weight = w.to(device).requires_grad_(true);
+  bias = at::zeros({classes}, at::TensorOptions().device(device)).requires_grad_(true);
+  running_mean = at::zeros({dim}, at::TensorOptions().device(device));
+  running_var = at::ones({dim}, at::TensorOptions().device(device));
   opt_ = std::make_unique<train::Lars>(
       std::vector<std::pair<std::string, at::Tensor>>{{"head.weight", weight}, {"head.bias", bias}},
-      train::LarsConfig{weight_decay_});
+      train::LarsConfig{weight_decay});
 }
 
 at::Tensor ProbeHead::forward(const at::Tensor& features, bool train) {
@@ -87,8 +79,7 @@ double mae_linprobe_accuracy(model::VisionTransformer& encoder, std::shared_ptr<
   const auto lr = train::lr_schedule({cfg.peak_lr(), cfg.min_lr, cfg.warmup_epochs, {0, cfg.epochs}, ipe, 1});
   const int64_t classes = std::max(loader.source().num_classes(), val->num_classes());
   auto gen = core::derive_generator(seed, core::RngPurpose::kEval, kHeadIndex);
-  ProbeHead head(val_f.size(1), classes, cfg.weight_decay, gen);
-  head.to(runtime.device);
+  ProbeHead head(val_f.size(1), classes, cfg.weight_decay, gen, runtime.device);
   encoder->eval();
   double acc = 0;
   for (int64_t epoch = 0; epoch < cfg.epochs; ++epoch) {

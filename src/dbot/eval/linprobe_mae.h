@@ -41,7 +41,8 @@ struct MaeLinprobeConfig {
 // BatchNorm1d(dim, affine=False, eps=1e-6) -> Linear(dim, classes), trained by LARS.
 class ProbeHead {
  public:
-  ProbeHead(int64_t dim, int64_t classes, double weight_decay, at::Generator& gen);
+  // Parameters, statistics and LARS state on `device`.
+  ProbeHead(int64_t dim, int64_t classes, double weight_decay, at::Generator& gen, c10::Device device = c10::kCPU);
   // features [B, D] fp32 -> logits [B, C]; train: batch statistics (biased variance) and a running-stats
   // update (unbiased variance), as torch's BatchNorm1d in train mode; else the running stats.
   at::Tensor forward(const at::Tensor& features, bool train);
@@ -49,7 +50,6 @@ class ProbeHead {
   double train_step(const at::Tensor& features, const at::Tensor& labels, double lr);
   // Top-1 accuracy in [0, 1] (running stats).
   double accuracy(const at::Tensor& features, const at::Tensor& labels);
-  void to(c10::Device device);
 
   at::Tensor weight, bias;               // [C, D], [C]
   at::Tensor running_mean, running_var;  // [D]
@@ -57,7 +57,6 @@ class ProbeHead {
 
  private:
   std::unique_ptr<train::Lars> opt_;
-  double weight_decay_;
 };
 
 // Top-1 accuracy in [0, 1] on `val` of the probe trained on `train` (both labeled). progress: a line per
