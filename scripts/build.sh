@@ -17,6 +17,11 @@ case "$flavor" in
     cmake="$(python3 -c 'import cmake, os; print(os.path.join(cmake.CMAKE_BIN_DIR, "cmake"))' 2>/dev/null || echo cmake)" ;;
   *) echo "usage: scripts/build.sh deb|pypi [cmake args]" >&2; exit 2 ;;
 esac
-"$cmake" -S . -B "build-$flavor" -DCMAKE_BUILD_TYPE=Release "${prefix[@]}" "$@" >/dev/null
+# Clang when installed (install-deps.sh installs it): with -fpch-instantiate-templates (CMake adds it for
+# Clang's precompiled headers) LibTorch's header templates are instantiated once per target, not once per
+# file; GCC spends 1-2 minutes per file on them on a slow 2-core machine (docs/PERFORMANCE.md, "build time").
+compiler=()
+if [[ -z "${CXX:-}" ]] && command -v clang++ >/dev/null; then compiler=(-DCMAKE_CXX_COMPILER=clang++); fi
+"$cmake" -S . -B "build-$flavor" -DCMAKE_BUILD_TYPE=Release "${prefix[@]}" "${compiler[@]}" "$@" >/dev/null
 "$cmake" --build "build-$flavor" -j "$jobs"
 echo "build.sh: build-$flavor/dbot ready"

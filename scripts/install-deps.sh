@@ -7,6 +7,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ccache pkg-config
+  clang                                   # builds 3-10x faster than GCC here: LibTorch's header templates once per target
   libtorch-dev libopenblas0-openmp        # LibTorch 1.13 (CPU) with a fast BLAS (the reference BLAS is ~20x slower)
   libgloo-dev                             # Gloo's headers, for c10d's ProcessGroupGloo (data-parallel runs)
   libtcmalloc-minimal4                    # tcmalloc: glibc's malloc page-faults the CPU step's buffers

@@ -16,7 +16,7 @@ namespace {
 
 const std::string kClipFile = DBOT_TEST_DATA "/teachers/openclip_w32_d2_p4.pt";
 
-at::Tensor golden(const std::string& key, at::IntArrayRef shape) {
+at::Tensor clip_golden(const std::string& key, at::IntArrayRef shape) {
   return test::json_tensor(DBOT_TEST_DATA "/teachers/openclip_w32_d2_p4.json", key, shape);
 }
 
@@ -67,13 +67,13 @@ TEST(ClipTeacher, ReadsAnOpenClipCheckpoint) {
 }
 
 TEST(ClipTeacher, TargetIsOpenClipsTokensAfterLnPostAndProj) {
-  const auto images = golden("images", {2, 1, 8, 8});
+  const auto images = clip_golden("images", {2, 1, 8, 8});
   auto d = clip_distiller();
   EXPECT_EQ(d.student->decoder.decoder_predp->weight.sizes(), (at::IntArrayRef{24, 8}));  // predicts proj's width
-  EXPECT_TRUE(test::all_close(d.forward_teacher(images), golden("target", {2, 17, 24}), 1e-4, 1e-5));
+  EXPECT_TRUE(test::all_close(d.forward_teacher(images), clip_golden("target", {2, 17, 24}), 1e-4, 1e-5));
   auto g = clip_distiller("gelu");  // open_clip's non-quickgelu towers
-  EXPECT_TRUE(test::all_close(g.forward_teacher(images), golden("target_gelu", {2, 17, 24}), 1e-4, 1e-5));
-  EXPECT_FALSE(test::all_close(d.forward_teacher(images), golden("target_gelu", {2, 17, 24}), 1e-4, 1e-5));
+  EXPECT_TRUE(test::all_close(g.forward_teacher(images), clip_golden("target_gelu", {2, 17, 24}), 1e-4, 1e-5));
+  EXPECT_FALSE(test::all_close(d.forward_teacher(images), clip_golden("target_gelu", {2, 17, 24}), 1e-4, 1e-5));
 }
 
 TEST(ClipTeacher, CosineLossOnMaskedPatchesWithoutCls) {
@@ -99,7 +99,7 @@ TEST(ClipTeacher, CosineLossOnMaskedPatchesWithoutCls) {
 }
 
 TEST(ClipTeacher, TrainsThenHandsOverToTheStudent) {
-  const auto images = golden("images", {2, 1, 8, 8});
+  const auto images = clip_golden("images", {2, 1, 8, 8});
   auto d = clip_distiller();
   train::AdamW opt(d.named_student_parameters(), {});
   {
@@ -133,7 +133,7 @@ TEST(ClipTeacher, CheckpointResumesTheTower) {
   mkd::Distiller resumed(test::tiny_vit(1), test::tiny_mkd(), 3);  // as a resume builds it: no file read
   train::restore(resumed, nullptr, nullptr, train::load_checkpoint(path), path);
   EXPECT_TRUE(resumed.teacher->cfg.clip());
-  const auto images = golden("images", {2, 1, 8, 8});
+  const auto images = clip_golden("images", {2, 1, 8, 8});
   EXPECT_TRUE(resumed.forward_teacher(images).equal(d.forward_teacher(images)));
   // A CLIP tower only teaches: it cannot start the student.
   auto m = test::tiny_mkd();

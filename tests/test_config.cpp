@@ -50,7 +50,8 @@ TEST(Config, BadRecipesAreErrorsNamingTheKey) {
       {"mkd.decoder_num_heads=3", "mkd.decoder_embed_dim"},
   };
   for (const auto& [override_text, expected] : cases) {
-    const auto msg = error_of([&] { recipe::load_config("", {override_text}); });
+    const std::string text = override_text;  // C++17 lambdas cannot capture a structured binding
+    const auto msg = error_of([&] { recipe::load_config("", {text}); });
     EXPECT_NE(msg.find(expected), std::string::npos) << override_text << " -> " << msg;
   }
 }

@@ -7,7 +7,7 @@ using namespace dbot;
 using dbot::test::error_of;
 
 namespace {
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using dbot::test::contains;
 }  // namespace
 
 TEST(Idx, ReadsGzippedAndPlainFiles) {

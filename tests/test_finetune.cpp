@@ -17,8 +17,8 @@ using namespace dbot;
 using test::all_close;
 
 namespace {
-const std::string kGolden = DBOT_FINETUNE_JSON;
-const nlohmann::json& golden() { return test::json_file(kGolden); }
+const std::string kFinetuneJson = DBOT_FINETUNE_JSON;
+const nlohmann::json& ft_golden() { return test::json_file(kFinetuneJson); }
 finetune::Classifier tiny_classifier() {
   return finetune::Classifier(finetune::classifier_config(test::tiny_vit(), 0.0), 5);
 }
@@ -28,20 +28,21 @@ TEST(Finetune, ClassifierHasTimmNamesAndLogits) {
   auto c = tiny_classifier();
   std::vector<std::string> names;
   for (const auto& item : c->named_parameters(true)) names.push_back(item.key());
-  auto expected = golden().at("names").get<std::vector<std::string>>();
+  auto expected = ft_golden().at("names").get<std::vector<std::string>>();
   std::sort(names.begin(), names.end());
   std::sort(expected.begin(), expected.end());
   EXPECT_EQ(names, expected);  // pos_embed a parameter, fc_norm and head, no norm
   EXPECT_TRUE(c->named_buffers().is_empty());
   test::fill_parameters(*c);
   c->eval();
-  EXPECT_TRUE(all_close(c->forward(test::given_images()), test::json_tensor(kGolden, "logits", {2, 5}), 1e-5, 1e-6));
+  EXPECT_TRUE(
+      all_close(c->forward(test::given_images()), test::json_tensor(kFinetuneJson, "logits", {2, 5}), 1e-5, 1e-6));
 }
 
 TEST(Finetune, LayerDecayGroupsAreMaes) {
   auto c = tiny_classifier();
   const auto rule = finetune::layer_decay_rule(2, 0.65);
-  const auto& lrd = golden().at("lrd");
+  const auto& lrd = ft_golden().at("lrd");
   ASSERT_EQ(lrd.size(), c->named_parameters(true).size());
   for (const auto& item : c->named_parameters(true)) {
     const auto g = rule(item.key(), item.value());
@@ -54,9 +55,9 @@ TEST(Finetune, LayerDecayGroupsAreMaes) {
 
 TEST(Finetune, MixupTargetsCutmixBoxesAndLossesAreTimms) {
   const auto labels = at::tensor({3, 0, 4, 1}, at::kLong);
-  EXPECT_TRUE(all_close(finetune::mixup_target(labels, 5, 0.7, 0.1), test::json_tensor(kGolden, "mixup_target", {4, 5}),
-                        0, 1e-7));
-  for (const auto& b : golden().at("cutmix_boxes")) {
+  EXPECT_TRUE(all_close(finetune::mixup_target(labels, 5, 0.7, 0.1),
+                        test::json_tensor(kFinetuneJson, "mixup_target", {4, 5}), 0, 1e-7));
+  for (const auto& b : ft_golden().at("cutmix_boxes")) {
     const auto box = finetune::cutmix_box(b[0], b[1], b[2], b[3], b[4]);
     EXPECT_EQ((std::vector<int64_t>{box.yl, box.yh, box.xl, box.xh}), (std::vector<int64_t>{b[5], b[6], b[7], b[8]}))
         << b.dump();
@@ -67,9 +68,9 @@ TEST(Finetune, MixupTargetsCutmixBoxesAndLossesAreTimms) {
   const auto y = at::tensor({4, 2}, at::kLong);
   // Label smoothing CE = the soft-target CE against lam-1 smoothed targets.
   EXPECT_NEAR(finetune::soft_target_cross_entropy(logits, finetune::mixup_target(y, 5, 1.0, 0.1)).item<double>(),
-              golden().at("smoothing_loss").get<double>(), 1e-6);
+              ft_golden().at("smoothing_loss").get<double>(), 1e-6);
   EXPECT_NEAR(finetune::soft_target_cross_entropy(logits, finetune::mixup_target(y, 5, 0.6, 0.1)).item<double>(),
-              golden().at("soft_target_loss").get<double>(), 1e-6);
+              ft_golden().at("soft_target_loss").get<double>(), 1e-6);
 }
 
 TEST(Finetune, MixBatchMixesWithTheFlippedBatch) {

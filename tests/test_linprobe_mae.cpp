@@ -14,8 +14,10 @@ using namespace dbot;
 using test::all_close;
 
 namespace {
-const std::string kGolden = DBOT_LINPROBE_JSON;
-at::Tensor golden(const std::string& key, at::IntArrayRef shape) { return test::json_tensor(kGolden, key, shape); }
+const std::string kLinprobeJson = DBOT_LINPROBE_JSON;
+at::Tensor probe_golden(const std::string& key, at::IntArrayRef shape) {
+  return test::json_tensor(kLinprobeJson, key, shape);
+}
 // The reference's closed-form inputs: sin(a j + b), j = 0..n-1.
 at::Tensor wave(int64_t n, double a, double b) {
   return at::sin(a * at::arange(n, at::TensorOptions().dtype(at::kDouble)) + b).to(at::kFloat);
@@ -33,8 +35,8 @@ TEST(Lars, MatchesTimmLarsInMaesSetting) {
     set_grad(bias, wave(3, 0.71, step + 0.4) * 0.1);
     opt.step(lrs[step]);
     const auto s = std::to_string(step);
-    EXPECT_TRUE(all_close(weight, golden("lars_weight_" + s, {3, 4}), 1e-5, 1e-6)) << "step " << step;
-    EXPECT_TRUE(all_close(bias, golden("lars_bias_" + s, {3}), 1e-5, 1e-6)) << "step " << step;
+    EXPECT_TRUE(all_close(weight, probe_golden("lars_weight_" + s, {3, 4}), 1e-5, 1e-6)) << "step " << step;
+    EXPECT_TRUE(all_close(bias, probe_golden("lars_bias_" + s, {3}), 1e-5, 1e-6)) << "step " << step;
   }
 }
 
@@ -65,20 +67,20 @@ TEST(MaeLinprobe, HeadMatchesTorchBatchNormLinearAndLars) {
     head.weight.copy_(w0);
   }
   const double lrs[] = {0.1, 0.4, 0.3, 0.2};
-  const auto losses = test::json_file(kGolden).at("probe_losses").get<std::vector<double>>();
+  const auto losses = test::json_file(kLinprobeJson).at("probe_losses").get<std::vector<double>>();
   for (int step = 0; step < 4; ++step) {
     const auto features = wave(48, 0.23, step).reshape({8, 6}) * 3.0 + wave(6, 0.9, step);
     const auto labels = at::tensor({0, 0, 0, 1, 1, 2, 3, 0}, at::kLong).roll(step);
     EXPECT_NEAR(head.train_step(features, labels, lrs[step]), losses[step], 1e-5) << "step " << step;
   }
   // The weight moves ~1e-3 under LARS's 0.001 trust ratio: compare the move itself.
-  EXPECT_TRUE(all_close(head.weight - w0, golden("probe_weight", {4, 6}) - w0, 1e-3, 1e-6));
-  EXPECT_TRUE(all_close(head.bias, golden("probe_bias", {4}), 1e-5, 1e-6));
-  EXPECT_TRUE(all_close(head.running_mean, golden("probe_running_mean", {6}), 1e-5, 1e-6));
-  EXPECT_TRUE(all_close(head.running_var, golden("probe_running_var", {6}), 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(head.weight - w0, probe_golden("probe_weight", {4, 6}) - w0, 1e-3, 1e-6));
+  EXPECT_TRUE(all_close(head.bias, probe_golden("probe_bias", {4}), 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(head.running_mean, probe_golden("probe_running_mean", {6}), 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(head.running_var, probe_golden("probe_running_var", {6}), 1e-5, 1e-6));
   at::NoGradGuard no_grad;
   const auto test_f = wave(30, 0.41, 2.5).reshape({5, 6}) * 2.0;
-  EXPECT_TRUE(all_close(head.forward(test_f, false), golden("probe_test_logits", {5, 4}), 1e-4, 1e-5));
+  EXPECT_TRUE(all_close(head.forward(test_f, false), probe_golden("probe_test_logits", {5, 4}), 1e-4, 1e-5));
 }
 
 TEST(MaeLinprobe, LearnsALearnableSet) {

@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using dbot::test::contains;
 
 // An 20x16 RGB image whose content identifies (class, k).
 data::Image pattern(int cls, int k) {

@@ -17,7 +17,7 @@ namespace {
 
 const std::string kTeacherFile = DBOT_TEST_DATA "/teachers/timm_w24_d3_p4.pth";
 
-at::Tensor golden(const std::string& key, at::IntArrayRef shape) {
+at::Tensor teacher_golden(const std::string& key, at::IntArrayRef shape) {
   return test::json_tensor(DBOT_TEST_DATA "/teachers/timm_w24_d3_p4.json", key, shape);
 }
 
@@ -80,8 +80,10 @@ TEST(Pretrained, ReadsATimmStateDictSavedByPython) {
 
 TEST(Pretrained, PositionTablesResampleAsTimm) {
   const auto pos = read_timm_teacher().encoder.state.at("pos_embed");  // [1, 37, 24], grid 6
-  EXPECT_TRUE(test::all_close(model::resample_abs_pos_embed(pos, 4), golden("pos_embed", {1, 17, 24}), 1e-5, 1e-6));
-  EXPECT_TRUE(test::all_close(model::resample_abs_pos_embed(pos, 7), golden("pos_embed_7", {1, 50, 24}), 1e-5, 1e-6));
+  EXPECT_TRUE(
+      test::all_close(model::resample_abs_pos_embed(pos, 4), teacher_golden("pos_embed", {1, 17, 24}), 1e-5, 1e-6));
+  EXPECT_TRUE(
+      test::all_close(model::resample_abs_pos_embed(pos, 7), teacher_golden("pos_embed_7", {1, 50, 24}), 1e-5, 1e-6));
   EXPECT_TRUE(model::resample_abs_pos_embed(pos, 6).equal(pos));
 }
 
@@ -90,8 +92,8 @@ TEST(Pretrained, TimmTeacherOfAnotherShapeGivesTimmsTarget) {
   mkd::Distiller d(student, test::tiny_mkd(), 3, timm_start(student));
   EXPECT_EQ(d.teacher->cfg.img_size, 16);  // 4 x 4 patches of 4 px
   EXPECT_EQ(d.student->decoder.decoder_predp->weight.sizes(), (at::IntArrayRef{24, 8}));
-  const auto images = golden("images", {2, 1, 8, 8});
-  EXPECT_TRUE(test::all_close(d.forward_teacher(images), golden("target", {2, 17, 24}), 1e-4, 1e-5));
+  const auto images = teacher_golden("images", {2, 1, 8, 8});
+  EXPECT_TRUE(test::all_close(d.forward_teacher(images), teacher_golden("target", {2, 17, 24}), 1e-4, 1e-5));
   train::AdamW opt(d.named_student_parameters(), {});
   {
     auto gen = core::derive_generator(3, core::RngPurpose::kStep, 0);
@@ -128,7 +130,7 @@ TEST(Pretrained, CheckpointOfAForeignTeacherResumes) {
   train::restore(resumed, &resumed_opt, nullptr, ckpt, path);
   EXPECT_EQ(resumed.teacher->cfg.img_size, 16);
   EXPECT_EQ(resumed.student->decoder.decoder_predp->weight.sizes(), (at::IntArrayRef{24, 8}));
-  const auto images = golden("images", {2, 1, 8, 8});
+  const auto images = teacher_golden("images", {2, 1, 8, 8});
   EXPECT_TRUE(resumed.forward_teacher(images).equal(d.forward_teacher(images)));
   // The exported teacher part keeps its own architecture too.
   EXPECT_EQ(train::read_pretrained(path, {"teacher"}).encoder.cfg.embed_dim, 24);
@@ -213,7 +215,7 @@ TEST(Pretrained, TeacherWithItsOwnInputNormalization) {
 
   mkd::Distiller d(student, m, 3, start);
   mkd::Distiller plain(student, test::tiny_mkd(), 3, timm_start(student));
-  const auto images = golden("images", {2, 1, 8, 8});
+  const auto images = teacher_golden("images", {2, 1, 8, 8});
   const auto renormalized = images * start.teacher_input.scale[0] + start.teacher_input.shift[0];
   EXPECT_TRUE(test::all_close(d.forward_teacher(images), plain.forward_teacher(renormalized), 1e-5, 1e-6));
 

@@ -10,9 +10,9 @@
 using namespace dbot;
 
 namespace {
-const nlohmann::json& golden() { return test::json_file(DBOT_RANDAUGMENT_JSON); }
+const nlohmann::json& ra_golden() { return test::json_file(DBOT_RANDAUGMENT_JSON); }
 data::Image golden_image(const std::string& mode) {
-  const auto& g = golden();
+  const auto& g = ra_golden();
   data::Image img(g.at("height"), g.at("width"), mode == "RGB" ? 3 : 1);
   const auto px = g.at(mode == "RGB" ? "image_rgb" : "image_l").get<std::vector<int>>();
   std::copy(px.begin(), px.end(), img.pixels.begin());
@@ -22,7 +22,7 @@ data::Image golden_image(const std::string& mode) {
 
 TEST(RandAugment, OpsMatchTimmOnPillow) {
   int exact = 0, total = 0;
-  for (const auto& c : golden().at("cases")) {
+  for (const auto& c : ra_golden().at("cases")) {
     const std::string op = c.at("op"), mode = c.at("mode");
     const double arg = c.at("args").empty() ? 0.0 : c.at("args")[0].get<double>();
     auto img = golden_image(mode);
@@ -41,7 +41,7 @@ TEST(RandAugment, OpsMatchTimmOnPillow) {
 }
 
 TEST(RandAugment, LevelsMatchTimm) {
-  for (const auto& [op, rows] : golden().at("levels").items()) {
+  for (const auto& [op, rows] : ra_golden().at("levels").items()) {
     const double ms[] = {0.0, 4.5, 9.0, 10.0};
     for (size_t i = 0; i < 4; ++i) {
       if (rows[i].empty()) continue;

@@ -112,6 +112,8 @@ inline void fill_golden(mkd::Distiller& d) {
   fill_parameters(*d.teacher, "teacher.");
 }
 
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
 // The message of the exception f throws ("<no error>" when it does not throw).
 inline std::string error_of(const std::function<void()>& f) {
   try {
