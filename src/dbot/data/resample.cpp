@@ -14,7 +14,9 @@ namespace dbot::data {
 
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// An AVX2 clone of the vertical pass beside the baseline one, picked at load time (clang has target_clones
+// since 14; without it clang builds only the SSE2 loop: 2x the instructions, docs/PERFORMANCE.md).
+#if defined(__x86_64__) && (defined(__clang__) ? __clang_major__ >= 14 : defined(__GNUC__))
 #define DBOT_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define DBOT_VECTOR_CLONES
