@@ -4,11 +4,8 @@
 #include "test_util.h"
 
 using namespace dbot;
-using dbot::test::error_of;
-
-namespace {
 using dbot::test::contains;
-}  // namespace
+using dbot::test::error_of;
 
 TEST(Idx, ReadsGzippedAndPlainFiles) {
   test::TempDir dir;

@@ -8,13 +8,13 @@
 #include "test_util.h"
 
 using namespace dbot;
+using test::contains;
 using test::error_of;
 
 namespace {
 bool is_jpeg_name(const std::string& f) { return f.size() > 4 && f.substr(f.size() - 4) == ".jpg"; }
 // JPEG decoders of different libjpeg-turbo versions may differ by 1; observed: 0 (2.1.5 here vs Pillow's 3.2.0).
 int tolerance(const std::string& f) { return is_jpeg_name(f) ? 1 : 0; }
-using dbot::test::contains;
 }  // namespace
 
 TEST(Decode, MatchesPilConvertOnEveryTestImage) {

@@ -11,12 +11,11 @@
 #include "test_util.h"
 
 using namespace dbot;
+using test::contains;
 using test::error_of;
 namespace fs = std::filesystem;
 
 namespace {
-
-using dbot::test::contains;
 
 // An 20x16 RGB image whose content identifies (class, k).
 data::Image pattern(int cls, int k) {

@@ -22,6 +22,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
+train::RunFolder::Options folder_options(bool resume, bool overwrite, bool accept_recipe_change, std::string yaml) {
+  train::RunFolder::Options o;
+  o.resume = resume;
+  o.overwrite = overwrite;
+  o.accept_recipe_change = accept_recipe_change;
+  o.config_yaml = std::move(yaml);
+  return o;
+}
+
 std::string slurp(const std::string& path) {
   const auto bytes = io::read_file(path);
   return std::string(bytes.begin(), bytes.end());
@@ -156,34 +165,35 @@ TEST(StopOnSignal, StoppedRunResumesToTheSameWeights) {
 TEST(RunFolder, RefusesAnotherRecipesFolderUnlessOverwriting) {
   test::TempDir dir;
   const std::string a = "optim:\n  lr: 0.001\n  betas: [0.9, 0.95]\ntrain:\n  threads: 2\n";
-  { train::RunFolder(dir.str(), {false, false, false, a}).write_config(a); }
+  { train::RunFolder(dir.str(), folder_options(false, false, false, a)).write_config(a); }
   for (const char* f : {"/metrics.jsonl", "/stage-1.pt", "/checkpoint-last.pt", "/notes.txt"}) {
     std::ofstream(dir.str() + f) << "x";
   }
   fs::create_directories(dir.path / "tensorboard");
   // Resuming: only keys that say where and how to compute may change.
   EXPECT_NO_THROW(train::RunFolder(
-      dir.str(), {true, false, false, "optim:\n  lr: 0.001\n  betas: [0.9, 0.95]\ntrain:\n  threads: 8\n"}));
+      dir.str(),
+      folder_options(true, false, false, "optim:\n  lr: 0.001\n  betas: [0.9, 0.95]\ntrain:\n  threads: 8\n")));
   const std::string b = "optim:\n  lr: 0.002\n  betas: [0.9, 0.999]\ntrain:\n  threads: 2\n";
-  const auto e = test::error_of([&] { train::RunFolder(dir.str(), {true, false, false, b}); });
+  const auto e = test::error_of([&] { train::RunFolder(dir.str(), folder_options(true, false, false, b)); });
   EXPECT_NE(e.find("holds a run of another recipe (optim.betas: [0.9, 0.95] there, [0.9, 0.999] here (and 1 more))"),
             std::string::npos)
       << e;
   EXPECT_NE(e.find("resume it with its own recipe"), std::string::npos) << e;
   // A new run: refused (checkpoint-last.pt exists), then replaced with --overwrite; other files stay.
-  EXPECT_NO_THROW(train::RunFolder(dir.str(), {true, false, true, b}));  // accepted when asked
+  EXPECT_NO_THROW(train::RunFolder(dir.str(), folder_options(true, false, true, b)));  // accepted when asked
   EXPECT_NE(test::error_of([&] {
-              train::RunFolder(dir.str(), {false, false, false, b});
+              train::RunFolder(dir.str(), folder_options(false, false, false, b));
             }).find("--overwrite to start it again"),
             std::string::npos);
-  EXPECT_THROW(train::RunFolder(dir.str(), {true, true, false, b}), std::invalid_argument);
-  train::RunFolder(dir.str(), {false, true, false, b});
+  EXPECT_THROW(train::RunFolder(dir.str(), folder_options(true, true, false, b)), std::invalid_argument);
+  train::RunFolder(dir.str(), folder_options(false, true, false, b));
   EXPECT_EQ(count_files(dir.path), 1u);  // notes.txt
   EXPECT_TRUE(fs::exists(dir.path / "notes.txt"));
   // Without a checkpoint, another recipe's config.yaml is still refused.
   std::ofstream(dir.str() + "/config.yaml") << a;
   EXPECT_NE(test::error_of([&] {
-              train::RunFolder(dir.str(), {false, false, false, b});
+              train::RunFolder(dir.str(), folder_options(false, false, false, b));
             }).find("pass --overwrite to replace it"),
             std::string::npos);
 }
