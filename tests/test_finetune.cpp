@@ -176,4 +176,7 @@ TEST(Finetune, RecipeRefusals) {
   EXPECT_NE(error({"finetune.layer_decay=1.5"}).find("finetune.layer_decay must be in (0, 1]"), std::string::npos);
   EXPECT_NE(error({"finetune.betas=[0.9]"}).find("finetune.betas"), std::string::npos);
   EXPECT_NE(error({"finetune.warmup_epochs=200"}).find("finetune.warmup_epochs"), std::string::npos);
+  // Its own key, not data.crop_scale whose range it replaces for fine-tuning.
+  EXPECT_NE(error({"finetune.crop_scale=[0.5, 0.2]"}).find("finetune.crop_scale must be [min, max]"),
+            std::string::npos);
 }

@@ -19,11 +19,14 @@ at::Tensor normalize(const at::Tensor& images_u8, const std::vector<double>& mea
   return (images_u8.to(at::kFloat).div_(255.0) - m) / s;
 }
 
-TransformConfig transform_config(const DataConfig& data, int64_t img_size, int64_t in_chans) {
-  if (data.crop_scale.size() != 2 ||
-      !(data.crop_scale[0] > 0 && data.crop_scale[0] <= data.crop_scale[1] && data.crop_scale[1] <= 1.0)) {
-    throw std::invalid_argument("data.crop_scale must be [min, max] with 0 < min <= max <= 1");
+void check_crop_scale(const std::vector<double>& scale, const std::string& key) {
+  if (scale.size() != 2 || !(scale[0] > 0 && scale[0] <= scale[1] && scale[1] <= 1.0)) {
+    throw std::invalid_argument(key + " must be [min, max] with 0 < min <= max <= 1");
   }
+}
+
+TransformConfig transform_config(const DataConfig& data, int64_t img_size, int64_t in_chans) {
+  check_crop_scale(data.crop_scale, "data.crop_scale");
   if (!(data.crop_pct > 0 && data.crop_pct <= 1.0)) throw std::invalid_argument("data.crop_pct must be in (0, 1]");
   TransformConfig t;
   t.size = img_size;

@@ -21,6 +21,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -41,6 +42,10 @@ struct LoaderConfig {
   uint64_t seed = 0;
   int64_t rank = 0, world_size = 1;  // training: this rank's shard of each global batch
 };
+
+// Throws std::invalid_argument naming `key` unless scale is a RandomResizedCrop area range [min, max],
+// 0 < min <= max <= 1.
+void check_crop_scale(const std::vector<double>& scale, const std::string& key);
 
 // The transform and loader settings of the data section for a model's input (img_size, in_chans); checks
 // data.crop_scale and data.crop_pct.

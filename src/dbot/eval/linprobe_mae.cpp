@@ -25,8 +25,7 @@ void MaeLinprobeConfig::validate() const {
   if (batch_size < 2) fail("eval.mae_batch_size must be >= 2 (BatchNorm needs a batch)");
   if (!(peak_lr() > 0)) fail("eval.mae_blr (or eval.mae_lr) must be > 0");
   if (min_lr < 0 || weight_decay < 0) fail("eval.mae_min_lr and eval.mae_weight_decay must be >= 0");
-  if (crop_scale.size() != 2 || !(crop_scale[0] > 0 && crop_scale[0] <= crop_scale[1] && crop_scale[1] <= 1.0))
-    fail("eval.mae_crop_scale must be [min, max] with 0 < min <= max <= 1");
+  data::check_crop_scale(crop_scale, "eval.mae_crop_scale");
 }
 
 ProbeHead::ProbeHead(int64_t dim, int64_t classes, double weight_decay, at::Generator& gen, c10::Device device) {

@@ -32,6 +32,7 @@ void FinetuneConfig::validate() const {
   if (!(mix.label_smoothing >= 0 && mix.label_smoothing < 1)) fail("finetune.smoothing must be in [0, 1)");
   if (!(reprob >= 0 && reprob <= 1)) fail("finetune.reprob must be in [0, 1]");
   if (!(head_init_std > 0)) fail("finetune.head_init_std must be > 0");
+  data::check_crop_scale(crop_scale, "finetune.crop_scale");
   try {
     data::parse_rand_augment(rand_augment);
   } catch (const std::invalid_argument& e) {
