@@ -28,10 +28,12 @@ train::Pretrained read_clip(const std::string& act = "auto") {
   return train::read_pretrained(kClipFile, opts);
 }
 
-mkd::Distiller clip_distiller(const std::string& act = "auto", const std::string& loss = "auto") {
+mkd::Distiller clip_distiller(const std::string& act = "auto", const std::string& loss = "auto",
+                              bool reinit_student = true) {
   const auto student = test::tiny_vit(1);  // 8 px, patch 2, 4x4 grid, 16 wide
   auto m = test::tiny_mkd();
   m.loss = loss;
+  m.reinit_student = reinit_student;
   mkd::StartWeights start;
   start.teacher = mkd::fit_to_grid(read_clip(act).encoder, student, kClipFile);
   start.teacher_what = kClipFile;
@@ -96,6 +98,20 @@ TEST(ClipTeacher, CosineLossOnMaskedPatchesWithoutCls) {
   EXPECT_TRUE(!vit.cosine && vit.cls);
   EXPECT_NE(error_of([&] { mkd::loss_spec("l2", tower); }).find("mkd.loss must be auto, smooth_l1 or cosine"),
             std::string::npos);
+}
+
+TEST(ClipTeacher, ContinuedStudentGetsAFreshPredictorOfTheNewWidth) {
+  auto d = clip_distiller("auto", "auto", /*reinit_student=*/false);  // predicts 24 features, then the student's 16
+  const auto block = d.student->blocks.blocks[0]->attn->qkv->weight.detach().clone();
+  d.next_stage();
+  EXPECT_TRUE(d.student->blocks.blocks[0]->attn->qkv->weight.equal(block));  // the encoder continues
+  // The prediction layer is a fresh xavier_uniform [16, 8] from derive_generator(seed 3, kInit, stage 2).
+  auto gen = core::derive_generator(3, core::RngPurpose::kInit, 2);
+  const double bound = std::sqrt(6.0 / (8 + 16));
+  const auto expected = at::empty({16, 8}).uniform_(-bound, bound, gen);
+  const auto& predp = d.student->decoder.decoder_predp;
+  EXPECT_TRUE(test::all_close(predp->weight, expected, 0, 0));
+  EXPECT_TRUE(predp->bias.equal(at::zeros({16})));
 }
 
 TEST(ClipTeacher, TrainsThenHandsOverToTheStudent) {

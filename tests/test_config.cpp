@@ -11,9 +11,12 @@ TEST(Config, RecipeAndOverridesLayerOnDefaults) {
   const std::string recipe = dir.str() + "/r.yaml";
   io::write_atomic(recipe,
                    "model:\n  depth: 3\noptim:\n  blr: 1.0e-3\n  batch_size: 128\nmkd:\n  stage_epochs: [0, 2, 5]\n");
-  auto c = recipe::load_config(recipe, {"optim.accum_iter=2", "model.name=vit_small_patch4_28", "data.hflip=false"});
+  auto c = recipe::load_config(
+      recipe, {"optim.accum_iter=2", "model.name=vit_small_patch4_28", "data.hflip=false", "mkd.reinit_student=false"});
   EXPECT_EQ(c.model.depth, 3);
-  EXPECT_EQ(c.model.embed_dim, 384);  // from the overridden name
+  EXPECT_FALSE(c.mkd.reinit_student);
+  EXPECT_TRUE(recipe::load_config("").mkd.reinit_student);  // the official rule by default
+  EXPECT_EQ(c.model.embed_dim, 384);                        // from the overridden name
   EXPECT_EQ(c.optim.accum_iter, 2);
   EXPECT_FALSE(c.data.hflip);
   EXPECT_EQ(c.mkd.stage_epochs, (std::vector<int64_t>{0, 2, 5}));
@@ -24,6 +27,7 @@ TEST(Config, RecipeAndOverridesLayerOnDefaults) {
   auto again = recipe::config_from_yaml(c.to_yaml(), "resolved");
   EXPECT_EQ(again.model.depth, 3);
   EXPECT_EQ(again.optim.accum_iter, 2);
+  EXPECT_FALSE(again.mkd.reinit_student);
   EXPECT_EQ(again.to_yaml(), c.to_yaml());
 }
 

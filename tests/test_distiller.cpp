@@ -153,6 +153,24 @@ TEST(Distiller, ResetPatchBiasOption) {
   EXPECT_LT(d.student->patch_embed->proj->bias.abs().max().item<double>(), 1.0);
 }
 
+TEST(Distiller, ContinuedStudentKeepsItsWeights) {
+  auto m = tiny_mkd();
+  m.reinit_student = false;
+  mkd::Distiller d(tiny_vit(), m, 11);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& [name, p] : d.named_student_parameters()) p.add_(0.01);
+  }
+  std::map<std::string, at::Tensor> before;
+  for (auto& [name, p] : d.named_student_parameters()) before[name] = p.detach().clone();
+  d.next_stage();
+  EXPECT_EQ(d.stage(), 2);
+  // The teacher is the student's encoder, and the student, decoder included, goes on from where it was.
+  for (const auto& item : d.teacher->named_parameters()) EXPECT_TRUE(item.value().equal(before.at(item.key())));
+  for (auto& [name, p] : d.named_student_parameters()) EXPECT_TRUE(p.equal(before.at(name))) << name;
+  EXPECT_EQ(before.size(), d.named_student_parameters().size());
+}
+
 TEST(Distiller, TrainingForwardIsReproducibleFromTheGenerator) {
   auto v = tiny_vit();
   v.drop_path_rate = 0.2;

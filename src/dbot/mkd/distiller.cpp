@@ -30,6 +30,12 @@ LossSpec loss_spec(const std::string& loss, const model::VitConfig& teacher) {
   return spec;
 }
 
+void check_target(const std::string& target) {
+  if (target != "teacher" && target != "pixels") {
+    throw std::invalid_argument("mkd.target must be teacher or pixels, got '" + target + "'");
+  }
+}
+
 at::Tensor forward_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask,
                         const LossSpec& spec) {
   const auto p = pred.to(at::kFloat);
@@ -66,9 +72,7 @@ Distiller::Distiller(model::VitConfig student_config, MkdConfig config, uint64_t
                                 " exceeds the student depth " + std::to_string(student_cfg.depth));
   }
   loss_spec(cfg.loss, student_cfg);  // rejects an unknown mkd.loss before any work
-  if (cfg.target != "teacher" && cfg.target != "pixels") {
-    throw std::invalid_argument("mkd.target must be teacher or pixels, got '" + cfg.target + "'");
-  }
+  check_target(cfg.target);
   if (pixels() && start.teacher) throw std::invalid_argument("mkd.target pixels takes no teacher file");
   target_dim_ = pixels()        ? student_cfg.patch_size * student_cfg.patch_size * student_cfg.in_chans
                 : start.teacher ? target_width(start.teacher->cfg)
@@ -165,6 +169,17 @@ void Distiller::initialize_student(uint64_t stage_index, bool reset_patch_bias) 
   model::load_state_dict(*student, model::state_dict(*fresh), "re-initialized student");
 }
 
+void Distiller::initialize_predictor(uint64_t stage_index) {
+  at::NoGradGuard no_grad;
+  auto gen = core::derive_generator(seed, core::RngPurpose::kInit, stage_index);
+  auto& predp = student->decoder.decoder_predp;  // [D_target, Dd]
+  // Drawn on the CPU, then copied: a GPU run gets the same numbers.
+  torch::nn::Linear fresh(torch::nn::LinearOptions(predp->weight.size(1), predp->weight.size(0)));
+  model::init_linear(fresh, gen);
+  predp->weight.copy_(fresh->weight);
+  predp->bias.copy_(fresh->bias);
+}
+
 EncoderOutput Distiller::forward_encoder(const at::Tensor& imgs, const at::Tensor& noise, at::Generator* gen) {
   return student->forward_encoder(imgs, noise, gen);
 }
@@ -197,10 +212,15 @@ at::Tensor Distiller::forward(const at::Tensor& imgs, at::Generator& gen, int64_
 
 void Distiller::next_stage() {
   if (pixels()) throw std::logic_error("mkd.target pixels trains one stage");
+  const int64_t previous_dim = target_dim_;
   set_target_dim(student_cfg.embed_dim);
   make_teacher(student_cfg, model::state_dict(*student), "teacher from student");
   ++stage_;
-  initialize_student(static_cast<uint64_t>(stage_), cfg.reset_patch_bias);
+  if (cfg.reinit_student) {
+    initialize_student(static_cast<uint64_t>(stage_), cfg.reset_patch_bias);
+  } else if (target_dim_ != previous_dim) {
+    initialize_predictor(static_cast<uint64_t>(stage_));
+  }
 }
 
 std::vector<std::pair<std::string, at::Tensor>> Distiller::named_student_parameters() const {

@@ -38,6 +38,9 @@ struct MkdConfig {
   DecoderConfig decoder;
   int64_t teacher_depth = -1;     // stage-0 teacher depth: -1 = same as the student, 0 = zero-block teacher
   bool reset_patch_bias = false;  // official: the patch conv bias is NOT re-initialized between stages
+  // official: the student is re-initialized at each stage switch; false = it continues from its weights (an
+  // ablation), with a fresh prediction layer only where the target's width changes
+  bool reinit_student = true;
   // Pretrained starts (read by the train layer, train/pretrained.h): the stage-0 teacher and the student's
   // initial weights; "" = the stage-0 rule and the official initialization.
   std::string teacher_init, student_init;
@@ -71,6 +74,8 @@ struct LossSpec {
 // mkd.loss for this teacher: "auto" = cosine without CLS for a CLIP tower, else SmoothL1 with CLS; "smooth_l1" and
 // "cosine" choose the comparison (CLS still follows the teacher). Throws on another name.
 LossSpec loss_spec(const std::string& loss, const model::VitConfig& teacher);
+// Throws std::invalid_argument unless mkd.target is teacher or pixels.
+void check_target(const std::string& target);
 
 // The per-token loss of `spec` between pred and target (raw teacher output), then a weighted mean over tokens:
 // weight 1 for masked patches, 0 for visible patches, CLS as spec.cls. pred, target: [N, 1+L, Dt]; mask [N, L].
@@ -133,6 +138,7 @@ class Distiller {
  private:
   MaskedStudent make_student() const;  // on the CPU, not initialized, predicting target_dim_
   void initialize_student(uint64_t stage_index, bool reset_patch_bias);
+  void initialize_predictor(uint64_t stage_index);  // decoder_predp only (a continued student, a new width)
   void load_student_start(const model::TensorMap& state, const std::string& what);
   // Rebuilds decoder_predp (in place: optimizers keep the same tensors) for a teacher of another width; no
   // autograd graph through the old one may be alive (its gradient accumulator keeps the old shape).

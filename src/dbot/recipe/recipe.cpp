@@ -43,6 +43,7 @@ void schema(Recipe& r, YamlOnly& y, F&& f) {
   f("mkd.mask_ratio", r.mkd.mask_ratio);
   f("mkd.teacher_depth", r.mkd.teacher_depth);
   f("mkd.reset_patch_bias", r.mkd.reset_patch_bias);
+  f("mkd.reinit_student", r.mkd.reinit_student);
   f("mkd.teacher.init", r.mkd.teacher_init);
   f("mkd.teacher.num_heads", r.mkd.teacher_num_heads);
   f("mkd.teacher.act", r.mkd.teacher_act);
@@ -216,8 +217,10 @@ void finish(Recipe& r, const YamlOnly& y, const std::string& origin) {
   if (loss != "auto" && loss != "smooth_l1" && loss != "cosine") {
     fail("mkd.loss must be auto, smooth_l1 or cosine, got '" + loss + "'");
   }
-  if (r.mkd.target != "teacher" && r.mkd.target != "pixels") {
-    fail("mkd.target must be teacher or pixels, got '" + r.mkd.target + "'");
+  try {
+    mkd::check_target(r.mkd.target);
+  } catch (const std::invalid_argument& e) {
+    fail(e.what());
   }
   if (r.mkd.target == "pixels") {  // MAE: one stage, no teacher
     if (r.mkd.stage_epochs.size() != 2) fail("mkd.target pixels (MAE) trains one stage: mkd.stage_epochs [0, E]");
