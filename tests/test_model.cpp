@@ -185,7 +185,10 @@ std::pair<at::Tensor, std::map<std::string, at::Tensor>> loss_and_grads(
 }
 }  // namespace
 
-// The fast forms compute the same loss and gradients as the plain composition: within 1e-5 of scale in fp32.
+// The fast forms compute the same loss and gradients as the plain composition: within 1e-5 of scale in fp32 for
+// the explicit attention, 5e-5 for LibTorch 2.x's fused kernel, whose blocked online softmax sums in another order
+// (measured: up to 1.1e-5 of scale, blocks.0.norm1.bias, with 2.15's AVX-512 kernels on a Xeon of family 6 model
+// 167; under 1e-5 with its AVX2 kernels on Zen 3).
 // Under bf16 autocast both differ from the fp32 values by bf16's rounding (8 mantissa bits), by a few % in the
 // 2-norm with LibTorch 2.x and by up to ~40% for some gradients of this 16-wide network with 1.13, whose CPU
 // autocast rounds more: the fast forms' error must stay within 2x the plain composition's + 0.1 (a wrong formula,
@@ -207,10 +210,11 @@ TEST(VisionTransformer, FastFormsMatchThePlainComposition) {
     const auto fast32 = loss_and_grads(*vit, fast, imgs, at::kFloat);
     const auto plain16 = loss_and_grads(*vit, plain, imgs, at::kBFloat16);
     const auto fast16 = loss_and_grads(*vit, fast, imgs, at::kBFloat16);
-    EXPECT_TRUE(test::close_to_scale(fast32.first, reference.first, 1e-5)) << "img " << img;
+    const double fp32_tol = img == 8 ? 1e-5 : 5e-5;  // 17 tokens: explicit; 145: fused where LibTorch has it
+    EXPECT_TRUE(test::close_to_scale(fast32.first, reference.first, fp32_tol)) << "img " << img;
     EXPECT_LE(error(fast16.first, reference.first), 2.0 * error(plain16.first, reference.first) + 0.1) << img;
     for (const auto& [name, g] : reference.second) {
-      EXPECT_TRUE(test::close_to_scale(fast32.second.at(name), g, 1e-5)) << name << ", img " << img;
+      EXPECT_TRUE(test::close_to_scale(fast32.second.at(name), g, fp32_tol)) << name << ", img " << img;
       const double e_fast = error(fast16.second.at(name), g), e_plain = error(plain16.second.at(name), g);
       EXPECT_LE(e_fast, 2.0 * e_plain + 0.1) << name << ", img " << img;
     }
