@@ -173,11 +173,11 @@ void Distiller::initialize_predictor(uint64_t stage_index) {
   at::NoGradGuard no_grad;
   auto gen = core::derive_generator(seed, core::RngPurpose::kInit, stage_index);
   auto& predp = student->decoder.decoder_predp;  // [D_target, Dd]
-  // Drawn on the CPU, then copied: a GPU run gets the same numbers.
-  torch::nn::Linear fresh(torch::nn::LinearOptions(predp->weight.size(1), predp->weight.size(0)));
-  model::init_linear(fresh, gen);
-  predp->weight.copy_(fresh->weight);
-  predp->bias.copy_(fresh->bias);
+  // init_linear's draws, made on the CPU and then copied: a GPU run gets the same numbers.
+  auto weight = at::empty(predp->weight.sizes());
+  model::xavier_uniform_(weight, predp->weight.size(1), predp->weight.size(0), gen);
+  predp->weight.copy_(weight);
+  predp->bias.zero_();
 }
 
 EncoderOutput Distiller::forward_encoder(const at::Tensor& imgs, const at::Tensor& noise, at::Generator* gen) {
