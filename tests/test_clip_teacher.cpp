@@ -5,6 +5,7 @@
 // default loss against it is 1 - cosine on masked patches without CLS (hand-checked), and after the stage
 // switch the student teaches with dBOT's own target and loss. A checkpoint keeps the tower's architecture.
 #include "dbot/model/layouts.h"
+#include "dbot/recipe/recipe.h"
 #include "dbot/train/checkpoint.h"
 #include "dbot/train/pretrained.h"
 #include "test_util.h"
@@ -97,6 +98,9 @@ TEST(ClipTeacher, CosineLossOnMaskedPatchesWithoutCls) {
   const auto vit = mkd::loss_spec("auto", test::tiny_vit());
   EXPECT_TRUE(!vit.cosine && vit.cls);
   EXPECT_NE(error_of([&] { mkd::loss_spec("l2", tower); }).find("mkd.loss must be auto, smooth_l1 or cosine"),
+            std::string::npos);
+  // The recipe refuses it when it loads, with the same words, before any file is read.
+  EXPECT_NE(error_of([&] { recipe::load_config("", {"mkd.loss=l2"}); }).find("mkd.loss must be auto, smooth_l1"),
             std::string::npos);
 }
 

@@ -214,10 +214,8 @@ void finish(Recipe& r, const YamlOnly& y, const std::string& origin) {
     fail("mkd.teacher.act must be auto, gelu or quick_gelu, got '" + act + "'");
   }
   const auto& loss = r.mkd.loss;
-  if (loss != "auto" && loss != "smooth_l1" && loss != "cosine") {
-    fail("mkd.loss must be auto, smooth_l1 or cosine, got '" + loss + "'");
-  }
   try {
+    mkd::loss_spec(loss, model::VitConfig{});  // checks the name only: the teacher is not read yet
     mkd::check_target(r.mkd.target);
   } catch (const std::invalid_argument& e) {
     fail(e.what());
