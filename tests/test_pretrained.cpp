@@ -3,6 +3,8 @@
 // (tests/reference/make_teacher_golden.py), becomes a dbot teacher whose target equals timm's; the
 // decoder predicts its width, then the student's after a stage switch; a checkpoint resumes it; position
 // tables resample as timm's resample_abs_pos_embed. Wrappers, prefixes and refusals on files dbot writes.
+#include <algorithm>
+
 #include "dbot/io/torch_pickle.h"
 #include "dbot/model/layouts.h"
 #include "dbot/model/pos_embed.h"
@@ -152,6 +154,19 @@ TEST(Pretrained, WrappersPrefixesAndRefusals) {
   classifier["classifier.weight"] = at::zeros({5, 16});
   save_dict(f, {{"model", classifier}});
   EXPECT_EQ(train::read_pretrained(f, opts).ignored, std::vector<std::string>{"classifier.weight"});
+
+  // An MAE or dBOT checkpoint: its decoder is dropped and listed as one item, beside the head's tensors.
+  auto pretraining = model::state_dict(*mkd::Distiller(cfg, test::tiny_mkd(), 3).student);
+  const auto decoder_tensors = std::count_if(pretraining.begin(), pretraining.end(), [](const auto& kv) {
+    return kv.first == "mask_token" || kv.first.rfind("decoder_", 0) == 0;
+  });
+  ASSERT_GT(decoder_tensors, 5);
+  pretraining["head.weight"] = at::zeros({5, 16});
+  save_dict(f, {{"model", pretraining}});
+  const auto mae = train::read_pretrained(f, opts);
+  EXPECT_EQ(mae.ignored, (std::vector<std::string>{
+                             "head.weight", "the MAE/dBOT decoder (" + std::to_string(decoder_tensors) + " tensors)"}));
+  for (const auto& [name, t] : state) EXPECT_TRUE(mae.encoder.state.at(name).equal(pretraining.at(name))) << name;
 
   auto clip = state;  // timm names beside CLIP's class_embedding: neither layout
   clip["class_embedding"] = at::zeros({16});

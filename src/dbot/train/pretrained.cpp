@@ -178,16 +178,24 @@ model::TensorMap sort_out(model::TensorMap state, const PretrainedOptions& opts,
     p.source += ", Hugging Face names";
     for (auto& [n, t] : model::hf_to_timm(hf, path)) state[n] = t;
   }
+  size_t dropped_decoder = 0;  // listed as one item: an MAE/dBOT decoder is dozens of tensors
   for (auto it = state.begin(); it != state.end();) {
-    if (is_head_name(it->first) || (is_decoder_name(it->first) && !opts.keep_decoder)) {
+    if (is_head_name(it->first)) {
       p.ignored.push_back(it->first);
       it = state.erase(it);
     } else if (is_decoder_name(it->first)) {
-      p.decoder[it->first] = it->second;
+      if (opts.keep_decoder) {
+        p.decoder[it->first] = it->second;
+      } else {
+        ++dropped_decoder;
+      }
       it = state.erase(it);
     } else {
       ++it;
     }
+  }
+  if (dropped_decoder > 0) {
+    p.ignored.push_back("the MAE/dBOT decoder (" + std::to_string(dropped_decoder) + " tensors)");
   }
   return state;
 }
