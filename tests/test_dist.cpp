@@ -1,11 +1,13 @@
 // dist/: the launchers' environments (torchrun, SLURM, Open MPI) read into a LaunchEnv, with one-line errors
 // for incomplete or inconsistent values; a c10d Gloo group of ranks (threads of this process over an
 // in-memory store) whose collectives give hand-checkable results; the gradient all-reduce averaging
-// buckets of mixed dtypes to the same bits on every rank; a rank that never joins a collective makes the
+// buckets of mixed dtypes to the same bits on every rank, and started from autograd hooks while the
+// backward pass runs (the same bits as after it); a rank that never joins a collective makes the
 // other fail within the timeout instead of waiting forever.
 #include <map>
 #include <thread>
 
+#include "dbot/dist/grad_sync.h"
 #include "dbot/dist/launch_env.h"
 #include "dbot/dist/process_group.h"
 #include "test_util.h"
@@ -152,6 +154,88 @@ TEST(Group, GradientAllReduceAveragesBucketsToTheSameBits) {
     if (!expected[i].defined()) continue;
     EXPECT_TRUE(test::all_close(grads[0][i], expected[i], 1e-6, 1e-7)) << i;
     EXPECT_TRUE(grads[0][i].equal(grads[1][i])) << i;  // every rank applies the same update
+  }
+}
+
+namespace {
+
+// A 3-layer MLP [6, 3] -> 4 -> 5 -> 2 whose parameters, in forward order, are w1 [4, 3], b1, w2 [5, 4], b2,
+// w3 [2, 5], b3 (48, 16, 80, 20, 40, 8 bytes); the same weights on every rank.
+std::vector<at::Tensor> mlp_params() {
+  auto gen = core::derive_generator(3, core::RngPurpose::kInit, 0);
+  std::vector<at::Tensor> p;
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{4, 3}, {4}, {5, 4}, {5}, {2, 5}, {2}}) {
+    p.push_back(at::randn(shape, gen).requires_grad_());
+  }
+  return p;
+}
+
+// Accumulates the gradient of one micro-batch (rank r's input number `micro`) into p's .grad.
+void mlp_backward(const std::vector<at::Tensor>& p, int r, int micro) {
+  auto gen = core::derive_generator(3, core::RngPurpose::kInit, static_cast<uint64_t>(10 + 2 * r + micro));
+  auto h = at::tanh(at::linear(at::randn({6, 3}, gen), p[0], p[1]));
+  h = at::tanh(at::linear(h, p[2], p[3]));
+  at::linear(h, p[4], p[5]).pow(2).mean().backward();
+}
+
+std::vector<at::Tensor> grads_of(const std::vector<at::Tensor>& p) {
+  std::vector<at::Tensor> g;
+  for (const auto& t : p) g.push_back(t.grad());
+  return g;
+}
+
+}  // namespace
+
+TEST(Group, GradientAllReduceOverlapsTheBackwardPassAndMatchesTheReduceAfterIt) {
+  const int world = 2;
+  std::vector<at::Tensor> expected(6);  // the mean over ranks of each rank's window of two micro-batches
+  for (int r = 0; r < world; ++r) {
+    const auto p = mlp_params();
+    mlp_backward(p, r, 0);
+    mlp_backward(p, r, 1);
+    for (size_t i = 0; i < p.size(); ++i) {
+      expected[i] = r == 0 ? p[i].grad().clone() : ((expected[i] + p[i].grad()) / world);
+    }
+  }
+  std::vector<std::vector<at::Tensor>> overlapped(world), after(world), second(world);
+  std::vector<int64_t> buckets(world), started(world), started_again(world);
+  on_ranks(world, [&](dist::Group& g) {
+    const int r = g.rank();
+    const auto p = mlp_params();
+    // Caps of 32 B (first) and 64 B, in reverse order: {b3}, {w3, b2}, {w2} (alone over the cap), {b1, w1}.
+    dist::AllReduceGradSync sync(g, /*bucket_bytes=*/64, /*first_bucket_bytes=*/32);
+    mlp_backward(p, r, 0);  // inside the window: nothing is reduced
+    sync.before_last_backward(p);
+    mlp_backward(p, r, 1);
+    started[r] = sync.started_in_backward();
+    buckets[r] = sync.buckets();
+    sync.synchronize(grads_of(p));
+    for (const auto& t : p) overlapped[r].push_back(t.grad().clone());
+
+    const auto q = mlp_params();  // the same window reduced after backward (a checkpoint's path)
+    mlp_backward(q, r, 0);
+    mlp_backward(q, r, 1);
+    sync.synchronize(grads_of(q));
+    for (const auto& t : q) after[r].push_back(t.grad().clone());
+
+    for (const auto& t : p) t.mutable_grad().zero_();  // the next window re-arms the same hooks
+    sync.before_last_backward(p);
+    mlp_backward(p, r, 0);
+    started_again[r] = sync.started_in_backward();
+    sync.synchronize(grads_of(p));
+    for (const auto& t : p) second[r].push_back(t.grad().clone());
+  });
+  for (int r = 0; r < world; ++r) {
+    EXPECT_EQ(buckets[r], 4);
+    EXPECT_EQ(started[r], 4);  // every bucket started while backward ran, the last one from w1's hook
+    EXPECT_EQ(started_again[r], 4);
+  }
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_TRUE(test::all_close(overlapped[0][i], expected[i], 1e-6, 1e-7)) << i;
+    EXPECT_TRUE(overlapped[0][i].equal(overlapped[1][i])) << i;  // the same bits on every rank
+    EXPECT_TRUE(overlapped[0][i].equal(after[0][i])) << i;       // and as the reduce after backward
+    EXPECT_TRUE(second[0][i].equal(second[1][i])) << i;
+    EXPECT_FALSE(second[0][i].equal(overlapped[0][i])) << i;  // one micro-batch, zeroed first
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <csignal>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -30,15 +31,30 @@ struct Group::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
   std::chrono::milliseconds timeout;
 
-  // Runs a collective and waits for it; c10d's errors (a peer gone, a timeout) become one line with `what`.
-  template <typename F>
-  void run(const std::string& what, F&& start) {
+  // c10d's errors (a peer gone, a timeout) as one line with `what`.
+  [[noreturn]] void fail(const std::string& what, const std::exception& e) const {
+    throw std::runtime_error(what + " across " + std::to_string(pg->getSize()) +
+                             " processes failed (a process died or hung?): " + first_line(e));
+  }
+  void wait(const std::string& what, const c10::intrusive_ptr<c10d::Work>& work) const {
     try {
-      start()->wait(timeout);
+      work->wait(timeout);
     } catch (const std::exception& e) {
-      throw std::runtime_error(what + " across " + std::to_string(pg->getSize()) +
-                               " processes failed (a process died or hung?): " + first_line(e));
+      fail(what, e);
     }
+  }
+  // Starts a collective (f returns its c10d::Work); run() also waits for it.
+  template <typename F>
+  c10::intrusive_ptr<c10d::Work> start(const std::string& what, F&& f) const {
+    try {
+      return f();
+    } catch (const std::exception& e) {
+      fail(what, e);
+    }
+  }
+  template <typename F>
+  void run(const std::string& what, F&& f) const {
+    wait(what, start(what, std::forward<F>(f)));
   }
 };
 
@@ -46,6 +62,11 @@ namespace {
 
 c10::intrusive_ptr<c10d::ProcessGroupGloo> make_gloo(const c10::intrusive_ptr<c10d::Store>& store, int rank,
                                                      int world_size, std::chrono::milliseconds timeout) {
+  // Gloo's TCP transport can raise SIGPIPE when it writes to a peer that is gone (seen: a rank killed while
+  // an all-reduce started during backward was sending took its peer down with status 141). Python ignores
+  // SIGPIPE, and torch.distributed relies on that; ignored here too, a dead peer becomes the error
+  // "all-reduce across N processes failed" on the others instead of killing them in the middle of a write.
+  std::signal(SIGPIPE, SIG_IGN);
   auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
   opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
   return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, opts);
@@ -73,8 +94,8 @@ Group::Group(const LaunchEnv& env, std::chrono::milliseconds timeout) : rank_(en
     so.timeout = timeout;
     impl_->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
     if (agent) {  // the keys of this restart attempt, as torch.distributed names them
-      impl_->store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(env.restart_count),
-                                                            impl_->store);
+      impl_->store =
+          c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(env.restart_count), impl_->store);
     }
     impl_->pg = make_gloo(impl_->store, env.rank, env.world_size, timeout);
   } catch (const std::exception& e) {
@@ -107,6 +128,13 @@ void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
     impl_->run("all-reduce", [&] { return impl_->pg->allreduce(one); });
     if (!t.is_cpu()) t.copy_(one[0]);
   }
+}
+
+std::function<void()> Group::start_all_reduce_sum(const at::Tensor& t) {
+  if (!t.is_cpu() || !t.is_contiguous()) throw std::logic_error("start_all_reduce_sum: a contiguous CPU tensor");
+  std::vector<at::Tensor> one = {t};
+  auto work = impl_->start("all-reduce", [&] { return impl_->pg->allreduce(one); });
+  return [impl = impl_.get(), work] { impl->wait("all-reduce", work); };
 }
 
 void Group::all_reduce_mean(std::vector<at::Tensor>& tensors) {
@@ -152,39 +180,6 @@ void agree(Group* group, const std::function<void()>& f) {
   if (failed > 0) {
     throw std::runtime_error("rank " + std::to_string(failed - 1) + " of " + std::to_string(group->world_size()) +
                              " failed (its error is in its output); stopping this rank too");
-  }
-}
-
-AllReduceGradSync::AllReduceGradSync(Group& group, int64_t bucket_bytes) : group_(group), bucket_bytes_(bucket_bytes) {}
-
-void AllReduceGradSync::synchronize(const std::vector<at::Tensor>& grads) {
-  if (group_.world_size() == 1) return;
-  // Consecutive gradients of one dtype, up to bucket_bytes each, flattened into one buffer per bucket.
-  size_t i = 0;
-  while (i < grads.size()) {
-    if (!grads[i].defined()) {
-      ++i;
-      continue;
-    }
-    std::vector<at::Tensor> bucket;
-    int64_t bytes = 0;
-    const auto dtype = grads[i].scalar_type();
-    auto nbytes = [&](size_t k) { return static_cast<int64_t>(grads[k].numel() * grads[k].element_size()); };
-    while (i < grads.size() && grads[i].defined() && grads[i].scalar_type() == dtype &&
-           (bucket.empty() || bytes + nbytes(i) <= bucket_bytes_)) {
-      bytes += nbytes(i);
-      bucket.push_back(grads[i++]);
-    }
-    std::vector<at::Tensor> flat_parts;
-    flat_parts.reserve(bucket.size());
-    for (const auto& g : bucket) flat_parts.push_back(g.reshape({-1}));
-    std::vector<at::Tensor> flat = {at::cat(flat_parts)};
-    group_.all_reduce_mean(flat);
-    int64_t offset = 0;
-    for (auto& g : bucket) {
-      g.copy_(flat[0].slice(0, offset, offset + g.numel()).view(g.sizes()));
-      offset += g.numel();
-    }
   }
 }
 

@@ -2,10 +2,7 @@
 // the rendezvous (rank 0 serves it at MASTER_ADDR:MASTER_PORT) and a Gloo process group for the collectives
 // (CPU tensors). Every collective has the group's timeout, so a rank that dies or hangs makes the others
 // fail with an error naming the operation instead of waiting forever.
-//
-// AllReduceGradSync: the Trainer's GradSync for such a group: gradients averaged across ranks by an
-// all-reduce of flat buckets (about 25 MB each, one dtype per bucket), so that every rank applies the same
-// update.
+// The Trainer's gradient all-reduce over such a group is dist::AllReduceGradSync (grad_sync.h).
 //
 // The c10d and Gloo headers stay in process_group.cpp (Debian's libgloo-dev provides Gloo's headers, which
 // the PyPI wheel does not ship; dbot only holds Gloo objects through c10d's pointers).
@@ -19,7 +16,6 @@
 #include <string>
 #include <vector>
 
-#include "dbot/dist/grad_sync.h"
 #include "dbot/dist/launch_env.h"
 
 namespace dbot::dist {
@@ -43,6 +39,9 @@ class Group {
   // a GPU travel through host memory, as Gloo reduces CPU tensors).
   void all_reduce_sum(std::vector<at::Tensor>& tensors);
   void all_reduce_mean(std::vector<at::Tensor>& tensors);
+  // Starts the in-place sum over ranks of one contiguous CPU tensor and returns the wait for it (errors and
+  // timeout as all_reduce_sum's). Every rank must start its collectives in the same order.
+  std::function<void()> start_all_reduce_sum(const at::Tensor& t);
   // In place: every rank's tensors become rank `root`'s.
   void broadcast(std::vector<at::Tensor>& tensors, int root = 0);
   // The largest of the ranks' values (e.g. a stop request that all ranks must honour at the same step).
@@ -60,15 +59,5 @@ class Group {
 // its own error, the others "rank R failed ...", so that no rank waits in a later collective for a rank that
 // is gone. Setup steps that can fail on one rank only (a file one node cannot read) run through it.
 void agree(Group* group, const std::function<void()>& f);
-
-class AllReduceGradSync : public GradSync {
- public:
-  explicit AllReduceGradSync(Group& group, int64_t bucket_bytes = 25 << 20);
-  void synchronize(const std::vector<at::Tensor>& grads) override;
-
- private:
-  Group& group_;
-  int64_t bucket_bytes_;
-};
 
 }  // namespace dbot::dist

@@ -162,8 +162,14 @@ at::Tensor Trainer::train_step(const Batch& batch) {
     compat::AutocastGuard autocast(runtime_.device.type(), runtime_.amp_dtype());
     loss = distiller_.forward(imgs, gen, runtime_.rank, runtime_.world_size);
   }
+  const bool window_ends = (batch.iteration + 1) % cfg_.optim.accum_iter == 0;
+  if (window_ends) {  // the all-reduce may start as backward produces the gradients
+    std::vector<at::Tensor> params;
+    for (const auto& [name, p] : optimizer_->params()) params.push_back(p);
+    grad_sync_->before_last_backward(params);
+  }
   (scaler_.scale_loss(loss) / static_cast<double>(cfg_.optim.accum_iter)).backward();
-  if ((batch.iteration + 1) % cfg_.optim.accum_iter == 0) optimizer_update(lrs_.at(static_cast<size_t>(batch.global)));
+  if (window_ends) optimizer_update(lrs_.at(static_cast<size_t>(batch.global)));
   return loss.detach();
 }
 

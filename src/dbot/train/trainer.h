@@ -14,11 +14,11 @@
 //
 // Data parallelism (a dist::Group of w processes): each rank trains on its shard of every global batch
 // (data/loader.h) with its rows of the global masking noise (mkd/distiller.h); gradients are averaged by a
-// bucketed all-reduce before the update, so every rank applies the same update to the same weights. Rank
-// 0's student, teacher and optimizer state are broadcast when the run starts and the student again after
-// every stage switch (the official code re-initializes each rank's student with its own seed after a switch
-// and never re-broadcasts; here every rank holds identical state at all times). Losses are averaged across
-// ranks for logs and the NaN check; a stop (signal or stop_after) is agreed on by all ranks at the same
+// bucketed all-reduce before the update (started during the backward pass on the CPU: dist/grad_sync.h), so every rank
+// applies the same update to the same weights. Rank 0's student, teacher and optimizer state are broadcast when the run
+// starts and the student again after every stage switch (the official code re-initializes each rank's student with its
+// own seed after a switch and never re-broadcasts; here every rank holds identical state at all times). Losses are
+// averaged across ranks for logs and the NaN check; a stop (signal or stop_after) is agreed on by all ranks at the same
 // step; partial gradients are averaged before a checkpoint inside an accumulation window. Only rank 0
 // writes (checkpoints, metrics, progress); the others read the same checkpoint-last.pt to resume.
 #pragma once
@@ -29,6 +29,7 @@
 
 #include "dbot/core/runtime.h"
 #include "dbot/data/loader.h"
+#include "dbot/dist/grad_sync.h"
 #include "dbot/dist/process_group.h"
 #include "dbot/mkd/distiller.h"
 #include "dbot/train/loss_scaler.h"

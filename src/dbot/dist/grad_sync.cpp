@@ -1,0 +1,162 @@
+#include "dbot/dist/grad_sync.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <stdexcept>
+
+#include "dbot/dist/process_group.h"
+
+namespace dbot::dist {
+
+// One post hook per parameter's gradient accumulator. The accumulators are held: between backward passes
+// autograd keeps only a weak reference, and the one it would make next would have no hook.
+struct AllReduceGradSync::Hooks {
+  std::vector<decltype(torch::autograd::impl::grad_accumulator(std::declval<at::Tensor>()))> accumulators;
+  std::vector<uintptr_t> keys;
+
+  ~Hooks() {
+    for (size_t i = 0; i < keys.size(); ++i) accumulators[i]->del_post_hook(keys[i]);
+  }
+};
+
+AllReduceGradSync::AllReduceGradSync(Group& group, int64_t bucket_bytes, int64_t first_bucket_bytes)
+    : group_(group), bucket_bytes_(bucket_bytes), first_bucket_bytes_(first_bucket_bytes) {}
+
+AllReduceGradSync::~AllReduceGradSync() = default;
+
+void AllReduceGradSync::plan(const std::vector<at::Tensor>& params) {
+  hooks_.reset();  // the old parameters' hooks go first: they call into this object
+  params_ = params;
+  planned_numel_.clear();
+  buckets_.clear();
+  bucket_of_.assign(params.size(), 0);
+  int64_t bytes = 0;
+  for (size_t k = params.size(); k-- > 0;) {  // reverse order: backward produces the last layers' first
+    const auto& p = params[k];
+    const int64_t n = p.numel() * static_cast<int64_t>(p.element_size());
+    const int64_t cap = buckets_.size() == 1 ? first_bucket_bytes_ : bucket_bytes_;
+    const bool fits = !buckets_.empty() && params[buckets_.back().members.front()].scalar_type() == p.scalar_type() &&
+                      bytes + n <= cap;
+    if (!fits) {
+      buckets_.emplace_back();
+      bytes = 0;
+    }
+    buckets_.back().members.push_back(k);
+    bytes += n;
+    bucket_of_[k] = buckets_.size() - 1;
+  }
+  hooks_ = std::make_unique<Hooks>();
+  for (size_t k = 0; k < params.size(); ++k) {
+    planned_numel_.push_back(params[k].numel());
+    auto acc = torch::autograd::impl::grad_accumulator(params[k]);
+    if (!acc) continue;  // no gradient ever (requires_grad false): its bucket starts in synchronize()
+    using torch::autograd::variable_list;
+    hooks_->keys.push_back(acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [this, k](const variable_list& outputs, const variable_list& /*inputs*/) {
+          ready(k);
+          return outputs;
+        })));
+    hooks_->accumulators.push_back(std::move(acc));
+  }
+}
+
+void AllReduceGradSync::before_last_backward(const std::vector<at::Tensor>& params) {
+  if (group_.world_size() == 1) return;
+  for (const auto& p : params) {
+    if (!p.is_cpu()) return;  // GPU gradients: reduced after backward, through host memory
+  }
+  bool same = params.size() == params_.size();
+  for (size_t k = 0; same && k < params.size(); ++k) {
+    same =
+        params[k].unsafeGetTensorImpl() == params_[k].unsafeGetTensorImpl() && params[k].numel() == planned_numel_[k];
+  }
+  if (!same) plan(params);
+  for (auto& b : buckets_) b.missing = b.members.size();
+  next_ = 0;
+  started_in_backward_ = 0;
+  armed_ = true;
+}
+
+void AllReduceGradSync::ready(size_t param) {
+  if (!armed_) return;  // a backward pass inside an accumulation window: nothing to reduce yet
+  auto& b = buckets_[bucket_of_[param]];
+  if (b.missing == 0 || --b.missing > 0) return;
+  while (next_ < buckets_.size() && buckets_[next_].missing == 0) {
+    start(buckets_[next_++]);
+    ++started_in_backward_;
+  }
+}
+
+void AllReduceGradSync::start(Bucket& b) {
+  std::vector<at::Tensor> parts;
+  for (const size_t k : b.members) {
+    const auto& g = params_[k].grad();
+    if (g.defined()) parts.push_back(g.reshape({-1}));
+  }
+  if (parts.empty()) return;  // no member got a gradient, on every rank alike
+  b.flat = at::cat(parts);
+  b.wait = group_.start_all_reduce_sum(b.flat);
+}
+
+void AllReduceGradSync::synchronize(const std::vector<at::Tensor>& grads) {
+  if (group_.world_size() == 1) return;
+  if (!armed_) {
+    reduce_after_backward(grads);
+    return;
+  }
+  armed_ = false;
+  size_t defined = 0;
+  for (const auto& p : params_) defined += p.grad().defined() ? 1 : 0;
+  if (defined != grads.size()) {
+    throw std::logic_error("AllReduceGradSync: the gradients are not those of before_last_backward's parameters");
+  }
+  while (next_ < buckets_.size()) start(buckets_[next_++]);
+  for (auto& b : buckets_) {
+    if (!b.wait) continue;
+    b.wait();
+    b.wait = nullptr;
+    b.flat.div_(group_.world_size());
+    int64_t offset = 0;
+    for (const size_t k : b.members) {
+      auto g = params_[k].grad();
+      if (!g.defined()) continue;
+      g.copy_(b.flat.slice(0, offset, offset + g.numel()).view(g.sizes()));
+      offset += g.numel();
+    }
+    b.flat = at::Tensor();
+  }
+}
+
+void AllReduceGradSync::reduce_after_backward(const std::vector<at::Tensor>& grads) {
+  // Consecutive gradients of one dtype, up to bucket_bytes each, flattened into one buffer per bucket.
+  size_t i = 0;
+  while (i < grads.size()) {
+    if (!grads[i].defined()) {
+      ++i;
+      continue;
+    }
+    std::vector<at::Tensor> bucket;
+    int64_t bytes = 0;
+    const auto dtype = grads[i].scalar_type();
+    auto nbytes = [&](size_t k) { return static_cast<int64_t>(grads[k].numel() * grads[k].element_size()); };
+    while (i < grads.size() && grads[i].defined() && grads[i].scalar_type() == dtype &&
+           (bucket.empty() || bytes + nbytes(i) <= bucket_bytes_)) {
+      bytes += nbytes(i);
+      bucket.push_back(grads[i++]);
+    }
+    std::vector<at::Tensor> flat_parts;
+    flat_parts.reserve(bucket.size());
+    for (const auto& g : bucket) flat_parts.push_back(g.reshape({-1}));
+    std::vector<at::Tensor> flat = {at::cat(flat_parts)};
+    group_.all_reduce_mean(flat);
+    int64_t offset = 0;
+    for (auto& g : bucket) {
+      g.copy_(flat[0].slice(0, offset, offset + g.numel()).view(g.sizes()));
+      offset += g.numel();
+    }
+  }
+}
+
+}  // namespace dbot::dist
