@@ -187,29 +187,32 @@ std::vector<at::Tensor> grads_of(const std::vector<at::Tensor>& p) {
 }  // namespace
 
 TEST(Group, GradientAllReduceOverlapsTheBackwardPassAndMatchesTheReduceAfterIt) {
-  const int world = 2;
+  const int world = 3;
   std::vector<at::Tensor> expected(6);  // the mean over ranks of each rank's window of two micro-batches
   for (int r = 0; r < world; ++r) {
     const auto p = mlp_params();
     mlp_backward(p, r, 0);
     mlp_backward(p, r, 1);
-    for (size_t i = 0; i < p.size(); ++i) {
-      expected[i] = r == 0 ? p[i].grad().clone() : ((expected[i] + p[i].grad()) / world);
-    }
+    for (size_t i = 0; i < p.size(); ++i) expected[i] = r == 0 ? p[i].grad().clone() : expected[i] + p[i].grad();
   }
-  std::vector<std::vector<at::Tensor>> overlapped(world), after(world), second(world);
-  std::vector<int64_t> buckets(world), started(world), started_again(world);
+  for (auto& e : expected) e /= world;
+  std::vector<std::vector<at::Tensor>> overlapped(world), after(world), resized(world);
+  std::vector<std::vector<int64_t>> started(world);
+  std::vector<int64_t> buckets(world);
   on_ranks(world, [&](dist::Group& g) {
     const int r = g.rank();
     const auto p = mlp_params();
     // Caps of 32 B (first) and 64 B, in reverse order: {b3}, {w3, b2}, {w2} (alone over the cap), {b1, w1}.
     dist::AllReduceGradSync sync(g, /*bucket_bytes=*/64, /*first_bucket_bytes=*/32);
-    mlp_backward(p, r, 0);  // inside the window: nothing is reduced
-    sync.before_last_backward(p);
-    mlp_backward(p, r, 1);
-    started[r] = sync.started_in_backward();
+    for (int window = 0; window < 2; ++window) {  // the second window re-hooks the next graph's accumulators
+      for (const auto& t : p) t.mutable_grad() = at::Tensor();
+      mlp_backward(p, r, 0);  // inside the window: nothing is reduced
+      sync.before_last_backward(p);
+      mlp_backward(p, r, 1);
+      started[r].push_back(sync.started_in_backward());
+      sync.synchronize(grads_of(p));
+    }
     buckets[r] = sync.buckets();
-    sync.synchronize(grads_of(p));
     for (const auto& t : p) overlapped[r].push_back(t.grad().clone());
 
     const auto q = mlp_params();  // the same window reduced after backward (a checkpoint's path)
@@ -218,25 +221,35 @@ TEST(Group, GradientAllReduceOverlapsTheBackwardPassAndMatchesTheReduceAfterIt) 
     sync.synchronize(grads_of(q));
     for (const auto& t : q) after[r].push_back(t.grad().clone());
 
-    for (const auto& t : p) t.mutable_grad().zero_();  // the next window re-arms the same hooks
+    // A stage switch resizes the last layer with set_data (decoder_predp for a teacher of another width):
+    // the next window hooks the accumulators of the new shapes and plans its buckets again.
+    {
+      at::NoGradGuard no_grad;
+      p[4].set_data(at::full({3, 5}, 0.1 * (r + 1)));
+      p[5].set_data(at::zeros({3}));
+    }
+    for (const auto& t : p) t.mutable_grad() = at::Tensor();
     sync.before_last_backward(p);
     mlp_backward(p, r, 0);
-    started_again[r] = sync.started_in_backward();
+    started[r].push_back(sync.started_in_backward());
     sync.synchronize(grads_of(p));
-    for (const auto& t : p) second[r].push_back(t.grad().clone());
+    for (const auto& t : p) resized[r].push_back(t.grad().clone());
   });
   for (int r = 0; r < world; ++r) {
     EXPECT_EQ(buckets[r], 4);
-    EXPECT_EQ(started[r], 4);  // every bucket started while backward ran, the last one from w1's hook
-    EXPECT_EQ(started_again[r], 4);
+    // Every bucket started while backward ran (the last from w1's hook), in every window; after the resize
+    // (b3 12 B, w3 60 B) the plan is {b3}, {w3}, {b2}, {w2}, {b1, w1}.
+    EXPECT_EQ(started[r], (std::vector<int64_t>{4, 4, 5}));
   }
   for (size_t i = 0; i < expected.size(); ++i) {
     EXPECT_TRUE(test::all_close(overlapped[0][i], expected[i], 1e-6, 1e-7)) << i;
-    EXPECT_TRUE(overlapped[0][i].equal(overlapped[1][i])) << i;  // the same bits on every rank
-    EXPECT_TRUE(overlapped[0][i].equal(after[0][i])) << i;       // and as the reduce after backward
-    EXPECT_TRUE(second[0][i].equal(second[1][i])) << i;
-    EXPECT_FALSE(second[0][i].equal(overlapped[0][i])) << i;  // one micro-batch, zeroed first
+    EXPECT_TRUE(test::all_close(after[0][i], expected[i], 1e-6, 1e-7)) << i;
+    for (int r = 1; r < world; ++r) {  // the same bits on every rank
+      EXPECT_TRUE(overlapped[r][i].equal(overlapped[0][i])) << i;
+      EXPECT_TRUE(resized[r][i].equal(resized[0][i])) << i;
+    }
   }
+  EXPECT_EQ(resized[0][4].sizes(), (at::IntArrayRef{3, 5}));
 }
 
 TEST(Group, ARankThatNeverComesFailsTheOthersWithinTheTimeout) {

@@ -10,8 +10,9 @@
 
 namespace dbot::dist {
 
-// One post hook per parameter's gradient accumulator. The accumulators are held: between backward passes
-// autograd keeps only a weak reference, and the one it would make next would have no hook.
+// One post hook per parameter's gradient accumulator, from before_last_backward to synchronize: only for
+// that window, because a held accumulator outlives its graph, and the next forward pass would reuse it
+// with the shape it was made for (a stage switch resizes decoder_predp with set_data).
 struct AllReduceGradSync::Hooks {
   std::vector<decltype(torch::autograd::impl::grad_accumulator(std::declval<at::Tensor>()))> accumulators;
   std::vector<uintptr_t> keys;
@@ -27,7 +28,6 @@ AllReduceGradSync::AllReduceGradSync(Group& group, int64_t bucket_bytes, int64_t
 AllReduceGradSync::~AllReduceGradSync() = default;
 
 void AllReduceGradSync::plan(const std::vector<at::Tensor>& params) {
-  hooks_.reset();  // the old parameters' hooks go first: they call into this object
   params_ = params;
   planned_numel_.clear();
   buckets_.clear();
@@ -47,23 +47,17 @@ void AllReduceGradSync::plan(const std::vector<at::Tensor>& params) {
     bytes += n;
     bucket_of_[k] = buckets_.size() - 1;
   }
-  hooks_ = std::make_unique<Hooks>();
-  for (size_t k = 0; k < params.size(); ++k) {
-    planned_numel_.push_back(params[k].numel());
-    auto acc = torch::autograd::impl::grad_accumulator(params[k]);
-    if (!acc) continue;  // no gradient ever (requires_grad false): its bucket starts in synchronize()
-    using torch::autograd::variable_list;
-    hooks_->keys.push_back(acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-        [this, k](const variable_list& outputs, const variable_list& /*inputs*/) {
-          ready(k);
-          return outputs;
-        })));
-    hooks_->accumulators.push_back(std::move(acc));
-  }
+  for (const auto& p : params) planned_numel_.push_back(p.numel());
 }
 
 void AllReduceGradSync::before_last_backward(const std::vector<at::Tensor>& params) {
   if (group_.world_size() == 1) return;
+  hooks_.reset();  // left by a window whose backward pass threw: its reductions are dropped
+  for (auto& b : buckets_) {
+    b.wait = nullptr;
+    b.flat = at::Tensor();
+  }
+  armed_ = false;
   for (const auto& p : params) {
     if (!p.is_cpu()) return;  // GPU gradients: reduced after backward, through host memory
   }
@@ -73,14 +67,28 @@ void AllReduceGradSync::before_last_backward(const std::vector<at::Tensor>& para
         params[k].unsafeGetTensorImpl() == params_[k].unsafeGetTensorImpl() && params[k].numel() == planned_numel_[k];
   }
   if (!same) plan(params);
-  for (auto& b : buckets_) b.missing = b.members.size();
+  for (auto& b : buckets_) b.missing = 0;
+  hooks_ = std::make_unique<Hooks>();
+  for (size_t k = 0; k < params_.size(); ++k) {
+    // The accumulator of the graph that the forward pass just built (it holds it until backward frees it).
+    auto acc = torch::autograd::impl::grad_accumulator(params_[k]);
+    if (!acc) continue;  // requires no gradient: not waited for
+    using torch::autograd::variable_list;
+    hooks_->keys.push_back(acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [this, k](const variable_list& outputs, const variable_list& /*inputs*/) {
+          ready(k);
+          return outputs;
+        })));
+    hooks_->accumulators.push_back(std::move(acc));
+    ++buckets_[bucket_of_[k]].missing;  // only hooked gradients are waited for
+  }
   next_ = 0;
   started_in_backward_ = 0;
   armed_ = true;
 }
 
 void AllReduceGradSync::ready(size_t param) {
-  if (!armed_) return;  // a backward pass inside an accumulation window: nothing to reduce yet
+  if (!armed_) return;  // hooks live only while armed; this is a guard
   auto& b = buckets_[bucket_of_[param]];
   if (b.missing == 0 || --b.missing > 0) return;
   while (next_ < buckets_.size() && buckets_[next_].missing == 0) {
@@ -127,6 +135,7 @@ void AllReduceGradSync::synchronize(const std::vector<at::Tensor>& grads) {
     }
     b.flat = at::Tensor();
   }
+  hooks_.reset();
 }
 
 void AllReduceGradSync::reduce_after_backward(const std::vector<at::Tensor>& grads) {
