@@ -10,6 +10,38 @@
 
 namespace dbot::dist {
 
+namespace {
+
+// The defined gradients of `grads`, concatenated into one flat buffer (a copy).
+at::Tensor flatten(const std::vector<at::Tensor>& grads) {
+  std::vector<at::Tensor> parts;
+  parts.reserve(grads.size());
+  for (const auto& g : grads) {
+    if (g.defined()) parts.push_back(g.reshape({-1}));
+  }
+  return parts.empty() ? at::Tensor() : at::cat(parts);
+}
+
+// flatten's inverse: copies flat's consecutive pieces back into the defined gradients, in place.
+void copy_back(const at::Tensor& flat, const std::vector<at::Tensor>& grads) {
+  int64_t offset = 0;
+  for (const auto& g : grads) {
+    if (!g.defined()) continue;
+    g.copy_(flat.slice(0, offset, offset + g.numel()).view(g.sizes()));
+    offset += g.numel();
+  }
+}
+
+// The gradients of params[k] for k in members (undefined where there is none).
+std::vector<at::Tensor> grads_of(const std::vector<at::Tensor>& params, const std::vector<size_t>& members) {
+  std::vector<at::Tensor> grads;
+  grads.reserve(members.size());
+  for (const size_t k : members) grads.push_back(params[k].grad());
+  return grads;
+}
+
+}  // namespace
+
 // One post hook per parameter's gradient accumulator, from before_last_backward to synchronize: only for
 // that window, because a held accumulator outlives its graph, and the next forward pass would reuse it
 // with the shape it was made for (a stage switch resizes decoder_predp with set_data).
@@ -98,13 +130,8 @@ void AllReduceGradSync::ready(size_t param) {
 }
 
 void AllReduceGradSync::start(Bucket& b) {
-  std::vector<at::Tensor> parts;
-  for (const size_t k : b.members) {
-    const auto& g = params_[k].grad();
-    if (g.defined()) parts.push_back(g.reshape({-1}));
-  }
-  if (parts.empty()) return;  // no member got a gradient, on every rank alike
-  b.flat = at::cat(parts);
+  b.flat = flatten(grads_of(params_, b.members));
+  if (!b.flat.defined()) return;  // no member got a gradient, on every rank alike
   b.wait = group_.start_all_reduce_sum(b.flat);
 }
 
@@ -125,14 +152,7 @@ void AllReduceGradSync::synchronize(const std::vector<at::Tensor>& grads) {
     if (!b.wait) continue;
     b.wait();
     b.wait = nullptr;
-    b.flat.div_(group_.world_size());
-    int64_t offset = 0;
-    for (const size_t k : b.members) {
-      auto g = params_[k].grad();
-      if (!g.defined()) continue;
-      g.copy_(b.flat.slice(0, offset, offset + g.numel()).view(g.sizes()));
-      offset += g.numel();
-    }
+    copy_back(b.flat.div_(group_.world_size()), grads_of(params_, b.members));
     b.flat = at::Tensor();
   }
   hooks_.reset();
@@ -155,16 +175,9 @@ void AllReduceGradSync::reduce_after_backward(const std::vector<at::Tensor>& gra
       bytes += nbytes(i);
       bucket.push_back(grads[i++]);
     }
-    std::vector<at::Tensor> flat_parts;
-    flat_parts.reserve(bucket.size());
-    for (const auto& g : bucket) flat_parts.push_back(g.reshape({-1}));
-    std::vector<at::Tensor> flat = {at::cat(flat_parts)};
+    std::vector<at::Tensor> flat = {flatten(bucket)};
     group_.all_reduce_mean(flat);
-    int64_t offset = 0;
-    for (auto& g : bucket) {
-      g.copy_(flat[0].slice(0, offset, offset + g.numel()).view(g.sizes()));
-      offset += g.numel();
-    }
+    copy_back(flat[0], bucket);
   }
 }
 
