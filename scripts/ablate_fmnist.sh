@@ -8,14 +8,12 @@
 # Prints one row per variant: k-NN / linear probe of its last stage and of every stage. Every run resumes,
 # so the script can be re-run after a stop; a finished run is not repeated.
 #   scripts/ablate_fmnist.sh [OUT=runs/ablate] [DBOT=build-pypi/dbot]
-# Environment: EXTRA (more --set arguments for every run, e.g. a short smoke test:
-#   EXTRA="--set data.train_limit=512 --set data.test_limit=256"), ONLY (space-separated variant names).
+# Environment: ONLY (space-separated variant names), and PRECISION, TRAIN_LIMIT, EXTRA as scripts/fmnist_runs.sh
+# says (a short smoke test: TRAIN_LIMIT=512 EXTRA="--set data.test_limit=256").
 set -euo pipefail
 out="${1:-runs/ablate}"
 dbot="${2:-build-pypi/dbot}"
-src="$(cd "$(dirname "$0")/.." && pwd)"
-recipe="$src/recipes/fmnist_vit_tiny.yaml"
-read -r -a extra <<<"${EXTRA:-}"
+source "$(dirname "$0")/fmnist_runs.sh"
 declare -A sets=(
   [base]=""
   [continue]="--set mkd.reinit_student=false"
@@ -29,12 +27,8 @@ order=(base continue mask25 mask75 stages1x4 stages4x1)
 mkdir -p "$out"
 for name in "${order[@]}"; do
   [[ -v "sets[$name]" ]] || { echo "ablate_fmnist.sh: unknown variant '$name' (${!sets[*]})" >&2; exit 2; }
-  [[ -s "$out/$name/results.json" ]] && continue
   read -r -a args <<<"${sets[$name]}"
-  resume=()
-  [[ -s "$out/$name/checkpoint-last.pt" ]] && resume=(--resume)
-  echo "== $name: $dbot pretrain --config $recipe --output $out/$name ${args[*]} ${extra[*]}"
-  "$dbot" pretrain --config "$recipe" --output "$out/$name" "${resume[@]}" "${args[@]}" "${extra[@]}"
+  pretrain_run "$out/$name" "${args[@]}"
 done
 
 echo

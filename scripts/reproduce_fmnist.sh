@@ -3,38 +3,27 @@
 # teacher (the demo recipe), the MAE pixel-target baseline at equal total epochs, and supervised training from
 # scratch, each fine-tuned with recipes/fmnist_finetune.yaml; k-NN / linear probe of the pretraining runs; the
 # two analysis tools on every pretrained network. Every step resumes, so the script can be re-run after a stop.
+# PRECISION, TRAIN_LIMIT and EXTRA as scripts/fmnist_runs.sh says.
 #   scripts/reproduce_fmnist.sh [OUT=runs/reproduce] [DBOT=build-pypi/dbot]
 set -euo pipefail
 out="${1:-runs/reproduce}"
 dbot="${2:-build-pypi/dbot}"
-src="$(cd "$(dirname "$0")/.." && pwd)"
-pre="$src/recipes/fmnist_vit_tiny.yaml"
-ft="$src/recipes/fmnist_finetune.yaml"
-common=(--precision fp32)
+source "$(dirname "$0")/fmnist_runs.sh"
 mkdir -p "$out"
 
-"$dbot" pretrain --config "$pre" --output "$out/dbot" --resume "${common[@]}"
-"$dbot" pretrain --config "$pre" --output "$out/mae" --resume --set mkd.target=pixels --set "mkd.stage_epochs=[0, 4]" \
-  "${common[@]}"
+pretrain_run "$out/dbot"
+pretrain_run "$out/mae" --set mkd.target=pixels --set "mkd.stage_epochs=[0, 4]"
 
-finetune() {  # finetune NAME ARGS...: a fine-tuning run in $out/ft-NAME (skipped when finished)
-  local name="$1"
-  shift
-  [[ -s "$out/ft-$name/model.safetensors" ]] && return 0
-  local resume=()
-  [[ -s "$out/ft-$name/checkpoint-last.pt" ]] && resume=(--resume)
-  "$dbot" finetune --config "$ft" --output "$out/ft-$name" "${resume[@]}" "${common[@]}" "$@"
-}
-finetune stage0 --checkpoint "$out/dbot/stage-1.pt" --which teacher
-finetune stage1 --checkpoint "$out/dbot/stage-1.pt"
-finetune stage2 --checkpoint "$out/dbot/stage-2.pt"
-finetune mae --checkpoint "$out/mae/stage-1.pt"
-finetune scratch --from-scratch
+finetune_run "$out/ft-stage0" --checkpoint "$out/dbot/stage-1.pt" --which teacher
+finetune_run "$out/ft-stage1" --checkpoint "$out/dbot/stage-1.pt"
+finetune_run "$out/ft-stage2" --checkpoint "$out/dbot/stage-2.pt"
+finetune_run "$out/ft-mae" --checkpoint "$out/mae/stage-1.pt"
+finetune_run "$out/ft-scratch" --from-scratch
 
 "$dbot" analyze --checkpoint "$out/dbot/stage-1.pt:teacher" --checkpoint "$out/dbot/stage-1.pt" \
   --checkpoint "$out/dbot/stage-2.pt" --checkpoint "$out/mae/stage-1.pt" \
   --label "stage 0 (random)" --label "dBOT stage 1" --label "dBOT stage 2" --label "MAE (4 epochs)" \
-  --images 2000 --out "$out/analysis" "${common[@]}"
+  --images 2000 --out "$out/analysis" "${precision[@]}"
 
 echo
 echo "| network | fine-tuning top-1 (best) | last top-1 | top-5 |"

@@ -6,8 +6,8 @@
 #   zeroblock   a teacher with zero blocks (mkd.teacher_depth=0: patch embedding, position table, final norm)
 #   supervised  the same ViT trained from scratch with labels (dbot finetune --from-scratch, fmnist_finetune.yaml)
 #   mae         the same ViT pretrained by MAE (mkd.target=pixels, one stage of 2 epochs)
-# Every run uses the first TRAIN_LIMIT training images (default 20000: a third of the demo's compute) and fp32;
-# EXTRA adds more arguments to every training run (a smoke test: EXTRA="--set data.test_limit=256").
+# Every run uses the first TRAIN_LIMIT training images (default 20000: a third of the demo's compute); PRECISION and
+# EXTRA as scripts/fmnist_runs.sh says (a smoke test: TRAIN_LIMIT=512 EXTRA="--set data.test_limit=256").
 # Prints per-stage k-NN / linear probe for every chain and their spread (max - min) across teachers; runs
 # `dbot analyze` once per stage with the chains overlaid (at stage 0 without the zero-block teacher: it has no
 # blocks). Every step resumes and finished runs are skipped.
@@ -15,28 +15,13 @@
 set -euo pipefail
 out="${1:-runs/teachers}"
 dbot="${2:-build-pypi/dbot}"
-src="$(cd "$(dirname "$0")/.." && pwd)"
-pre="$src/recipes/fmnist_vit_tiny.yaml"
-read -r -a extra <<<"${EXTRA:-}"
-common=(--precision fp32 --set "data.train_limit=${TRAIN_LIMIT:-20000}" "${extra[@]}")
+TRAIN_LIMIT="${TRAIN_LIMIT:-20000}"
+source "$(dirname "$0")/fmnist_runs.sh"
 mkdir -p "$out"
 
-pretrain() {  # pretrain DIR ARGS...: a pretraining run (resumed; skipped when finished)
-  local dir="$1"
-  shift
-  [[ -s "$dir/results.json" ]] && return 0
-  echo "== $dbot pretrain --config $pre --output $dir $* ${common[*]}"
-  "$dbot" pretrain --config "$pre" --output "$dir" --resume "$@" "${common[@]}"
-}
-
 # The two trained teachers.
-pretrain "$out/mae-teacher" --set mkd.target=pixels --set "mkd.stage_epochs=[0, 2]"
-if [[ ! -s "$out/supervised-teacher/model.safetensors" ]]; then
-  resume=()
-  [[ -s "$out/supervised-teacher/checkpoint-last.pt" ]] && resume=(--resume)
-  "$dbot" finetune --from-scratch --config "$src/recipes/fmnist_finetune.yaml" --output "$out/supervised-teacher" \
-    "${resume[@]}" "${common[@]}"
-fi
+pretrain_run "$out/mae-teacher" --set mkd.target=pixels --set "mkd.stage_epochs=[0, 2]"
+finetune_run "$out/supervised-teacher" --from-scratch
 
 names=(random zeroblock supervised mae)
 declare -A teacher=(
@@ -47,7 +32,7 @@ declare -A teacher=(
 )
 for name in "${names[@]}"; do
   read -r -a args <<<"${teacher[$name]}"
-  pretrain "$out/chain-$name" "${args[@]}"
+  pretrain_run "$out/chain-$name" "${args[@]}"
 done
 
 for stage in 0 1 2; do
@@ -62,7 +47,7 @@ for stage in 0 1 2; do
     ckpts+=(--label "$name teacher, stage $stage")
   done
   [[ -s "$out/analysis-stage$stage/analysis.json" ]] ||
-    "$dbot" analyze "${ckpts[@]}" --images 2000 --out "$out/analysis-stage$stage" --precision fp32
+    "$dbot" analyze "${ckpts[@]}" --images 2000 --out "$out/analysis-stage$stage" "${precision[@]}"
 done
 
 echo
