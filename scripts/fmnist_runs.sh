@@ -30,3 +30,10 @@ finetune_run() {  # finetune_run DIR ARGS...: `dbot finetune` with recipes/fmnis
   echo "== $dbot finetune --config $ft --output $dir $* ${common[*]}"
   "$dbot" finetune --config "$ft" --output "$dir" "${resume[@]}" "$@" "${common[@]}"
 }
+
+analyze_run() {  # analyze_run DIR ARGS...: `dbot analyze` of the checkpoints and labels in ARGS on 2000 test images
+  local dir="$1"
+  shift
+  [[ -s "$dir/analysis.json" ]] && return 0
+  "$dbot" analyze "$@" --images 2000 --out "$dir" "${precision[@]}"
+}

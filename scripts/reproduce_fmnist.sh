@@ -3,7 +3,8 @@
 # teacher (the demo recipe with a third stage of 2 epochs: stages 1 and 2 are the demo's, the lr schedule restarts per
 # stage), the MAE pixel-target baseline at equal total epochs (4: against stage 2) and supervised training from
 # scratch, each fine-tuned with recipes/fmnist_finetune.yaml; MAE for 2 and 6 epochs too (equal epochs per stage,
-# equal total epochs with stage 3: k-NN / linear probe only); the two analysis tools on every pretrained network. Every step resumes, so the script can be re-run after a stop.
+# equal total epochs with stage 3: k-NN / linear probe only); the two analysis tools on every pretrained network.
+# Every step resumes, so the script can be re-run after a stop.
 # PRECISION, TRAIN_LIMIT and EXTRA as scripts/fmnist_runs.sh says.
 #   scripts/reproduce_fmnist.sh [OUT=runs/reproduce] [DBOT=build-pypi/dbot]
 set -euo pipefail
@@ -24,11 +25,10 @@ finetune_run "$out/ft-stage3" --checkpoint "$out/dbot/stage-3.pt"
 finetune_run "$out/ft-mae" --checkpoint "$out/mae/stage-1.pt"
 finetune_run "$out/ft-scratch" --from-scratch
 
-"$dbot" analyze --checkpoint "$out/dbot/stage-1.pt:teacher" --checkpoint "$out/dbot/stage-1.pt" \
+analyze_run "$out/analysis" --checkpoint "$out/dbot/stage-1.pt:teacher" --checkpoint "$out/dbot/stage-1.pt" \
   --checkpoint "$out/dbot/stage-2.pt" --checkpoint "$out/dbot/stage-3.pt" --checkpoint "$out/mae/stage-1.pt" \
   --label "stage 0 (random)" --label "dBOT stage 1" --label "dBOT stage 2" --label "dBOT stage 3" \
-  --label "MAE (4 epochs)" \
-  --images 2000 --out "$out/analysis" "${precision[@]}"
+  --label "MAE (4 epochs)"
 
 echo
 echo "| network | fine-tuning top-1 (best) | last top-1 | top-5 |"

@@ -46,8 +46,7 @@ for stage in 0 1 2; do
     fi
     ckpts+=(--label "$name teacher, stage $stage")
   done
-  [[ -s "$out/analysis-stage$stage/analysis.json" ]] ||
-    "$dbot" analyze "${ckpts[@]}" --images 2000 --out "$out/analysis-stage$stage" "${precision[@]}"
+  analyze_run "$out/analysis-stage$stage" "${ckpts[@]}"
 done
 
 echo
