@@ -4,7 +4,7 @@ namespace dbot::mkd {
 
 Masking random_masking(const at::Tensor& x, const at::Tensor& noise, double mask_ratio) {
   const int64_t N = x.size(0), L = x.size(1), D = x.size(2);
-  const auto len_keep = static_cast<int64_t>(static_cast<double>(L) * (1.0 - mask_ratio));
+  const int64_t len_keep = kept_count(L, mask_ratio);
   TORCH_CHECK(noise.sizes() == at::IntArrayRef({N, L}), "noise must be [N, L] = [", N, ", ", L, "], got ",
               noise.sizes());
   TORCH_CHECK(len_keep >= 1, "mask_ratio ", mask_ratio, " keeps no patch out of ", L);

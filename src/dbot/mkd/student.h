@@ -24,7 +24,12 @@ struct EncoderOutput {
   at::Tensor ids_restore;  // [N, L]
 };
 
-// Random masking per sample by argsort of noise: keep the first int(L * (1 - mask_ratio)).
+// How many of L patches the student sees: int(L * (1 - mask_ratio)), as the official random_masking.
+inline int64_t kept_count(int64_t L, double mask_ratio) {
+  return static_cast<int64_t>(static_cast<double>(L) * (1.0 - mask_ratio));
+}
+
+// Random masking per sample by argsort of noise: keep the first kept_count(L, mask_ratio).
 Masking random_masking(const at::Tensor& x, const at::Tensor& noise, double mask_ratio);
 
 class MaskedStudentImpl : public model::VisionTransformerImpl {

@@ -11,6 +11,7 @@
 
 #include "dbot/compat.h"
 #include "dbot/data/loader.h"
+#include "dbot/mkd/student.h"
 
 namespace dbot::train {
 
@@ -65,9 +66,7 @@ struct GemmList {
   }
 };
 
-int64_t kept_patches(const PretrainConfig& cfg) {  // as random_masking: int(L * (1 - mask_ratio))
-  return static_cast<int64_t>(static_cast<double>(cfg.model.num_patches()) * (1.0 - cfg.mkd.mask_ratio));
-}
+int64_t kept_patches(const PretrainConfig& cfg) { return mkd::kept_count(cfg.model.num_patches(), cfg.mkd.mask_ratio); }
 
 int64_t teacher_depth(const PretrainConfig& cfg) {  // mkd.teacher_depth, -1 = the student's
   return cfg.mkd.teacher_depth >= 0 ? cfg.mkd.teacher_depth : cfg.model.depth;
