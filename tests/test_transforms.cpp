@@ -2,6 +2,7 @@
 // (tests/reference/make_transforms_golden.py), the crop + antialiased bicubic resize and the eval transform
 // on real files (tests/reference/make_image_golden.py), and PIL's resampler on hand-checked cases.
 #include <fstream>
+#include <random>
 
 #include "dbot/data/decode.h"
 #include "dbot/data/resample.h"
@@ -154,4 +155,29 @@ TEST(Resample, ConstantStaysConstantAndSameSizeIsIdentity) {
   for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(i * 37);
   EXPECT_EQ(data::resize_bicubic(img, 9, 7).pixels, img.pixels);
   EXPECT_THROW(data::resize_bicubic(img, 0, 7), std::invalid_argument);
+}
+
+// A window of a larger image resamples as the same pixels copied out (PIL's crop then resize): its edges
+// are the image's edges and the pixels beyond them get no weight. Windows touch each side of the buffer,
+// so the kernels' reads past a row's end take their padded path too; every channel count, both pass orders.
+TEST(Resample, AWindowResamplesAsItsCopy) {
+  std::mt19937 rng(5);
+  for (int64_t C = 1; C <= 4; ++C) {
+    data::Image big(37, 53, C);
+    for (auto& v : big.pixels) v = static_cast<uint8_t>(rng());
+    for (int t = 0; t < 40; ++t) {
+      const int64_t w = 2 + rng() % 40, h = 2 + rng() % 30;
+      const int64_t x = t % 4 == 0 ? 0 : (t % 4 == 1 ? big.width - w : rng() % (big.width - w + 1));
+      const int64_t y = t % 4 == 2 ? big.height - h : (t % 4 == 3 ? 0 : rng() % (big.height - h + 1));
+      const data::ImageView window = data::ImageView(big).window(x, y, w, h);
+      const data::Image copy = data::copy_image(window);
+      ASSERT_EQ(copy.row(h - 1)[0], big.row(y + h - 1)[x * C]);
+      const int64_t ow = 1 + rng() % 30, oh = 1 + rng() % 30;
+      const data::ResampleBox box{0.5, 0.25, w - 0.75, h - 0.5};
+      EXPECT_EQ(data::resize_bicubic(window, ow, oh).pixels, data::resize_bicubic(copy, ow, oh).pixels)
+          << C << " channels, " << w << "x" << h << " at " << x << "," << y << " -> " << ow << "x" << oh;
+      EXPECT_EQ(data::resize_bicubic(window, ow, oh, box).pixels, data::resize_bicubic(copy, ow, oh, box).pixels)
+          << C << " channels, box, " << w << "x" << h << " at " << x << "," << y;
+    }
+  }
 }

@@ -13,11 +13,12 @@ namespace dbot::data::codecs {
 struct Raw {
   Image image;
   bool cmyk = false;
+  int64_t x = 0;  // decode_jpeg: the region's first column in image (whole iMCU columns are decoded)
 };
 
 bool is_jpeg(const std::vector<uint8_t>& b);
 ImageInfo jpeg_info(const std::vector<uint8_t>& bytes, const std::string& path);
-// Region [x0, x1) x [y0, y1) of the image scaled by 1/denom.
+// Rows [y0, y1) of the image scaled by 1/denom, columns [x0, x1) and the iMCU columns around them.
 Raw decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, int64_t x0, int64_t y0, int64_t x1,
                 int64_t y1, int denom);
 

@@ -195,21 +195,28 @@ ImageInfo read_image_info(const std::vector<uint8_t>& bytes, const std::string& 
   return info;
 }
 
-Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t channels, int64_t x0, int64_t y0,
-                   int64_t x1, int64_t y1, int denom) {
+DecodedRegion decode_region(const std::vector<uint8_t>& bytes, const std::string& path, int64_t channels, int64_t x0,
+                            int64_t y0, int64_t x1, int64_t y1, int denom) {
   check_channels(channels);
   if (bytes.empty()) fail(path, "empty file");
   if (!(x0 >= 0 && y0 >= 0 && x1 > x0 && y1 > y0)) fail(path, "empty decode region");
-  if (codecs::is_jpeg(bytes)) return to_channels(codecs::decode_jpeg(bytes, path, x0, y0, x1, y1, denom), channels);
+  if (codecs::is_jpeg(bytes)) {
+    codecs::Raw raw = codecs::decode_jpeg(bytes, path, x0, y0, x1, y1, denom);
+    const int64_t x = raw.x;
+    return {to_channels(std::move(raw), channels), x, 0, x1 - x0, y1 - y0};
+  }
   if (denom != 1) throw std::invalid_argument(path + ": DCT-domain scaling applies to JPEG only");
   Image full = to_channels(decode_other(bytes, path), channels);
   if (x1 > full.width || y1 > full.height) fail(path, "decode region outside the image");
-  if (x0 == 0 && y0 == 0 && x1 == full.width && y1 == full.height) return full;
-  Image out(y1 - y0, x1 - x0, channels);
-  for (int64_t y = y0; y < y1; ++y) {
-    std::memcpy(out.row(y - y0), full.row(y) + x0 * channels, static_cast<size_t>((x1 - x0) * channels));
-  }
-  return out;
+  return {std::move(full), x0, y0, x1 - x0, y1 - y0};
+}
+
+Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t channels, int64_t x0, int64_t y0,
+                   int64_t x1, int64_t y1, int denom) {
+  DecodedRegion region = decode_region(bytes, path, channels, x0, y0, x1, y1, denom);
+  if (region.x == 0 && region.y == 0 && region.width == region.image.width && region.height == region.image.height)
+    return std::move(region.image);
+  return copy_image(region.view());
 }
 
 Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t channels) {

@@ -29,6 +29,16 @@ ImageInfo read_image_info(const std::vector<uint8_t>& bytes, const std::string& 
 // image's pixels. JPEGs decode only the rows and iMCU columns the region needs.
 Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t channels, int64_t x0, int64_t y0,
                    int64_t x1, int64_t y1, int denom = 1);
+
+// The same region without copying it out: `image` holds it at columns [x, x + width), rows [y, y + height).
+// A JPEG decodes whole iMCU columns and only the region's rows; the other formats decode the whole image.
+struct DecodedRegion {
+  Image image;
+  int64_t x = 0, y = 0, width = 0, height = 0;
+  ImageView view() const { return ImageView(image).window(x, y, width, height); }
+};
+DecodedRegion decode_region(const std::vector<uint8_t>& bytes, const std::string& path, int64_t channels, int64_t x0,
+                            int64_t y0, int64_t x1, int64_t y1, int denom = 1);
 Image decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t channels);
 
 // PIL's convert("L") / convert("RGB") of 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA) channel pixels.

@@ -79,7 +79,7 @@ Taps precompute(int in_size, float in0, float in1, int out_size) {
 // are contiguous, so the inner loops are plain vector code (uint8 x int32 multiply-adds); an AVX2 clone is
 // picked at run time where the CPU has it. Integer sums do not depend on the order: the result is PIL's.
 DBOT_VECTOR_CLONES
-void vertical(const Image& src, int64_t y_shift, const Taps& t, Image& out) {
+void vertical(const ImageView& src, int64_t y_shift, const Taps& t, Image& out) {
   const int64_t row_len = src.width * src.channels;
   std::vector<int32_t> acc(static_cast<size_t>(row_len));
   int32_t* a = acc.data();
@@ -102,7 +102,7 @@ void vertical(const Image& src, int64_t y_shift, const Taps& t, Image& out) {
 // The horizontal pass over rows [y0, y0 + out.height) of src: per output pixel, the taps' weighted sum of
 // its C channels at once (as PIL does), C fixed at compile time so the channel loop unrolls.
 template <int C>
-void horizontal_c(const Image& src, int64_t y0, const Taps& t, Image& out) {
+void horizontal_c(const ImageView& src, int64_t y0, const Taps& t, Image& out) {
   for (int64_t y = 0; y < out.height; ++y) {
     const uint8_t* in = src.row(y0 + y);
     uint8_t* o = out.row(y);
@@ -136,7 +136,7 @@ void horizontal_c(const Image& src, int64_t y0, const Taps& t, Image& out) {
 // all C channels; each is masked out and multiply-added in int32 with the tap's 8 weights, pre-transposed
 // to [block][tap][8] and zero past a pixel's count.
 template <int C>
-__attribute__((target("avx2"))) void horizontal_gather(const Image& src, int64_t y0, const Taps& t, Image& out) {
+__attribute__((target("avx2"))) void horizontal_gather(const ImageView& src, int64_t y0, const Taps& t, Image& out) {
   const int64_t ow = out.width, nb = (ow + 7) / 8, K = t.ksize;
   std::vector<int32_t> wt(static_cast<size_t>(nb * K * 8), 0), idx(static_cast<size_t>(nb * 8), 0);
   std::vector<int> ntaps(static_cast<size_t>(nb), 0);
@@ -149,7 +149,7 @@ __attribute__((target("avx2"))) void horizontal_gather(const Image& src, int64_t
   const int64_t row_len = src.width * C;
   const int64_t need = (t.first.back() + K) * C + 4;
   std::vector<uint8_t> pad(static_cast<size_t>(std::max(need, row_len)), 0);
-  const uint8_t* end = src.pixels.data() + src.pixels.size();
+  const uint8_t* end = src.end;
   const __m256i round = _mm256_set1_epi32(1 << (kPrecisionBits - 1)), ff = _mm256_set1_epi32(0xFF);
   const __m256i zero = _mm256_setzero_si256();
   for (int64_t y = 0; y < out.height; ++y) {
@@ -216,7 +216,7 @@ __attribute__((target("avx2"))) void madd_row(const uint8_t* in, uint8_t* o, con
 // (equal mod 2^32 to PIL's int32 sum, which does not overflow). One 16-byte load per 4 taps; lane 0 of
 // the ymm holds taps (0, 1) as int16 pairs per channel, lane 1 taps (2, 3).
 template <int C>
-__attribute__((target("avx2"))) void horizontal_madd(const Image& src, int64_t y0, const Taps& t, Image& out) {
+__attribute__((target("avx2"))) void horizontal_madd(const ImageView& src, int64_t y0, const Taps& t, Image& out) {
   const int64_t ow = out.width, K = t.ksize;
   int maxc = 0;
   for (int c : t.count) maxc = std::max(maxc, c);
@@ -243,7 +243,7 @@ __attribute__((target("avx2"))) void horizontal_madd(const Image& src, int64_t y
   const int64_t row_len = src.width * C;
   const int64_t need = t.first.back() * C + (nch - 1) * 4 * C + 16;
   std::vector<uint8_t> pad(static_cast<size_t>(std::max(need, row_len)), 0);
-  const uint8_t* end = src.pixels.data() + src.pixels.size();
+  const uint8_t* end = src.end;
   using RowFn = void (*)(const uint8_t*, uint8_t*, const int*, int64_t, int, const int16_t*, __m256i);
   constexpr RowFn fixed[] = {madd_row<C, 0>, madd_row<C, 1>, madd_row<C, 2>, madd_row<C, 3>,
                              madd_row<C, 4>, madd_row<C, 5>, madd_row<C, 6>};
@@ -259,7 +259,7 @@ __attribute__((target("avx2"))) void horizontal_madd(const Image& src, int64_t y
 }
 #endif
 
-void horizontal(const Image& src, int64_t y0, const Taps& t, Image& out) {
+void horizontal(const ImageView& src, int64_t y0, const Taps& t, Image& out) {
 #ifdef DBOT_HAVE_AVX2_KERNEL
   if (__builtin_cpu_supports("avx2")) {
     switch (src.channels) {
@@ -290,7 +290,7 @@ void horizontal(const Image& src, int64_t y0, const Taps& t, Image& out) {
 
 }  // namespace
 
-Image resize_bicubic(const Image& src, int64_t out_w, int64_t out_h, const ResampleBox& box) {
+Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h, const ResampleBox& box) {
   if (out_w <= 0 || out_h <= 0 || src.width <= 0 || src.height <= 0 || !(box.x1 > box.x0) || !(box.y1 > box.y0) ||
       box.x0 < 0 || box.y0 < 0 || box.x1 > src.width || box.y1 > src.height) {
     throw std::invalid_argument("resize_bicubic: bad size or box (" + std::to_string(src.width) + "x" +
@@ -315,7 +315,7 @@ Image resize_bicubic(const Image& src, int64_t out_w, int64_t out_h, const Resam
   // Pillow >= 13 runs the vertical pass first when the height shrinks by more than twice the width's
   // shrink (in whole-image pixels); the order changes the uint8 rounding between the passes.
   const bool horizontal_first = !(src.height - out_h > 0 && src.height - out_h > (src.width - out_w) * 2);
-  if (!need_h && !need_v) return src;
+  if (!need_h && !need_v) return copy_image(src);
   if (!need_h || !horizontal_first) {
     Image tmp;
     if (need_v) {
@@ -324,7 +324,7 @@ Image resize_bicubic(const Image& src, int64_t out_w, int64_t out_h, const Resam
       if (!need_h) return tmp;
     }
     Image out(out_h, out_w, src.channels);
-    horizontal(need_v ? tmp : src, 0, th, out);
+    horizontal(need_v ? ImageView(tmp) : src, 0, th, out);
     return out;
   }
   // Horizontal first, over the source rows the vertical pass will read only.

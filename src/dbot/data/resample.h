@@ -16,8 +16,10 @@ struct ResampleBox {
 };
 
 // [H, W, C] -> [out_h, out_w, C] from the box of src. Throws std::invalid_argument on an empty box or size.
-Image resize_bicubic(const Image& src, int64_t out_w, int64_t out_h, const ResampleBox& box);
-inline Image resize_bicubic(const Image& src, int64_t out_w, int64_t out_h) {
+// src may be a window of a larger image: its edges are the image's edges (as PIL's crop then resize), the
+// pixels beyond them are never weighted.
+Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h, const ResampleBox& box);
+inline Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h) {
   return resize_bicubic(src, out_w, out_h, {0, 0, double(src.width), double(src.height)});
 }
 

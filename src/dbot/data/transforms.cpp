@@ -69,28 +69,25 @@ Image crop_resize(const StoredImage& img, const ImageInfo& info, const CropBox& 
   const int64_t x1 = box.left + box.width, y1 = box.top + box.height;
   if (img.bytes.empty()) {
     const Image px = convert_channels(img.pixels, cfg.channels);
-    Image crop(box.height, box.width, cfg.channels);
-    for (int64_t y = 0; y < box.height; ++y) {
-      std::copy_n(px.row(box.top + y) + box.left * cfg.channels, box.width * cfg.channels, crop.row(y));
-    }
-    return resize_bicubic(crop, out_w, out_h);
+    return resize_bicubic(ImageView(px).window(box.left, box.top, box.width, box.height), out_w, out_h);
   }
   int denom = 1;
   if (cfg.dct_scale && info.jpeg) {
     while (denom < 8 && box.width >= 2 * denom * out_w && box.height >= 2 * denom * out_h) denom *= 2;
   }
   if (denom == 1)
-    return resize_bicubic(decode_image(img.bytes, img.name, cfg.channels, box.left, box.top, x1, y1), out_w, out_h);
+    return resize_bicubic(decode_region(img.bytes, img.name, cfg.channels, box.left, box.top, x1, y1).view(), out_w,
+                          out_h);
   // libjpeg's scaled size is ceil(size / denom); the box maps to fractional scaled pixels.
   const double d = denom;
   const int64_t sw = (info.width + denom - 1) / denom, sh = (info.height + denom - 1) / denom;
   const int64_t sx0 = box.left / denom, sy0 = box.top / denom;
   const int64_t sx1 = std::min<int64_t>(sw, (x1 + denom - 1) / denom),
                 sy1 = std::min<int64_t>(sh, (y1 + denom - 1) / denom);
-  const Image region = decode_image(img.bytes, img.name, cfg.channels, sx0, sy0, sx1, sy1, denom);
+  const DecodedRegion region = decode_region(img.bytes, img.name, cfg.channels, sx0, sy0, sx1, sy1, denom);
   const ResampleBox rb{box.left / d - sx0, box.top / d - sy0, std::min(x1 / d, double(sx1)) - sx0,
                        std::min(y1 / d, double(sy1)) - sy0};
-  return resize_bicubic(region, out_w, out_h, rb);
+  return resize_bicubic(region.view(), out_w, out_h, rb);
 }
 
 }  // namespace
