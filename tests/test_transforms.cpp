@@ -1,6 +1,7 @@
 // Per-sample transforms against torchvision: the RandomResizedCrop box rule on the same uniform draws
 // (tests/reference/make_transforms_golden.py), the crop + antialiased bicubic resize and the eval transform
 // on real files (tests/reference/make_image_golden.py), and PIL's resampler on hand-checked cases.
+#include <array>
 #include <fstream>
 #include <random>
 
@@ -178,6 +179,29 @@ TEST(Resample, AWindowResamplesAsItsCopy) {
           << C << " channels, " << w << "x" << h << " at " << x << "," << y << " -> " << ow << "x" << oh;
       EXPECT_EQ(data::resize_bicubic(window, ow, oh, box).pixels, data::resize_bicubic(copy, ow, oh, box).pixels)
           << C << " channels, box, " << w << "x" << h << " at " << x << "," << y;
+    }
+  }
+}
+
+// The flip done by the resampler (the horizontal pass's taps reversed) is the flip of the resize, bit for
+// bit, in both pass orders, and when no horizontal pass runs (same width; a plain crop) it flips after.
+TEST(Resample, MirroredIsTheFlippedResize) {
+  std::mt19937 rng(7);
+  for (int64_t C = 1; C <= 4; ++C) {
+    data::Image img(41, 29, C);
+    for (auto& v : img.pixels) v = static_cast<uint8_t>(rng());
+    const std::vector<std::pair<std::array<int64_t, 2>, data::ResampleBox>> cases = {
+        {{17, 13}, {0, 0, 29, 41}},    // both shrink, horizontal first
+        {{25, 7}, {0, 0, 29, 41}},     // height shrinks 8x more than the width: vertical first
+        {{29, 20}, {0, 0, 29, 41}},    // same width, whole rows: no horizontal pass
+        {{10, 12}, {3, 5, 13, 17}},    // an integer box of the output's size: a plain crop
+        {{40, 50}, {1.5, 2, 20, 39}},  // upscaling a fractional box
+    };
+    for (const auto& [size, box] : cases) {
+      data::Image expected = data::resize_bicubic(img, size[0], size[1], box);
+      data::flip_horizontal(expected);
+      EXPECT_EQ(data::resize_bicubic(img, size[0], size[1], box, true).pixels, expected.pixels)
+          << C << " channels -> " << size[0] << "x" << size[1];
     }
   }
 }

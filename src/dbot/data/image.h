@@ -5,6 +5,7 @@
 // crop is resampled where it lies instead of copied out first.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -52,6 +53,15 @@ inline Image copy_image(const ImageView& view) {
   const auto row_bytes = static_cast<size_t>(view.width * view.channels);
   for (int64_t y = 0; y < view.height; ++y) std::memcpy(out.row(y), view.row(y), row_bytes);
   return out;
+}
+
+// Left-right, in place (torchvision's hflip).
+inline void flip_horizontal(Image& img) {
+  const int64_t C = img.channels;
+  for (int64_t y = 0; y < img.height; ++y) {
+    uint8_t* r = img.row(y);
+    for (int64_t a = 0, b = img.width - 1; a < b; ++a, --b) std::swap_ranges(r + a * C, r + (a + 1) * C, r + b * C);
+  }
 }
 
 }  // namespace dbot::data

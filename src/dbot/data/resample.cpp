@@ -10,17 +10,11 @@
 #include <immintrin.h>
 #endif
 
+#include "dbot/core/vector_clones.h"
+
 namespace dbot::data {
 
 namespace {
-
-// An AVX2 clone of the vertical pass beside the baseline one, picked at load time (clang has target_clones
-// since 14; without it clang builds only the SSE2 loop: 2x the instructions, docs/PERFORMANCE.md).
-#if defined(__x86_64__) && (defined(__clang__) ? __clang_major__ >= 14 : defined(__GNUC__))
-#define DBOT_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define DBOT_VECTOR_CLONES
-#endif
 
 constexpr int kPrecisionBits = 32 - 8 - 2;  // PIL's fixed point for 8-bit images
 
@@ -37,7 +31,21 @@ struct Taps {
   int ksize = 0;
   std::vector<int> first, count;
   std::vector<int32_t> weights;  // fixed point, kPrecisionBits
+  int max_first() const { return *std::max_element(first.begin(), first.end()); }
 };
+
+// The taps in reverse output order: the pass then writes its output mirrored left-right, which is a flip
+// of the final image whichever pass runs first (the vertical pass treats every column alike).
+void mirror(Taps& t) {
+  const int n = static_cast<int>(t.first.size());
+  std::reverse(t.first.begin(), t.first.end());
+  std::reverse(t.count.begin(), t.count.end());
+  for (int i = 0; i < n / 2; ++i) {
+    std::swap_ranges(t.weights.begin() + static_cast<ptrdiff_t>(i) * t.ksize,
+                     t.weights.begin() + static_cast<ptrdiff_t>(i + 1) * t.ksize,
+                     t.weights.begin() + static_cast<ptrdiff_t>(n - 1 - i) * t.ksize);
+  }
+}
 
 // PIL's precompute_coeffs + normalize_coeffs_8bpc, step for step (the int casts truncate as C does).
 // in0/in1 are floats, as PIL parses the box; their difference is taken in float, then widened.
@@ -78,8 +86,9 @@ Taps precompute(int in_size, float in0, float in1, int out_size) {
 // The vertical pass: output row yy = sum over taps of source rows first[yy] - y_shift + y, weighted. Rows
 // are contiguous, so the inner loops are plain vector code (uint8 x int32 multiply-adds); an AVX2 clone is
 // picked at run time where the CPU has it. Integer sums do not depend on the order: the result is PIL's.
-DBOT_VECTOR_CLONES
-void vertical(const ImageView& src, int64_t y_shift, const Taps& t, Image& out) {
+DBOT_VECTOR_CLONES  // an AVX2 clone beside the baseline one
+    void
+    vertical(const ImageView& src, int64_t y_shift, const Taps& t, Image& out) {
   const int64_t row_len = src.width * src.channels;
   std::vector<int32_t> acc(static_cast<size_t>(row_len));
   int32_t* a = acc.data();
@@ -147,7 +156,7 @@ __attribute__((target("avx2"))) void horizontal_gather(const ImageView& src, int
     for (int k = 0; k < t.count[xx]; ++k) wt[(b * K + k) * 8 + l] = t.weights[xx * K + k];
   }
   const int64_t row_len = src.width * C;
-  const int64_t need = (t.first.back() + K) * C + 4;
+  const int64_t need = (t.max_first() + K) * C + 4;
   std::vector<uint8_t> pad(static_cast<size_t>(std::max(need, row_len)), 0);
   const uint8_t* end = src.end;
   const __m256i round = _mm256_set1_epi32(1 << (kPrecisionBits - 1)), ff = _mm256_set1_epi32(0xFF);
@@ -241,7 +250,7 @@ __attribute__((target("avx2"))) void horizontal_madd(const ImageView& src, int64
         sh[lane * 16 + (c * 2 + par) * 2] = static_cast<int8_t>((lane * 2 + par) * C + c);
   const __m256i shuf = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh));
   const int64_t row_len = src.width * C;
-  const int64_t need = t.first.back() * C + (nch - 1) * 4 * C + 16;
+  const int64_t need = t.max_first() * C + (nch - 1) * 4 * C + 16;
   std::vector<uint8_t> pad(static_cast<size_t>(std::max(need, row_len)), 0);
   const uint8_t* end = src.end;
   using RowFn = void (*)(const uint8_t*, uint8_t*, const int*, int64_t, int, const int16_t*, __m256i);
@@ -288,9 +297,10 @@ void horizontal(const ImageView& src, int64_t y0, const Taps& t, Image& out) {
   }
 }
 
-}  // namespace
-
-Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h, const ResampleBox& box) {
+// The resize without its flip; mirror_taps: whether the horizontal pass may write its columns in reverse
+// (then *mirrored_by_taps says whether it ran).
+Image resize(const ImageView& src, int64_t out_w, int64_t out_h, const ResampleBox& box, bool mirror_taps,
+             bool* mirrored_by_taps) {
   if (out_w <= 0 || out_h <= 0 || src.width <= 0 || src.height <= 0 || !(box.x1 > box.x0) || !(box.y1 > box.y0) ||
       box.x0 < 0 || box.y0 < 0 || box.x1 > src.width || box.y1 > src.height) {
     throw std::invalid_argument("resize_bicubic: bad size or box (" + std::to_string(src.width) + "x" +
@@ -299,6 +309,7 @@ Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h, const R
   }
   const float x0 = static_cast<float>(box.x0), y0 = static_cast<float>(box.y0);  // PIL's box is float
   const float x1 = static_cast<float>(box.x1), y1 = static_cast<float>(box.y1);
+  *mirrored_by_taps = false;
   if (x0 == std::trunc(x0) && y0 == std::trunc(y0) && x1 - x0 == out_w && y1 - y0 == out_h) {
     Image out(out_h, out_w, src.channels);  // an integer box of the output's size: a plain crop
     const int64_t C = src.channels;
@@ -310,7 +321,9 @@ Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h, const R
   // PIL skips a pass whose dimension neither changes nor is cropped.
   const bool need_h = out_w != src.width || x0 != 0 || x1 != out_w;
   const bool need_v = out_h != src.height || y0 != 0 || y1 != out_h;
-  const Taps th = precompute(static_cast<int>(src.width), x0, x1, static_cast<int>(out_w));
+  Taps th = precompute(static_cast<int>(src.width), x0, x1, static_cast<int>(out_w));
+  if (need_h && mirror_taps) mirror(th);
+  *mirrored_by_taps = need_h && mirror_taps;
   const Taps tv = precompute(static_cast<int>(src.height), y0, y1, static_cast<int>(out_h));
   // Pillow >= 13 runs the vertical pass first when the height shrinks by more than twice the width's
   // shrink (in whole-image pixels); the order changes the uint8 rounding between the passes.
@@ -335,6 +348,15 @@ Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h, const R
   if (!need_v) return tmp;
   Image out(out_h, out_w, src.channels);
   vertical(tmp, y_first, tv, out);
+  return out;
+}
+
+}  // namespace
+
+Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h, const ResampleBox& box, bool mirrored) {
+  bool done = false;
+  Image out = resize(src, out_w, out_h, box, mirrored, &done);
+  if (mirrored && !done) flip_horizontal(out);
   return out;
 }
 

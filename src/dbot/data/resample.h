@@ -18,7 +18,9 @@ struct ResampleBox {
 // [H, W, C] -> [out_h, out_w, C] from the box of src. Throws std::invalid_argument on an empty box or size.
 // src may be a window of a larger image: its edges are the image's edges (as PIL's crop then resize), the
 // pixels beyond them are never weighted.
-Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h, const ResampleBox& box);
+// mirrored: the output flipped left-right (torchvision's hflip after the resize), at no cost when the
+// horizontal pass runs (it writes its columns in reverse order).
+Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h, const ResampleBox& box, bool mirrored = false);
 inline Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h) {
   return resize_bicubic(src, out_w, out_h, {0, 0, double(src.width), double(src.height)});
 }

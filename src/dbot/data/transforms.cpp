@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "dbot/core/vector_clones.h"
 #include "dbot/data/decode.h"
 #include "dbot/data/resample.h"
 
@@ -59,8 +60,9 @@ ImageInfo info_of(const StoredImage& img) {
 
 // Resizes `box` of the stored image (full-resolution pixels) to out_w x out_h: the exact crop then PIL's
 // resize, or, for JPEGs when allowed, the DCT-scaled region and a fractional box.
+// mirrored: the output flipped left-right, by the resampler at no cost.
 Image crop_resize(const StoredImage& img, const ImageInfo& info, const CropBox& box, int64_t out_w, int64_t out_h,
-                  const TransformConfig& cfg) {
+                  const TransformConfig& cfg, bool mirrored = false) {
   if (box.top < 0 || box.left < 0 || box.height <= 0 || box.width <= 0 || box.top + box.height > info.height ||
       box.left + box.width > info.width) {
     throw std::invalid_argument(img.name + ": crop box outside the " + std::to_string(info.width) + "x" +
@@ -69,15 +71,17 @@ Image crop_resize(const StoredImage& img, const ImageInfo& info, const CropBox& 
   const int64_t x1 = box.left + box.width, y1 = box.top + box.height;
   if (img.bytes.empty()) {
     const Image px = convert_channels(img.pixels, cfg.channels);
-    return resize_bicubic(ImageView(px).window(box.left, box.top, box.width, box.height), out_w, out_h);
+    const ImageView crop = ImageView(px).window(box.left, box.top, box.width, box.height);
+    return resize_bicubic(crop, out_w, out_h, {0, 0, double(box.width), double(box.height)}, mirrored);
   }
   int denom = 1;
   if (cfg.dct_scale && info.jpeg) {
     while (denom < 8 && box.width >= 2 * denom * out_w && box.height >= 2 * denom * out_h) denom *= 2;
   }
-  if (denom == 1)
-    return resize_bicubic(decode_region(img.bytes, img.name, cfg.channels, box.left, box.top, x1, y1).view(), out_w,
-                          out_h);
+  if (denom == 1) {
+    const DecodedRegion region = decode_region(img.bytes, img.name, cfg.channels, box.left, box.top, x1, y1);
+    return resize_bicubic(region.view(), out_w, out_h, {0, 0, double(box.width), double(box.height)}, mirrored);
+  }
   // libjpeg's scaled size is ceil(size / denom); the box maps to fractional scaled pixels.
   const double d = denom;
   const int64_t sw = (info.width + denom - 1) / denom, sh = (info.height + denom - 1) / denom;
@@ -87,18 +91,10 @@ Image crop_resize(const StoredImage& img, const ImageInfo& info, const CropBox& 
   const DecodedRegion region = decode_region(img.bytes, img.name, cfg.channels, sx0, sy0, sx1, sy1, denom);
   const ResampleBox rb{box.left / d - sx0, box.top / d - sy0, std::min(x1 / d, double(sx1)) - sx0,
                        std::min(y1 / d, double(sy1)) - sy0};
-  return resize_bicubic(region.view(), out_w, out_h, rb);
+  return resize_bicubic(region.view(), out_w, out_h, rb, mirrored);
 }
 
 }  // namespace
-
-void flip_horizontal(Image& img) {
-  const int64_t C = img.channels;
-  for (int64_t y = 0; y < img.height; ++y) {
-    uint8_t* r = img.row(y);
-    for (int64_t a = 0, b = img.width - 1; a < b; ++a, --b) std::swap_ranges(r + a * C, r + (a + 1) * C, r + b * C);
-  }
-}
 
 Image resized_crop(const StoredImage& img, const CropBox& box, int64_t out_w, int64_t out_h,
                    const TransformConfig& cfg) {
@@ -111,9 +107,7 @@ Image train_transform(const StoredImage& img, const TransformConfig& cfg, const 
   const auto sampler = cfg.crop_single_draw ? sample_crop_box_single : sample_crop_box;
   const CropBox box = sampler(info.height, info.width, cfg.scale_min, cfg.scale_max, cfg.ratio_min, cfg.ratio_max,
                               [&] { return draws[next++]; });
-  Image out = crop_resize(img, info, box, cfg.size, cfg.size, cfg);
-  if (cfg.hflip && draws[kTrainDraws - 1] < 0.5) flip_horizontal(out);
-  return out;
+  return crop_resize(img, info, box, cfg.size, cfg.size, cfg, cfg.hflip && draws[kTrainDraws - 1] < 0.5);
 }
 
 Image eval_transform(const StoredImage& img, const TransformConfig& cfg) {
@@ -136,8 +130,26 @@ Image eval_transform(const StoredImage& img, const TransformConfig& cfg) {
   return out;
 }
 
+namespace {
+
+// [n, 3] -> [3, n] in one pass (3 strided passes took 3x as long), vectorised by the compiler.
+DBOT_VECTOR_CLONES
+void rgb_to_planes(const uint8_t* __restrict src, uint8_t* __restrict dst, int64_t n) {
+  uint8_t* __restrict r = dst;
+  uint8_t* __restrict g = dst + n;
+  uint8_t* __restrict b = dst + 2 * n;
+  for (int64_t i = 0; i < n; ++i) {
+    r[i] = src[3 * i];
+    g[i] = src[3 * i + 1];
+    b[i] = src[3 * i + 2];
+  }
+}
+
+}  // namespace
+
 void to_chw(const Image& img, uint8_t* dst) {
   const int64_t C = img.channels, n = img.height * img.width;
+  if (C == 3) return rgb_to_planes(img.pixels.data(), dst, n);
   for (int64_t c = 0; c < C; ++c) {
     const uint8_t* src = img.pixels.data() + c;
     uint8_t* d = dst + c * n;

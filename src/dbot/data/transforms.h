@@ -65,7 +65,6 @@ struct StoredImage {
 // cfg.channels (with cfg.dct_scale, JPEGs may be decoded at a smaller scale first).
 Image resized_crop(const StoredImage& img, const CropBox& box, int64_t out_w, int64_t out_h,
                    const TransformConfig& cfg);
-void flip_horizontal(Image& img);
 
 // draws: kTrainDraws uniforms in [0, 1) (crop tries, top, left, then the flip at index kTrainDraws - 1).
 Image train_transform(const StoredImage& img, const TransformConfig& cfg, const double* draws);
