@@ -120,10 +120,12 @@ int run_local_job(int nproc, const dbot::dist::LaunchEnv& env, const std::vector
   return dbot::dist::run_local_job(nproc, args, std::chrono::seconds(30));
 }
 
-// The job's process group (--dist-timeout seconds for every collective), or null for one process.
-std::unique_ptr<dbot::dist::Group> join_group(const dbot::dist::LaunchEnv& env, double timeout_s) {
+// The job's process group (--dist-timeout seconds for every collective; NCCL beside Gloo when `device` is a
+// GPU), or null for one process.
+std::unique_ptr<dbot::dist::Group> join_group(const dbot::dist::LaunchEnv& env, double timeout_s, c10::Device device) {
   if (!env.distributed()) return nullptr;
-  return std::make_unique<dbot::dist::Group>(env, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  return std::make_unique<dbot::dist::Group>(env, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)),
+                                             device);
 }
 
 int run_pretrain(const PretrainArgs& a) {
@@ -135,7 +137,7 @@ int run_pretrain(const PretrainArgs& a) {
   const dbot::train::StopOnSignal stop_on_signal;  // SIGINT/SIGTERM: stop after this step, with a checkpoint
   auto r = dbot::recipe::load_config(a.config, a.overrides);
   auto rt = apply_runtime(r, a.runtime, {env.rank, env.local_rank, env.world_size, env.local_world_size});
-  auto group = join_group(env, a.dist_timeout);
+  auto group = join_group(env, a.dist_timeout, rt.device);
   dbot::train::PretrainOptions opts;
   static_cast<dbot::train::RunRequest&>(opts) = run_request(a.run, r);
   const auto summary = dbot::train::pretrain(r, rt, opts, group.get());
@@ -288,18 +290,33 @@ struct BenchAllreduceArgs {
   std::vector<double> mb = {1, 16, 64, 448};
   int iters = 10, warmup = 2, nproc = 0;
   double dist_timeout = 600;
+  std::string device = "cpu";
   std::vector<std::string> child_args;
 };
 
 int run_bench_allreduce(const BenchAllreduceArgs& a) {
   const auto env = dbot::dist::launch_env();
   if (a.nproc > 0) return run_local_job(a.nproc, env, a.child_args);
-  if (!env.distributed()) throw std::runtime_error("bench allreduce needs several processes: --nproc N, or a launcher");
-  const auto group = join_group(env, a.dist_timeout);
+  dbot::core::RuntimeConfig rc;
+  rc.device = a.device;
+  const auto rt = dbot::core::resolve_runtime(rc, {env.rank, env.local_rank, env.world_size, env.local_world_size});
+  std::unique_ptr<dbot::dist::Group> group;
+  if (env.distributed()) {
+    group = join_group(env, a.dist_timeout, rt.device);
+  } else if (rt.device.is_cuda()) {  // one process on one GPU: NCCL with world size 1, the same code path
+    group = dbot::dist::Group::in_process(
+        "bench-allreduce", 0, 1, std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000)), rt.device);
+  } else {
+    throw std::runtime_error("bench allreduce on the CPU needs several processes: --nproc N, or a launcher");
+  }
   std::vector<int64_t> sizes;
   for (const double mb : a.mb) sizes.push_back(static_cast<int64_t>(mb * 1e6));
-  const auto rows = dbot::dist::bench_allreduce(*group, sizes, a.iters, a.warmup);
-  if (env.rank == 0) std::printf("%s", dbot::dist::format_allreduce_bench(rows, env.world_size).c_str());
+  const auto rows = dbot::dist::bench_allreduce(*group, sizes, a.iters, a.warmup, rt.device);
+  if (env.rank == 0) {
+    std::printf(
+        "%s",
+        dbot::dist::format_allreduce_bench(rows, group->world_size(), group->backend(rt.device), rt.device).c_str());
+  }
   return 0;
 }
 
@@ -308,8 +325,11 @@ Command add_bench_allreduce(CLI::App& bench, int argc, char** argv) {
   a->child_args = without_nproc(argc, argv);
   auto* cmd = bench.add_subcommand(
       "allreduce",
-      "time the gradient all-reduce (Gloo, fp32 buffers) across processes started by --nproc N or a launcher "
-      "(torchrun --no-python, srun, mpirun); prints ms per call and algbw/busbw as nccl-tests");
+      "time the gradient all-reduce (fp32 buffers; Gloo on CPU, NCCL on GPUs) across processes started by --nproc "
+      "N or a launcher (torchrun --no-python, srun, mpirun), or on one GPU alone; prints ms per call and "
+      "algbw/busbw as nccl-tests");
+  cmd->add_option("--device", a->device,
+                  "cpu | cuda | cuda:N: where the buffers live (default cpu; cuda: each process its local rank's GPU)");
   cmd->add_option("--mb", a->mb, "buffer sizes in MB (default 1 16 64 448: 448 MB = ViT-B + decoder fp32 gradients)");
   cmd->add_option("--iters", a->iters, "timed calls per size (default 10; the median is reported)")
       ->check(CLI::Range(1, 1000000));

@@ -192,6 +192,9 @@ phase_bench_demo() {
     "$BUILD/dbot" bench step --config recipes/fmnist_vit_tiny.yaml --device cuda --precision "$p" --steps 50 --warmup 10 \
       --threads "$(nproc)" || rc=1
   done
+  # The gradient all-reduce through NCCL on this one GPU (world size 1: the code path, not a ring).
+  echo "\$ $BUILD/dbot bench allreduce --device cuda"
+  "$BUILD/dbot" bench allreduce --device cuda || rc=1
   return $rc
 }
 

@@ -1,12 +1,15 @@
 // CUDA: the golden forward/loss/gradients on the GPU in fp32 (TF32 off) against the same golden values as
 // the CPU; one training step on CUDA vs the CPU from the same weights and seed; bf16 close to fp32; a
-// CPU checkpoint resumed on the GPU. Skipped (saying so) where no GPU is present, unless
-// DBOT_REQUIRE_CUDA=1, which turns the skip into a failure (scripts/gpu-check.sh sets it).
+// CPU checkpoint resumed on the GPU; a dist::Group of one on the GPU reducing through NCCL. Skipped (saying so) where
+// no GPU is present, unless DBOT_REQUIRE_CUDA=1, which turns the skip into a failure (scripts/gpu-check.sh sets it).
 #include <ATen/Context.h>
 
 #include <cstdlib>
 
 #include "dbot/compat.h"
+#include "dbot/dist/allreduce_bench.h"
+#include "dbot/dist/grad_sync.h"
+#include "dbot/dist/process_group.h"
 #include "dbot/train/checkpoint.h"
 #include "dbot/train/trainer.h"
 #include "test_util.h"
@@ -122,4 +125,27 @@ TEST(Cuda, CpuCheckpointResumesOnTheGpu) {
   const auto cpu = two_steps(cfg, runtime_on(c10::Device(c10::kCPU)), &ckpt);
   const auto gpu = two_steps(cfg, runtime_on(kGpu), &ckpt);
   for (size_t i = 0; i < 2; ++i) EXPECT_NEAR(gpu.first[i], cpu.first[i], 1e-5 * std::abs(cpu.first[i])) << i;
+}
+
+// NCCL with world size 1 through the code path a multi-GPU run takes (one GPU here): the group says NCCL
+// for GPU tensors and Gloo for CPU ones; the sum, mean and broadcast of one rank leave GPU tensors as they
+// were (on the GPU); the all-reduce benchmark runs on GPU buffers.
+TEST(Cuda, NcclGroupOfOneReducesOnTheGpu) {
+  DBOT_NEED_GPU();
+  using namespace std::chrono_literals;
+  auto g = dist::Group::in_process("cuda-nccl", 0, 1, 60s, kGpu);
+  EXPECT_EQ(g->backend(kGpu), "NCCL");
+  EXPECT_EQ(g->backend(c10::kCPU), "Gloo");
+  const auto a = at::arange(1000, at::TensorOptions(at::kFloat).device(kGpu));
+  std::vector<at::Tensor> t = {a.clone(), a.to(at::kBFloat16)};
+  g->all_reduce_sum(t);
+  g->all_reduce_mean(t);
+  g->broadcast(t, 0);
+  EXPECT_TRUE(t[0].is_cuda());
+  EXPECT_TRUE(t[0].cpu().equal(a.cpu()));
+  EXPECT_TRUE(t[1].cpu().equal(a.to(at::kBFloat16).cpu()));
+  const auto rows = dist::bench_allreduce(*g, {1 << 20, 16 << 20}, 3, 1, kGpu);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_GT(rows[1].algbw_gbs, 0.0);
+  std::printf("%s", dist::format_allreduce_bench(rows, 1, g->backend(kGpu), kGpu).c_str());
 }

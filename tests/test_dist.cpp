@@ -9,6 +9,7 @@
 
 #include "dbot/dist/grad_sync.h"
 #include "dbot/dist/launch_env.h"
+#include "dbot/dist/nccl.h"
 #include "dbot/dist/process_group.h"
 #include "test_util.h"
 
@@ -132,6 +133,19 @@ TEST(Group, CollectivesGiveHandCheckedResults) {
     EXPECT_EQ(g.max(g.rank() == 1 ? 15 : 0), 15);  // e.g. SIGTERM seen by rank 1 only
     g.barrier();
   });
+}
+
+// CPU tensors go through Gloo; a group on a GPU needs this build's NCCL, and one without it says so
+// (tests/test_cuda.cpp runs the NCCL side where there is a GPU).
+TEST(Group, CpuTensorsUseGlooAndAGpuGroupNeedsNccl) {
+  on_ranks(1, [](dist::Group& g) { EXPECT_EQ(g.backend(c10::kCPU), "Gloo"); });
+  if (dist::Nccl::built()) GTEST_SKIP() << "this build has NCCL: the GPU side is Cuda.NcclGroupOfOneReducesOnTheGpu";
+  try {
+    dist::Group::in_process("no-nccl", 0, 1, 5s, c10::Device(c10::kCUDA, 0));
+    ADD_FAILURE() << "a GPU group was made without NCCL";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("no NCCL"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Group, GradientAllReduceAveragesBucketsToTheSameBits) {

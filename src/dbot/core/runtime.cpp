@@ -41,7 +41,7 @@ std::string Runtime::describe() const {
                       : std::to_string(threads) + " thread(s), " + heap_allocator()) +
            ")";
   where += ", " + (amp == Amp::kNone ? std::string("fp32") : precision_name() + " autocast");
-  if (world_size > 1) where += ", " + std::to_string(world_size) + " processes (Gloo all-reduce)";
+  if (world_size > 1) where += ", " + std::to_string(world_size) + " processes";
   return where;
 }
 

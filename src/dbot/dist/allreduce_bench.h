@@ -18,9 +18,11 @@ struct AllreduceBenchRow {
   double algbw_gbs = 0, busbw_gbs = 0;
 };
 
-// Every rank calls it with the same arguments; warmup untimed calls, then `iters` timed ones per size.
+// Every rank calls it with the same arguments; warmup untimed calls, then `iters` timed ones per size, of
+// buffers on `device` (a GPU's go through NCCL when the group has it).
 std::vector<AllreduceBenchRow> bench_allreduce(Group& group, const std::vector<int64_t>& sizes_bytes, int iters,
-                                               int warmup);
-std::string format_allreduce_bench(const std::vector<AllreduceBenchRow>& rows, int world_size);
+                                               int warmup, c10::Device device = c10::kCPU);
+std::string format_allreduce_bench(const std::vector<AllreduceBenchRow>& rows, int world_size,
+                                   const std::string& backend, c10::Device device);
 
 }  // namespace dbot::dist

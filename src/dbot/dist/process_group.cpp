@@ -12,6 +12,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "dbot/compat.h"
+#include "dbot/dist/nccl.h"
 
 namespace dbot::dist {
 
@@ -29,7 +30,14 @@ std::string first_line(const std::exception& e) {
 struct Group::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  std::unique_ptr<Nccl> nccl;  // runs on a GPU only
   std::chrono::milliseconds timeout;
+
+  bool on_nccl(const at::Tensor& t) const { return nccl && t.is_cuda(); }
+  // The GPU side, when the run is on a GPU: after Gloo, so that a failed NCCL setup is the only error.
+  void join_nccl(int rank, int world_size, c10::Device device) {
+    if (device.is_cuda()) nccl = std::make_unique<Nccl>(store, rank, world_size, timeout, device);
+  }
 
   // c10d's errors (a peer gone, a timeout) as one line with `what`.
   [[noreturn]] void fail(const std::string& what, const std::exception& e) const {
@@ -77,7 +85,8 @@ c10::intrusive_ptr<c10d::ProcessGroupGloo> make_gloo(const c10::intrusive_ptr<c1
 Group::Group(std::unique_ptr<Impl> impl, int rank, int world_size)
     : impl_(std::move(impl)), rank_(rank), world_size_(world_size) {}
 
-Group::Group(const LaunchEnv& env, std::chrono::milliseconds timeout) : rank_(env.rank), world_size_(env.world_size) {
+Group::Group(const LaunchEnv& env, std::chrono::milliseconds timeout, c10::Device device)
+    : rank_(env.rank), world_size_(env.world_size) {
   impl_ = std::make_unique<Impl>();
   impl_->timeout = timeout;
   // Under torchrun's agent its store serves MASTER_PORT and every rank is a client; a LibTorch 1.x client
@@ -98,6 +107,7 @@ Group::Group(const LaunchEnv& env, std::chrono::milliseconds timeout) : rank_(en
           c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(env.restart_count), impl_->store);
     }
     impl_->pg = make_gloo(impl_->store, env.rank, env.world_size, timeout);
+    impl_->join_nccl(env.rank, env.world_size, device);
   } catch (const std::exception& e) {
     throw std::runtime_error("rendezvous at " + where + " (rank " + std::to_string(env.rank) + " of " +
                              std::to_string(env.world_size) + ") failed: " + first_line(e));
@@ -105,7 +115,7 @@ Group::Group(const LaunchEnv& env, std::chrono::milliseconds timeout) : rank_(en
 }
 
 std::unique_ptr<Group> Group::in_process(const std::string& store_key, int rank, int world_size,
-                                         std::chrono::milliseconds timeout) {
+                                         std::chrono::milliseconds timeout, c10::Device device) {
   static std::mutex mu;
   static std::map<std::string, c10::intrusive_ptr<c10d::Store>> stores;
   auto impl = std::make_unique<Impl>();
@@ -117,13 +127,23 @@ std::unique_ptr<Group> Group::in_process(const std::string& store_key, int rank,
   }
   impl->timeout = timeout;
   impl->pg = make_gloo(impl->store, rank, world_size, timeout);
+  impl->join_nccl(rank, world_size, device);
   return std::unique_ptr<Group>(new Group(std::move(impl), rank, world_size));
 }
 
 Group::~Group() = default;
 
+std::string Group::backend(const c10::Device& device) const {
+  return impl_->nccl && device.is_cuda() ? "NCCL" : "Gloo";
+}
+
 void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
-  for (auto& t : tensors) {  // Gloo reduces one CPU tensor per call
+  for (auto& t : tensors) {  // one tensor per call, as both backends take them
+    if (impl_->on_nccl(t)) {
+      std::vector<at::Tensor> one = {t};
+      impl_->run("all-reduce (NCCL)", [&] { return impl_->nccl->all_reduce_sum(one); });
+      continue;
+    }
     std::vector<at::Tensor> one = {t.is_cpu() ? t : t.cpu()};
     impl_->run("all-reduce", [&] { return impl_->pg->allreduce(one); });
     if (!t.is_cpu()) t.copy_(one[0]);
@@ -146,6 +166,11 @@ void Group::broadcast(std::vector<at::Tensor>& tensors, int root) {
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   for (auto& t : tensors) {
+    if (impl_->on_nccl(t)) {
+      std::vector<at::Tensor> one = {t};
+      impl_->run("broadcast (NCCL)", [&] { return impl_->nccl->broadcast(one, root); });
+      continue;
+    }
     std::vector<at::Tensor> one = {t.is_cpu() ? t : t.cpu()};
     impl_->run("broadcast", [&] { return impl_->pg->broadcast(one, opts); });
     if (!t.is_cpu()) t.copy_(one[0]);

@@ -1,7 +1,8 @@
 // Group: the processes of a data-parallel run, on PyTorch's own distributed engine (c10d): a TCPStore for
-// the rendezvous (rank 0 serves it at MASTER_ADDR:MASTER_PORT) and a Gloo process group for the collectives
-// (CPU tensors). Every collective has the group's timeout, so a rank that dies or hangs makes the others
-// fail with an error naming the operation instead of waiting forever.
+// the rendezvous (rank 0 serves it at MASTER_ADDR:MASTER_PORT), a Gloo process group for CPU tensors and
+// control messages, and, when the run is on GPUs, an NCCL one (nccl.h) for CUDA tensors, as
+// torch.distributed's default group holds both. Every collective has the group's timeout, so a rank that
+// dies or hangs makes the others fail with an error naming the operation instead of waiting forever.
 // The Trainer's gradient all-reduce over such a group is dist::AllReduceGradSync (grad_sync.h).
 //
 // The c10d and Gloo headers stay in process_group.cpp (Debian's libgloo-dev provides Gloo's headers, which
@@ -9,6 +10,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <chrono>
 #include <functional>
@@ -22,21 +24,23 @@ namespace dbot::dist {
 
 class Group {
  public:
-  // The job's group: connects to (rank 0: serves) the store, then joins the Gloo group. Throws naming the
-  // store's address when the rendezvous fails within `timeout`.
-  Group(const LaunchEnv& env, std::chrono::milliseconds timeout);
+  // The job's group: connects to (rank 0: serves) the store, then joins the Gloo group, and the NCCL one on
+  // `device` when it is a GPU. Throws naming the store's address when the rendezvous fails within `timeout`.
+  Group(const LaunchEnv& env, std::chrono::milliseconds timeout, c10::Device device = c10::kCPU);
   // Ranks as threads of one process over an in-memory store (tests): `store_key` names the shared store.
   static std::unique_ptr<Group> in_process(const std::string& store_key, int rank, int world_size,
-                                           std::chrono::milliseconds timeout);
+                                           std::chrono::milliseconds timeout, c10::Device device = c10::kCPU);
   ~Group();
   Group(const Group&) = delete;
   Group& operator=(const Group&) = delete;
 
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }
+  // The backend that reduces tensors on `device`: "NCCL" (CUDA, when the group has it) or "Gloo".
+  std::string backend(const c10::Device& device) const;
 
-  // In place: every rank's tensors become the elementwise sum / the mean over ranks (contiguous; tensors on
-  // a GPU travel through host memory, as Gloo reduces CPU tensors).
+  // In place: every rank's tensors become the elementwise sum / the mean over ranks (contiguous; CUDA
+  // tensors through NCCL when the group has it, else through host memory, as Gloo reduces CPU tensors).
   void all_reduce_sum(std::vector<at::Tensor>& tensors);
   void all_reduce_mean(std::vector<at::Tensor>& tensors);
   // Starts the in-place sum over ranks of one contiguous CPU tensor and returns the wait for it (errors and

@@ -232,11 +232,12 @@ PretrainSummary Trainer::run(data::Loader& loader, RunFolder& folder, const Pret
   const auto& stage_epochs = cfg_.mkd.stage_epochs;
   const int64_t images_per_iteration = cfg_.optim.batch_size * world_size();
   if (rank0() && !opts.quiet) {
+    const std::string reduced_by = group_ ? " (" + group_->backend(runtime_.device) + " all-reduce)" : "";
     std::printf("dbot pretrain: %s, %lld stage(s) %s, %lld images, %lld it/epoch, peak lr %.3g, %s\n",
                 cfg_.model.name.c_str(), static_cast<long long>(stage_epochs.size() - 1),
                 c10::str(stage_epochs).c_str(), static_cast<long long>(loader.size()),
                 static_cast<long long>(iters_per_epoch_), cfg_.optim.peak_lr(runtime_.world_size),
-                runtime_.describe().c_str());
+                (runtime_.describe() + reduced_by).c_str());
     std::fflush(stdout);
   }
   Progress progress;
