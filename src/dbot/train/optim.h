@@ -1,8 +1,9 @@
 // AdamW with the weight-decay groups of MAE/dBOT, written for this project so that its state is plain named
 // tensors (checkpointed by parameter name, readable from Python) and each step is a handful of multi-tensor
-// ops, or torch.optim.AdamW's fused kernel where LibTorch has one for the device (CUDA on 2.x; not on CPU,
-// where the _foreach form is kept so that CPU results stay those of the golden tests). Same update as
-// torch.optim.AdamW (decoupled decay, bias correction from one step count).
+// ops, or torch.optim.AdamW's fused kernel where LibTorch has one for the device (CUDA on 2.x, the CPU from
+// 2.4; the Trainer takes it there, and AdamW.FusedKernelMatchesForeach holds it to the _foreach form, which
+// the golden tests pin). Same update as torch.optim.AdamW (decoupled decay, bias correction from one step
+// count).
 //
 // Groups (pretraining's default rule): no weight decay for 1-D parameters and names ending in ".bias";
 // everything else decayed (cls_token and mask_token, [1, 1, D], are decayed as in the official code). Another
