@@ -6,6 +6,7 @@
 // other fail within the timeout instead of waiting forever.
 #include <map>
 #include <thread>
+#include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "dbot/dist/grad_sync.h"
 #include "dbot/dist/launch_env.h"
@@ -135,14 +136,17 @@ TEST(Group, CollectivesGiveHandCheckedResults) {
   });
 }
 
-// CPU tensors go through Gloo; a group on a GPU needs this build's NCCL, and one without it says so
-// (tests/test_cuda.cpp runs the NCCL side where there is a GPU).
-TEST(Group, CpuTensorsUseGlooAndAGpuGroupNeedsNccl) {
+// CPU tensors go through Gloo; a group on a GPU reduces GPU tensors with NCCL where the build has it
+// (tests/test_cuda.cpp runs that side where there is a GPU), else with Gloo through host memory; the
+// Nccl class alone refuses in a build without it.
+TEST(Group, CpuTensorsUseGlooAndGpuTensorsNcclWhereBuilt) {
   on_ranks(1, [](dist::Group& g) { EXPECT_EQ(g.backend(c10::kCPU), "Gloo"); });
   if (dist::Nccl::built()) GTEST_SKIP() << "this build has NCCL: the GPU side is Cuda.NcclGroupOfOneReducesOnTheGpu";
+  const auto g = dist::Group::in_process("no-nccl", 0, 1, 5s, c10::Device(c10::kCUDA, 0));
+  EXPECT_EQ(g->backend(c10::Device(c10::kCUDA, 0)), "Gloo");
   try {
-    dist::Group::in_process("no-nccl", 0, 1, 5s, c10::Device(c10::kCUDA, 0));
-    ADD_FAILURE() << "a GPU group was made without NCCL";
+    dist::Nccl nccl(c10::intrusive_ptr<c10d::Store>(), 0, 1, 5s, c10::Device(c10::kCUDA, 0));
+    ADD_FAILURE() << "an NCCL group was made in a build without NCCL";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("no NCCL"), std::string::npos) << e.what();
   }

@@ -1,6 +1,7 @@
 // Nccl: NCCL collectives on CUDA tensors, through c10d's ProcessGroupNCCL, for the dist::Group of a run on
 // GPUs (one GPU per process). Built only against a LibTorch with CUDA (the PyPI wheel, which carries
-// libnccl); elsewhere built() is false and the constructor throws. The Group keeps Gloo beside it for CPU
+// libnccl, and nccl.h found beside it); elsewhere built() is false, the constructor throws, and the Group
+// reduces GPU tensors through host memory with Gloo, saying so. The Group keeps Gloo beside NCCL for CPU
 // tensors and control messages (stop requests, barriers).
 // The c10d NCCL headers stay in nccl.cpp, the one file compiled with the CUDA and NCCL defines.
 #pragma once

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <csignal>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -34,9 +35,17 @@ struct Group::Impl {
   std::chrono::milliseconds timeout;
 
   bool on_nccl(const at::Tensor& t) const { return nccl && t.is_cuda(); }
-  // The GPU side, when the run is on a GPU: after Gloo, so that a failed NCCL setup is the only error.
+  // The GPU side, when the run is on a GPU: after Gloo, so that a failed NCCL setup is the only error. A CUDA
+  // build made without NCCL's headers (CMake warned) reduces GPU tensors through host memory, and says so.
   void join_nccl(int rank, int world_size, c10::Device device) {
-    if (device.is_cuda()) nccl = std::make_unique<Nccl>(store, rank, world_size, timeout, device);
+    if (!device.is_cuda()) return;
+    if (Nccl::built()) {
+      nccl = std::make_unique<Nccl>(store, rank, world_size, timeout, device);
+    } else if (rank == 0) {
+      std::fprintf(stderr,
+                   "dbot: warning: this build has no NCCL: GPU gradients are reduced through host memory "
+                   "by Gloo (slower); rebuild with the pip package nvidia-nccl present\n");
+    }
   }
 
   // c10d's errors (a peer gone, a timeout) as one line with `what`.
