@@ -34,6 +34,9 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, AdamW
     it->idx.push_back(i);
   }
   if (cfg_.fused) {
+    for (const auto& [name, p] : params_) {  // the CPU kernel walks raw data, ignoring strides
+      if (!p.is_contiguous()) throw std::invalid_argument("fused AdamW: parameter '" + name + "' is not contiguous");
+    }
     if (params_.empty() || !compat::has_fused_adamw(params_.front().second.device())) {
       throw std::invalid_argument("fused AdamW is not available in LibTorch " + compat::torch_version() +
                                   " for this device");
@@ -79,7 +82,12 @@ void AdamW::step(double lr) {
     std::vector<at::Tensor> p, g, m, v, s;
     for (size_t i : idx) {
       const auto& grad = params_[i].second.grad();
-      if (!grad.defined()) continue;
+      if (!grad.defined()) {
+        // Skipped, as torch.optim skips it; the fused kernel's own count still advances, so that its bias
+        // correction stays the one of this optimizer's step count (the _foreach form's).
+        if (cfg_.fused) steps_[i].add_(1);
+        continue;
+      }
       p.push_back(params_[i].second);
       g.push_back(grad);
       m.push_back(exp_avg_[i]);
