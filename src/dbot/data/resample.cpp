@@ -86,9 +86,8 @@ Taps precompute(int in_size, float in0, float in1, int out_size) {
 // The vertical pass: output row yy = sum over taps of source rows first[yy] - y_shift + y, weighted. Rows
 // are contiguous, so the inner loops are plain vector code (uint8 x int32 multiply-adds); an AVX2 clone is
 // picked at run time where the CPU has it. Integer sums do not depend on the order: the result is PIL's.
-DBOT_VECTOR_CLONES  // an AVX2 clone beside the baseline one
-    void
-    vertical(const ImageView& src, int64_t y_shift, const Taps& t, Image& out) {
+DBOT_VECTOR_CLONES
+void vertical(const ImageView& src, int64_t y_shift, const Taps& t, Image& out) {
   const int64_t row_len = src.width * src.channels;
   std::vector<int32_t> acc(static_cast<size_t>(row_len));
   int32_t* a = acc.data();
@@ -311,12 +310,8 @@ Image resize(const ImageView& src, int64_t out_w, int64_t out_h, const ResampleB
   const float x1 = static_cast<float>(box.x1), y1 = static_cast<float>(box.y1);
   *mirrored_by_taps = false;
   if (x0 == std::trunc(x0) && y0 == std::trunc(y0) && x1 - x0 == out_w && y1 - y0 == out_h) {
-    Image out(out_h, out_w, src.channels);  // an integer box of the output's size: a plain crop
-    const int64_t C = src.channels;
-    for (int64_t y = 0; y < out_h; ++y) {
-      std::copy_n(src.row(static_cast<int64_t>(y0) + y) + static_cast<int64_t>(x0) * C, out_w * C, out.row(y));
-    }
-    return out;
+    // An integer box of the output's size: a plain crop.
+    return copy_image(src.window(static_cast<int64_t>(x0), static_cast<int64_t>(y0), out_w, out_h));
   }
   // PIL skips a pass whose dimension neither changes nor is cropped.
   const bool need_h = out_w != src.width || x0 != 0 || x1 != out_w;

@@ -21,8 +21,8 @@ struct ResampleBox {
 // mirrored: the output flipped left-right (torchvision's hflip after the resize), at no cost when the
 // horizontal pass runs (it writes its columns in reverse order).
 Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h, const ResampleBox& box, bool mirrored = false);
-inline Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h) {
-  return resize_bicubic(src, out_w, out_h, {0, 0, double(src.width), double(src.height)});
+inline Image resize_bicubic(const ImageView& src, int64_t out_w, int64_t out_h, bool mirrored = false) {
+  return resize_bicubic(src, out_w, out_h, {0, 0, double(src.width), double(src.height)}, mirrored);
 }
 
 }  // namespace dbot::data

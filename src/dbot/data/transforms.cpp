@@ -72,7 +72,7 @@ Image crop_resize(const StoredImage& img, const ImageInfo& info, const CropBox& 
   if (img.bytes.empty()) {
     const Image px = convert_channels(img.pixels, cfg.channels);
     const ImageView crop = ImageView(px).window(box.left, box.top, box.width, box.height);
-    return resize_bicubic(crop, out_w, out_h, {0, 0, double(box.width), double(box.height)}, mirrored);
+    return resize_bicubic(crop, out_w, out_h, mirrored);
   }
   int denom = 1;
   if (cfg.dct_scale && info.jpeg) {
@@ -80,7 +80,7 @@ Image crop_resize(const StoredImage& img, const ImageInfo& info, const CropBox& 
   }
   if (denom == 1) {
     const DecodedRegion region = decode_region(img.bytes, img.name, cfg.channels, box.left, box.top, x1, y1);
-    return resize_bicubic(region.view(), out_w, out_h, {0, 0, double(box.width), double(box.height)}, mirrored);
+    return resize_bicubic(region.view(), out_w, out_h, mirrored);
   }
   // libjpeg's scaled size is ceil(size / denom); the box maps to fractional scaled pixels.
   const double d = denom;
@@ -123,11 +123,7 @@ Image eval_transform(const StoredImage& img, const TransformConfig& cfg) {
   const auto top = static_cast<int64_t>(std::nearbyint((rh - cfg.size) / 2.0));
   const auto left = static_cast<int64_t>(std::nearbyint((rw - cfg.size) / 2.0));
   const Image resized = crop_resize(img, info, {0, 0, info.height, info.width}, rw, rh, cfg);
-  Image out(cfg.size, cfg.size, cfg.channels);
-  for (int64_t y = 0; y < cfg.size; ++y) {
-    std::copy_n(resized.row(top + y) + left * cfg.channels, cfg.size * cfg.channels, out.row(y));
-  }
-  return out;
+  return copy_image(ImageView(resized).window(left, top, cfg.size, cfg.size));
 }
 
 namespace {
