@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -34,7 +35,19 @@ struct Group::Impl {
   std::unique_ptr<Nccl> nccl;  // runs on a GPU only
   std::chrono::milliseconds timeout;
 
-  bool on_nccl(const at::Tensor& t) const { return nccl && t.is_cuda(); }
+  using Collective = std::function<c10::intrusive_ptr<c10d::Work>(std::vector<at::Tensor>&)>;
+  // A one-tensor collective on t, in place: by NCCL for a GPU tensor when the group has it, else by Gloo,
+  // which reduces host memory (a GPU tensor travels there and back).
+  void in_place(const std::string& what, at::Tensor& t, const Collective& on_nccl, const Collective& on_gloo) const {
+    if (nccl && t.is_cuda()) {
+      std::vector<at::Tensor> one = {t};
+      run(what + " (NCCL)", [&] { return on_nccl(one); });
+      return;
+    }
+    std::vector<at::Tensor> one = {t.is_cpu() ? t : t.cpu()};
+    run(what, [&] { return on_gloo(one); });
+    if (!t.is_cpu()) t.copy_(one[0]);
+  }
   // The GPU side, when the run is on a GPU: after Gloo, so that a failed NCCL setup is the only error. A CUDA
   // build made without NCCL's headers (CMake warned) reduces GPU tensors through host memory, and says so.
   void join_nccl(int rank, int world_size, c10::Device device) {
@@ -148,14 +161,9 @@ std::string Group::backend(const c10::Device& device) const {
 
 void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
   for (auto& t : tensors) {  // one tensor per call, as both backends take them
-    if (impl_->on_nccl(t)) {
-      std::vector<at::Tensor> one = {t};
-      impl_->run("all-reduce (NCCL)", [&] { return impl_->nccl->all_reduce_sum(one); });
-      continue;
-    }
-    std::vector<at::Tensor> one = {t.is_cpu() ? t : t.cpu()};
-    impl_->run("all-reduce", [&] { return impl_->pg->allreduce(one); });
-    if (!t.is_cpu()) t.copy_(one[0]);
+    impl_->in_place(
+        "all-reduce", t, [&](std::vector<at::Tensor>& one) { return impl_->nccl->all_reduce_sum(one); },
+        [&](std::vector<at::Tensor>& one) { return impl_->pg->allreduce(one); });
   }
 }
 
@@ -175,14 +183,9 @@ void Group::broadcast(std::vector<at::Tensor>& tensors, int root) {
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   for (auto& t : tensors) {
-    if (impl_->on_nccl(t)) {
-      std::vector<at::Tensor> one = {t};
-      impl_->run("broadcast (NCCL)", [&] { return impl_->nccl->broadcast(one, root); });
-      continue;
-    }
-    std::vector<at::Tensor> one = {t.is_cpu() ? t : t.cpu()};
-    impl_->run("broadcast", [&] { return impl_->pg->broadcast(one, opts); });
-    if (!t.is_cpu()) t.copy_(one[0]);
+    impl_->in_place(
+        "broadcast", t, [&](std::vector<at::Tensor>& one) { return impl_->nccl->broadcast(one, root); },
+        [&](std::vector<at::Tensor>& one) { return impl_->pg->broadcast(one, opts); });
   }
 }
 
