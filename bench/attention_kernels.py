@@ -5,7 +5,12 @@ at the shapes of dBOT's steps. The rule in src/dbot/model/vit.cpp (attend) comes
 ops are the kernels LibTorch runs (same version). Median of --iters calls after 2 warm-up calls.
 
   [LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4] bench/attention_kernels.py [--threads 2]
+      [--precision fp32|bf16]
+
+bf16 runs as dbot's step does under CPU autocast: q, k, v are bf16 (the qkv Linear's output) and both kernels run
+inside torch.autocast("cpu", torch.bfloat16).
 """
+import contextlib
 import argparse
 import time
 
@@ -35,15 +40,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, cpu, {a.threads} thread(s), fp32, median of {a.iters}\n")
+    dtype = torch.bfloat16 if a.precision == "bf16" else torch.float32
+    print(f"torch {torch.__version__}, cpu, {a.threads} thread(s), {a.precision}, median of {a.iters}\n")
     print("| N | heads | tokens | head dim | pass | explicit ms | SDPA ms | SDPA / explicit |")
     print("|---|---|---|---|---|---|---|---|")
     for n, h, t, hd in SHAPES:
         for backward in (False, True):
-            q, k, v = [torch.randn(n, h, t, hd, requires_grad=backward) for _ in range(3)]
-            grad = torch.randn(n, h, t, hd)
+            q, k, v = [torch.randn(n, h, t, hd, dtype=dtype, requires_grad=backward) for _ in range(3)]
+            grad = torch.randn(n, h, t, hd, dtype=dtype)
 
             def explicit():
                 o = ((q @ k.transpose(-2, -1)) * hd ** -0.5).softmax(-1) @ v
@@ -55,7 +62,8 @@ def main():
                 if backward:
                     o.backward(grad)
 
-            with torch.set_grad_enabled(backward):
+            autocast = torch.autocast("cpu", torch.bfloat16) if a.precision == "bf16" else contextlib.nullcontext()
+            with torch.set_grad_enabled(backward), autocast:
                 e, s = median_ms(explicit, a.iters), median_ms(sdpa, a.iters)
             print(f"| {n} | {h} | {t} | {hd} | {'fwd+bwd' if backward else 'fwd'} | {e:.2f} | {s:.2f} | {s / e:.2f} |")
 

@@ -53,13 +53,19 @@ at::Tensor attention_map(const at::Tensor& q, const at::Tensor& k) {
   return at::matmul(q, k.transpose(-2, -1)).mul_(scale).softmax(-1);
 }
 
-// The attention kernel by device and sequence length. On the CPU, LibTorch 2.x's fused SDPA kernel takes 2.4-3.1x
-// the explicit matmul-softmax-matmul's time at 9-17 tokens and 1.0-1.4x at 50-65, forward and backward; at 197
-// tokens it is 0.7-0.9x forward and equal forward + backward (bench/attention_kernels.py, docs/PERFORMANCE.md).
-// CUDA always takes the fused kernel (flash / memory-efficient: no [T, T] map in memory).
+// The attention kernel by device, sequence length and pass. On the CPU, LibTorch 2.x's fused SDPA kernel takes
+// 2.4-3.1x the explicit matmul-softmax-matmul's time at 9-17 tokens and 1.0-1.4x at 50-65, forward and backward. At
+// 197 tokens it takes 0.7-0.9x forward in fp32 and bf16, the same forward + backward in fp32, but 1.5-1.7x forward +
+// backward in bf16. So on the CPU: SDPA from 128 tokens, and in a reduced precision only where autograd records
+// nothing (the frozen teacher, evaluation). Figures: bench/attention_kernels.py, docs/PERFORMANCE.md. CUDA always
+// takes the fused kernel (flash / memory-efficient: no [T, T] map in memory).
 constexpr int64_t kCpuFusedAttentionMinTokens = 128;
+bool cpu_explicit_attention(const at::Tensor& q) {
+  if (q.size(-2) < kCpuFusedAttentionMinTokens) return true;
+  return q.scalar_type() != at::kFloat && q.requires_grad() && at::GradMode::is_enabled();
+}
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {  // [N, h, T, hd]
-  if (q.is_cpu() && q.size(-2) < kCpuFusedAttentionMinTokens) return at::matmul(attention_map(q, k), v);
+  if (q.is_cpu() && cpu_explicit_attention(q)) return at::matmul(attention_map(q, k), v);
   return compat::scaled_dot_product_attention(q, k, v);
 }
 // qkv's output [N, T, 3D] read as (3, heads, head_dim) -> q, k, v [N, h, T, D/h]. unbind's backward stacks the three
