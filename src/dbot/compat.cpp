@@ -144,6 +144,15 @@ at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k
 #endif
 }
 
+at::Tensor scaled_bmm(const at::Tensor& a, const at::Tensor& b, double alpha) {
+#if DBOT_TORCH_AT_LEAST(2, 0)
+  const auto ignored = at::empty({1, 1, 1}, a.options());  // beta = 0: neither read nor differentiated
+  return at::baddbmm(ignored, a, b, /*beta=*/0.0, alpha);
+#else
+  return at::bmm(a, b).mul_(alpha);
+#endif
+}
+
 bool has_fused_adamw(c10::Device device) {
 #if DBOT_TORCH_AT_LEAST(2, 4)
   return device.is_cuda() || device.is_cpu();

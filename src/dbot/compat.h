@@ -55,6 +55,11 @@ class AutocastGuard {
 // softmax(q k^T * head_dim^-0.5) v for q, k, v: [N, H, T, Dh]. Uses the fused kernel where LibTorch has it.
 at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
+// alpha * (a b) for batched a [B, n, k], b [B, k, m] -> [B, n, m], the scale folded into the product where that is
+// safe: LibTorch 2.x's baddbmm with beta = 0 ignores its input; 1.13's small-matrix CPU kernel still reads the
+// (uninitialized) output times 0 there, which gave NaN, so 1.13 takes bmm then a multiply.
+at::Tensor scaled_bmm(const at::Tensor& a, const at::Tensor& b, double alpha);
+
 // torch.optim.AdamW's fused kernel (one pass per tensor) where this LibTorch has it for the device.
 bool has_fused_adamw(c10::Device device);
 // Increments every step tensor, then one AdamW update (decoupled decay) of every parameter. Only where
