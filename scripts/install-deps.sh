@@ -9,6 +9,7 @@ PACKAGES=(
   build-essential cmake ccache pkg-config
   clang                                   # builds 3-10x faster than GCC here: LibTorch's header templates once per target
   libtorch-dev libopenblas0-openmp        # LibTorch 1.13 (CPU) with a fast BLAS (the reference BLAS is ~20x slower)
+  libopenblas-openmp-dev                  # cblas.h: the attention's batched products on LibTorch 1.x (model/batched_product)
   libgloo-dev                             # Gloo's headers, for c10d's ProcessGroupGloo (data-parallel runs)
   libtcmalloc-minimal4                    # tcmalloc: glibc's malloc page-faults the CPU step's buffers
   libcli11-dev libyaml-cpp-dev nlohmann-json3-dev zlib1g-dev

@@ -88,7 +88,6 @@ int64_t peak_memory_bytes(c10::Device device) {
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
 }
 
-namespace {
 bool autocast_enabled(c10::DeviceType device) {
 #if DBOT_TORCH_AT_LEAST(2, 4)
   return at::autocast::is_autocast_enabled(device);
@@ -96,6 +95,8 @@ bool autocast_enabled(c10::DeviceType device) {
   return device == c10::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
 #endif
 }
+
+namespace {
 at::ScalarType autocast_dtype(c10::DeviceType device) {
 #if DBOT_TORCH_AT_LEAST(2, 4)
   return at::autocast::get_autocast_dtype(device);
@@ -134,17 +135,18 @@ AutocastGuard::~AutocastGuard() {
   set_autocast(device_, previous_, previous_dtype_);
 }
 
+bool has_fused_attention() { return DBOT_TORCH_AT_LEAST(2, 0); }
+
 at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
 #if DBOT_TORCH_AT_LEAST(2, 0)
   return at::scaled_dot_product_attention(q, k, v);
 #else
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  auto attn = at::matmul(q * scale, k.transpose(-2, -1)).softmax(-1);
-  return at::matmul(attn, v);
+  throw std::logic_error("fused attention needs LibTorch >= 2.0");
 #endif
 }
 
 at::Tensor scaled_bmm(const at::Tensor& a, const at::Tensor& b, double alpha) {
+  if (alpha == 1.0) return at::bmm(a, b);
 #if DBOT_TORCH_AT_LEAST(2, 0)
   const auto ignored = at::empty({1, 1, 1}, a.options());  // beta = 0: neither read nor differentiated
   return at::baddbmm(ignored, a, b, /*beta=*/0.0, alpha);

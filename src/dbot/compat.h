@@ -36,6 +36,9 @@ void synchronize(c10::Device device);
 void reset_peak_memory(c10::Device device);
 int64_t peak_memory_bytes(c10::Device device);
 
+// Whether autocast is on for the device type (kCPU, kCUDA) in this thread.
+bool autocast_enabled(c10::DeviceType device);
+
 // RAII: enables autocast on `device` with `dtype` for its lifetime (no-op when dtype == kFloat), restores
 // the previous state on exit and drops the autocast weight cache at the outermost exit.
 class AutocastGuard {
@@ -52,12 +55,15 @@ class AutocastGuard {
   at::ScalarType previous_dtype_ = at::kBFloat16;
 };
 
-// softmax(q k^T * head_dim^-0.5) v for q, k, v: [N, H, T, Dh]. Uses the fused kernel where LibTorch has it.
+// Whether this LibTorch has the fused attention kernel (at::scaled_dot_product_attention, 2.x).
+bool has_fused_attention();
+// softmax(q k^T * head_dim^-0.5) v for q, k, v: [N, H, T, Dh] by the fused kernel. Only where has_fused_attention().
 at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
-// alpha * (a b) for batched a [B, n, k], b [B, k, m] -> [B, n, m], the scale folded into the product where that is
-// safe: LibTorch 2.x's baddbmm with beta = 0 ignores its input; 1.13's small-matrix CPU kernel still reads the
-// (uninitialized) output times 0 there, which gave NaN, so 1.13 takes bmm then a multiply.
+// alpha * (a b) for batched a [B, n, k], b [B, k, m] -> [B, n, m] by LibTorch's kernels (model::scaled_bmm is the
+// entry point), the scale folded into the product where that is safe: LibTorch 2.x's baddbmm with beta = 0 ignores
+// its input; 1.13's small-matrix CPU kernel still reads the (uninitialized) output times 0 there, which gave NaN,
+// so 1.13 takes bmm then a multiply.
 at::Tensor scaled_bmm(const at::Tensor& a, const at::Tensor& b, double alpha);
 
 // torch.optim.AdamW's fused kernel (one pass per tensor) where this LibTorch has it for the device.

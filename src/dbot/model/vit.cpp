@@ -8,6 +8,7 @@
 
 #include "dbot/compat.h"
 #include "dbot/core/runtime.h"
+#include "dbot/model/batched_product.h"
 #include "dbot/model/pos_embed.h"
 
 namespace dbot::model {
@@ -48,14 +49,19 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t heads)
 
 namespace {
 // softmax(q k^T * hd^-0.5) as timm 0.4.12 and the official code write it: q, k [N, h, T, hd] -> [N, h, T, T]. The
-// scale is the batched product's alpha (compat::scaled_bmm, LibTorch 2.x): a separate multiply would be one more pass
-// over the [T, T] maps forward and one backward (5% of a ViT-S/16 bf16 step), where alpha costs nothing forward and
-// scales the [T, hd] gradients backward. It also rounds once where (q k^T) * scale rounds twice in bf16.
+// scale is the batched product's alpha (model::scaled_bmm): a separate multiply would be one more pass over the
+// [T, T] maps forward and one backward (5% of a ViT-S/16 bf16 step), where alpha costs nothing forward and scales
+// the [T, hd] gradients backward. It also rounds once where (q k^T) * scale rounds twice in bf16.
 at::Tensor attention_map(const at::Tensor& q, const at::Tensor& k) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   const int64_t N = q.size(0), h = q.size(1), T = q.size(2), hd = q.size(3);
-  const auto s = compat::scaled_bmm(q.reshape({N * h, T, hd}), k.reshape({N * h, T, hd}).transpose(1, 2), scale);
+  const auto s = scaled_bmm(q.reshape({N * h, T, hd}), k.reshape({N * h, T, hd}).transpose(1, 2), scale);
   return s.view({N, h, T, T}).softmax(-1);
+}
+// The explicit attention: attention_map(q, k) v, [N, h, T, hd].
+at::Tensor explicit_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const int64_t N = q.size(0), h = q.size(1), T = q.size(2), hd = q.size(3);
+  return scaled_bmm(attention_map(q, k).view({N * h, T, T}), v.reshape({N * h, T, hd})).view({N, h, T, hd});
 }
 
 // The attention kernel by device, sequence length and pass. On the CPU, LibTorch 2.x's fused SDPA kernel takes
@@ -63,14 +69,14 @@ at::Tensor attention_map(const at::Tensor& q, const at::Tensor& k) {
 // 197 tokens it takes 0.7-0.9x forward in fp32 and bf16, the same forward + backward in fp32, but 1.5-1.7x forward +
 // backward in bf16. So on the CPU: SDPA from 128 tokens, and in a reduced precision only where autograd records
 // nothing (the frozen teacher, evaluation). Figures: bench/attention_kernels.py, docs/PERFORMANCE.md. CUDA always
-// takes the fused kernel (flash / memory-efficient: no [T, T] map in memory).
+// takes the fused kernel (flash / memory-efficient: no [T, T] map in memory). LibTorch 1.x has none: explicit everywhere.
 constexpr int64_t kCpuFusedAttentionMinTokens = 128;
 bool cpu_explicit_attention(const at::Tensor& q) {
   if (q.size(-2) < kCpuFusedAttentionMinTokens) return true;
   return q.scalar_type() != at::kFloat && q.requires_grad() && at::GradMode::is_enabled();
 }
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {  // [N, h, T, hd]
-  if (q.is_cpu() && cpu_explicit_attention(q)) return at::matmul(attention_map(q, k), v);
+  if (!compat::has_fused_attention() || (q.is_cpu() && cpu_explicit_attention(q))) return explicit_attention(q, k, v);
   return compat::scaled_dot_product_attention(q, k, v);
 }
 // qkv's output [N, T, 3D] read as (3, heads, head_dim) -> q, k, v [N, h, T, D/h]. unbind's backward stacks the three

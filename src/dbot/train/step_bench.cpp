@@ -12,6 +12,7 @@
 #include "dbot/compat.h"
 #include "dbot/data/loader.h"
 #include "dbot/mkd/student.h"
+#include "dbot/model/batched_product.h"
 
 namespace dbot::train {
 
@@ -126,7 +127,7 @@ double gemm_floor_ms(const std::vector<Gemm>& gemms, const core::Runtime& runtim
           if (o->c.dim() == 2) {
             at::mm_out(o->c, o->a, o->b);
           } else {
-            at::bmm_out(o->c, o->a, o->b);
+            model::bmm_out(o->c, o->a, o->b);  // the attention's kernel
           }
         }
       },
