@@ -6,7 +6,9 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
+#include <stdexcept>
 
 #include "dbot/compat.h"
 
@@ -15,58 +17,103 @@
 #endif
 
 namespace dbot::model {
+
+MatrixBatch MatrixBatch::t() const {
+  MatrixBatch m = *this;
+  std::swap(m.rows, m.cols);
+  std::swap(m.row_stride, m.col_stride);
+  return m;
+}
+
+MatrixBatch matrix_batch(const at::Tensor& x) {
+  if (x.scalar_type() != at::kFloat || !x.is_cpu() || (x.dim() != 3 && x.dim() != 4))
+    throw std::logic_error("matrix_batch: a [B0, B1, r, c] or [B, r, c] fp32 CPU tensor");
+  const int64_t d = x.dim();
+  MatrixBatch m;
+  m.data = x.data_ptr<float>();
+  m.batch0 = d == 4 ? x.size(0) : 1;
+  m.stride0 = d == 4 ? x.stride(0) : 0;
+  m.batch1 = x.size(d - 3);
+  m.stride1 = x.stride(d - 3);
+  m.rows = x.size(d - 2);
+  m.cols = x.size(d - 1);
+  m.row_stride = x.stride(d - 2);
+  m.col_stride = x.stride(d - 1);
+  return m;
+}
+
 namespace {
-#ifdef DBOT_HAVE_OPENBLAS
-// OpenBLAS's threading (openblas_get_parallel): the loop below calls it from ATen's OpenMP threads, where an
-// OpenMP OpenBLAS runs each call on the calling thread. A pthreads OpenBLAS would start its own threads from
-// every one of them: such a build keeps LibTorch's bmm.
-constexpr int kOpenBlasPthreads = 1;
-// cblas_sgemm's sizes are int (OpenBLAS without USE_64BITINT).
-bool fits_blas_int(std::initializer_list<int64_t> sizes) {
-  return std::all_of(sizes.begin(), sizes.end(),
-                     [](int64_t s) { return s >= 0 && s <= std::numeric_limits<int>::max(); });
-}
-
-// One operand's matrices as row-major BLAS reads them: as stored (ld = row stride) or transposed (a column-major
-// view such as k^T: ld = column stride). Any other layout is copied contiguous first.
-struct BlasOperand {
-  at::Tensor storage;  // the operand, or its contiguous copy
-  CBLAS_TRANSPOSE trans;
-  int64_t ld, batch_stride;
+// One matrix as row-major BLAS reads it: as stored (ld = row stride) or transposed (ld = column stride).
+struct BlasLayout {
+  bool ok, trans;
+  int64_t ld;
 };
-BlasOperand blas_operand(const at::Tensor& x) {  // x [B, rows, cols]
-  const int64_t rows = x.size(1), cols = x.size(2);
-  if (x.stride(2) == 1 && x.stride(1) >= std::max<int64_t>(1, cols)) return {x, CblasNoTrans, x.stride(1), x.stride(0)};
-  if (x.stride(1) == 1 && x.stride(2) >= std::max<int64_t>(1, rows)) return {x, CblasTrans, x.stride(2), x.stride(0)};
-  return {x.contiguous(), CblasNoTrans, std::max<int64_t>(1, cols), rows * cols};
+BlasLayout blas_layout_of(const MatrixBatch& m) {
+  if (m.col_stride == 1 && m.row_stride >= std::max<int64_t>(1, m.cols)) return {true, false, m.row_stride};
+  if (m.row_stride == 1 && m.col_stride >= std::max<int64_t>(1, m.rows)) return {true, true, m.col_stride};
+  return {false, false, 0};
+}
+// cblas_sgemm's sizes are int (OpenBLAS without USE_64BITINT).
+bool fits_blas_int(const MatrixBatch& m) {
+  const int64_t limit = std::numeric_limits<int>::max();
+  return m.rows <= limit && m.cols <= limit && std::abs(m.row_stride) <= limit && std::abs(m.col_stride) <= limit;
+}
+}  // namespace
+
+bool blas_layout(const at::Tensor& x) {
+  const auto m = matrix_batch(x);
+  return blas_layout_of(m).ok && fits_blas_int(m);
 }
 
-// out [B, n, m] (contiguous) = alpha * a [B, n, k] b [B, k, m]: one cblas_sgemm per matrix, the batch split over
-// ATen's threads. beta = 0: BLAS does not read C then, so out may hold anything.
-void blas_bmm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double alpha) {
-  const int64_t batch = a.size(0), n = a.size(1), k = a.size(2), m = b.size(2);
-  if (out.numel() == 0) return;
-  if (k == 0) {
-    out.zero_();
-    return;
-  }
-  const auto A = blas_operand(a), B = blas_operand(b);
-  const float* pa = A.storage.data_ptr<float>();
-  const float* pb = B.storage.data_ptr<float>();
-  float* pc = out.data_ptr<float>();
-  // A task of at least ~64k multiply-adds: the demo's 9x32x9 products go ~20 to a task, ViT-S/16's 197x64x197 one.
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / (n * m * k));
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      cblas_sgemm(CblasRowMajor, A.trans, B.trans, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k),
-                  static_cast<float>(alpha), pa + i * A.batch_stride, static_cast<int>(A.ld), pb + i * B.batch_stride,
-                  static_cast<int>(B.ld), 0.0f, pc + i * n * m, static_cast<int>(m));
-  });
+bool blas_loop_usable() {
+#ifdef DBOT_HAVE_OPENBLAS
+  // openblas_get_parallel: 1 = pthreads. The loop calls BLAS from ATen's OpenMP threads, where an OpenMP
+  // OpenBLAS runs each call on the calling thread; a pthreads one would start its own threads from every one.
+  static const bool threads_fit = openblas_get_parallel() != 1;
+  return threads_fit && !compat::autocast_enabled(c10::kCPU);
+#else
+  return false;
+#endif
 }
+
+void blas_gemm(const MatrixBatch& a, const MatrixBatch& b, const MatrixBatch& c, double alpha) {
+#ifdef DBOT_HAVE_OPENBLAS
+  const auto la = blas_layout_of(a), lb = blas_layout_of(b);
+  if (!la.ok || !lb.ok || c.col_stride != 1 || c.row_stride < std::max<int64_t>(1, c.cols) || a.cols != b.rows ||
+      a.rows != c.rows || b.cols != c.cols || a.batch0 != c.batch0 || a.batch1 != c.batch1 || b.batch0 != c.batch0 ||
+      b.batch1 != c.batch1)
+    throw std::logic_error("blas_gemm: operands BLAS cannot read in place, or mismatched sizes");
+  const int64_t n = c.rows, m = c.cols, k = a.cols, batch = c.batch0 * c.batch1;
+  if (batch == 0 || n == 0 || m == 0) return;
+  // A task of at least ~64k multiply-adds: the demo's 9x32x9 products go ~20 to a task, ViT-S/16's 197x64x197 one.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, n * m * k));
+  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t i0 = i / c.batch1, i1 = i % c.batch1;
+      float* pc = c.data + i0 * c.stride0 + i1 * c.stride1;
+      if (k == 0) {  // BLAS may leave C alone when there is nothing to sum
+        for (int64_t r = 0; r < n; ++r) std::fill(pc + r * c.row_stride, pc + r * c.row_stride + m, 0.0f);
+        continue;
+      }
+      cblas_sgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans,
+                  static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), static_cast<float>(alpha),
+                  a.data + i0 * a.stride0 + i1 * a.stride1, static_cast<int>(la.ld),
+                  b.data + i0 * b.stride0 + i1 * b.stride1, static_cast<int>(lb.ld), 0.0f, pc,
+                  static_cast<int>(c.row_stride));
+    }
+  });
+#else
+  throw std::logic_error("blas_gemm: built without OpenBLAS");
+#endif
+}
+
+namespace {
+at::Tensor blas_operand(const at::Tensor& x) { return blas_layout(x) ? x : x.contiguous(); }
 
 at::Tensor blas_bmm(const at::Tensor& a, const at::Tensor& b, double alpha) {
   auto out = at::empty({a.size(0), a.size(1), b.size(2)}, a.options());
-  blas_bmm_into(out, a, b, alpha);
+  const auto ca = blas_operand(a), cb = blas_operand(b);
+  blas_gemm(matrix_batch(ca), matrix_batch(cb), matrix_batch(out), alpha);
   return out;
 }
 
@@ -94,41 +141,29 @@ struct BlasBmm : torch::autograd::Function<BlasBmm> {
     return {grad_a, grad_b, at::Tensor()};
   }
 };
-#endif
 }  // namespace
 
 bool blas_batched_product(const at::Tensor& a, const at::Tensor& b) {
-#ifdef DBOT_HAVE_OPENBLAS
-  static const bool threads_fit = openblas_get_parallel() != kOpenBlasPthreads;
   auto plain_fp32_cpu = [](const at::Tensor& x) {
     return x.dim() == 3 && x.is_cpu() && x.layout() == at::kStrided && x.scalar_type() == at::kFloat && !x.is_neg();
   };
-  return threads_fit && plain_fp32_cpu(a) && plain_fp32_cpu(b) && a.size(0) == b.size(0) && a.size(2) == b.size(1) &&
-         !compat::autocast_enabled(c10::kCPU) &&
-         fits_blas_int({a.size(1), a.size(2), b.size(2), a.stride(1), a.stride(2), b.stride(1), b.stride(2)});
-#else
-  return false;
-#endif
+  return blas_loop_usable() && plain_fp32_cpu(a) && plain_fp32_cpu(b) && a.size(0) == b.size(0) &&
+         a.size(2) == b.size(1) && a.size(1) <= std::numeric_limits<int>::max() &&
+         a.size(2) <= std::numeric_limits<int>::max() && b.size(2) <= std::numeric_limits<int>::max();
 }
 
 at::Tensor scaled_bmm(const at::Tensor& a, const at::Tensor& b, double alpha) {
-#ifdef DBOT_HAVE_OPENBLAS
-  if (blas_batched_product(a, b)) {
-    if (at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad())) return BlasBmm::apply(a, b, alpha);
-    return blas_bmm(a, b, alpha);
-  }
-#endif
-  return compat::scaled_bmm(a, b, alpha);
+  if (!blas_batched_product(a, b)) return compat::scaled_bmm(a, b, alpha);
+  if (at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad())) return BlasBmm::apply(a, b, alpha);
+  return blas_bmm(a, b, alpha);
 }
 
 void bmm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-#ifdef DBOT_HAVE_OPENBLAS
-  if (blas_batched_product(a, b) && out.is_contiguous() && out.scalar_type() == at::kFloat &&
+  if (blas_batched_product(a, b) && out.scalar_type() == at::kFloat && out.stride(-1) == 1 && blas_layout(out) &&
       out.sizes() == at::IntArrayRef({a.size(0), a.size(1), b.size(2)})) {
-    blas_bmm_into(out, a, b, 1.0);
+    blas_gemm(matrix_batch(blas_operand(a)), matrix_batch(blas_operand(b)), matrix_batch(out), 1.0);
     return;
   }
-#endif
   at::bmm_out(out, a, b);
 }
 

@@ -1,9 +1,10 @@
-// batched_product: the attention's two batched matrix products, alpha * (a b) for a [B, n, k], b [B, k, m] ->
+// batched_product: the attention's batched matrix products, alpha * (a b) for a [B, n, k], b [B, k, m] ->
 // [B, n, m], with autograd. LibTorch 1.x runs a CPU fp32 bmm as one mm per matrix through its dispatcher (a
-// select, a conj check and an mm per matrix: 1.5-2.0 ms for the demo's 512 small products, against 0.3-0.8 ms
+// select, a conj check and an mm per matrix: 1.5-2.3 ms for the demo's 512 small products, against 0.4-0.8 ms
 // as a loop of cblas_sgemm calls split over the threads); where the build found OpenBLAS (CMake, LibTorch 1.x
 // only) fp32 CPU products outside autocast take that loop, forward and backward. Everything else takes
-// compat::scaled_bmm (LibTorch's own batched kernels).
+// compat::scaled_bmm (LibTorch's own batched kernels). The loop itself (blas_gemm over MatrixBatch views) also
+// serves model/explicit_attention, which reads the heads in place from the qkv projection's output.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -20,5 +21,26 @@ void bmm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 
 // Whether scaled_bmm(a, b) takes the cblas_sgemm loop (for the tests and the benchmark's table).
 bool blas_batched_product(const at::Tensor& a, const at::Tensor& b);
+
+// Whether this build has the cblas_sgemm loop and may run it now: OpenBLAS found, an OpenMP (or sequential)
+// OpenBLAS, and CPU autocast off (autocast would have run LibTorch's product in bf16).
+bool blas_loop_usable();
+
+// fp32 matrices [batch0, batch1, rows, cols] in place, with any strides where one of the two matrix strides is
+// 1 (BLAS reads the other as its leading dimension). matrix_batch views a [B0, B1, r, c] or [B, r, c] tensor
+// (which must stay alive); t() is the transposed view of the same memory.
+struct MatrixBatch {
+  float* data = nullptr;
+  int64_t batch0 = 1, batch1 = 1, rows = 0, cols = 0;
+  int64_t stride0 = 0, stride1 = 0, row_stride = 0, col_stride = 0;
+  MatrixBatch t() const;
+};
+MatrixBatch matrix_batch(const at::Tensor& x);
+// Whether BLAS reads x's matrices in place (else copy it contiguous first).
+bool blas_layout(const at::Tensor& x);
+
+// c = alpha a b for every matrix of the batch (c row-major: its col_stride is 1), split over ATen's threads.
+// Only where blas_loop_usable(); c need not be initialized (beta = 0: BLAS does not read it).
+void blas_gemm(const MatrixBatch& a, const MatrixBatch& b, const MatrixBatch& c, double alpha);
 
 }  // namespace dbot::model

@@ -8,7 +8,7 @@
 
 #include "dbot/compat.h"
 #include "dbot/core/runtime.h"
-#include "dbot/model/batched_product.h"
+#include "dbot/model/explicit_attention.h"
 #include "dbot/model/pos_embed.h"
 
 namespace dbot::model {
@@ -48,52 +48,30 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t heads)
       num_heads(heads) {}
 
 namespace {
-// softmax(q k^T * hd^-0.5) as timm 0.4.12 and the official code write it: q, k [N, h, T, hd] -> [N, h, T, T]. The
-// scale is the batched product's alpha (model::scaled_bmm): a separate multiply would be one more pass over the
-// [T, T] maps forward and one backward (5% of a ViT-S/16 bf16 step), where alpha costs nothing forward and scales
-// the [T, hd] gradients backward. It also rounds once where (q k^T) * scale rounds twice in bf16.
-at::Tensor attention_map(const at::Tensor& q, const at::Tensor& k) {
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  const int64_t N = q.size(0), h = q.size(1), T = q.size(2), hd = q.size(3);
-  const auto s = scaled_bmm(q.reshape({N * h, T, hd}), k.reshape({N * h, T, hd}).transpose(1, 2), scale);
-  return s.view({N, h, T, T}).softmax(-1);
-}
-// The explicit attention: attention_map(q, k) v, [N, h, T, hd].
-at::Tensor explicit_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  const int64_t N = q.size(0), h = q.size(1), T = q.size(2), hd = q.size(3);
-  return scaled_bmm(attention_map(q, k).view({N * h, T, T}), v.reshape({N * h, T, hd})).view({N, h, T, hd});
-}
-
 // The attention kernel by device, sequence length and pass. On the CPU, LibTorch 2.x's fused SDPA kernel takes
 // 2.4-3.1x the explicit matmul-softmax-matmul's time at 9-17 tokens and 1.0-1.4x at 50-65, forward and backward. At
 // 197 tokens it takes 0.7-0.9x forward in fp32 and bf16, the same forward + backward in fp32, but 1.5-1.7x forward +
 // backward in bf16. So on the CPU: SDPA from 128 tokens, and in a reduced precision only where autograd records
 // nothing (the frozen teacher, evaluation). Figures: bench/attention_kernels.py, docs/PERFORMANCE.md. CUDA always
-// takes the fused kernel (flash / memory-efficient: no [T, T] map in memory). LibTorch 1.x has none: explicit everywhere.
+// takes the fused kernel (flash / memory-efficient: no [T, T] map in memory). LibTorch 1.x has none: explicit
+// everywhere.
 constexpr int64_t kCpuFusedAttentionMinTokens = 128;
-bool cpu_explicit_attention(const at::Tensor& q) {
-  if (q.size(-2) < kCpuFusedAttentionMinTokens) return true;
-  return q.scalar_type() != at::kFloat && q.requires_grad() && at::GradMode::is_enabled();
+bool cpu_explicit_attention(const at::Tensor& qkv_out) {  // [N, T, 3D]
+  if (qkv_out.size(1) < kCpuFusedAttentionMinTokens) return true;
+  return qkv_out.scalar_type() != at::kFloat && qkv_out.requires_grad() && at::GradMode::is_enabled();
 }
-at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {  // [N, h, T, hd]
-  if (!compat::has_fused_attention() || (q.is_cpu() && cpu_explicit_attention(q))) return explicit_attention(q, k, v);
-  return compat::scaled_dot_product_attention(q, k, v);
-}
-// qkv's output [N, T, 3D] read as (3, heads, head_dim) -> q, k, v [N, h, T, D/h]. unbind's backward stacks the three
-// gradients into one tensor, where three selects would each scatter into a zero-filled [3, N, h, T, D/h] and add.
-std::vector<at::Tensor> split_heads(const at::Tensor& qkv_out, int64_t num_heads) {
-  const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3;
-  return qkv_out.reshape({N, T, 3, num_heads, D / num_heads}).permute({2, 0, 3, 1, 4}).unbind(0);
+at::Tensor attend(const at::Tensor& qkv_out, int64_t num_heads) {  // [N, T, 3D] -> [N, T, D]
+  if (!compat::has_fused_attention() || (qkv_out.is_cpu() && cpu_explicit_attention(qkv_out)))
+    return explicit_attention(qkv_out, num_heads);
+  const auto q_k_v = split_heads(qkv_out, num_heads);
+  const auto out = compat::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2]);  // [N, h, T, D/h]
+  return out.transpose(1, 2).reshape({qkv_out.size(0), qkv_out.size(1), qkv_out.size(2) / 3});
 }
 }  // namespace
 
 at::Tensor linear(const nn::Linear& l, const at::Tensor& x) { return at::linear(x, l->weight, l->bias); }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x) {
-  const auto q_k_v = split_heads(linear(qkv, x), num_heads);
-  auto out = attend(q_k_v[0], q_k_v[1], q_k_v[2]);  // [N, h, T, D/h]
-  return linear(proj, out.transpose(1, 2).reshape(x.sizes()));
-}
+at::Tensor AttentionImpl::forward(const at::Tensor& x) { return linear(proj, attend(linear(qkv, x), num_heads)); }
 
 at::Tensor AttentionImpl::attention_probs(const at::Tensor& x) {
   const auto q_k_v = split_heads(qkv(x).to(at::kFloat), num_heads);
