@@ -2,7 +2,6 @@
 // dispatcher (LibTorch 1.x, CPU fp32: DBOT_HAVE_OPENBLAS), else by compat::scaled_bmm. Contract: batched_product.h.
 #include "dbot/model/batched_product.h"
 
-#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <stdexcept>
 
 #include "dbot/compat.h"
+#include "dbot/core/parallel.h"
 
 #ifdef DBOT_HAVE_OPENBLAS
 #include <cblas.h>
@@ -87,7 +87,7 @@ void blas_gemm(const MatrixBatch& a, const MatrixBatch& b, const MatrixBatch& c,
   if (batch == 0 || n == 0 || m == 0) return;
   // A task of at least ~64k multiply-adds: the demo's 9x32x9 products go ~20 to a task, ViT-S/16's 197x64x197 one.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, n * m * k));
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+  core::parallel_for(batch, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t i0 = i / c.batch1, i1 = i % c.batch1;
       float* pc = c.data + i0 * c.stride0 + i1 * c.stride1;
