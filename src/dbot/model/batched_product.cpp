@@ -2,6 +2,7 @@
 // dispatcher (LibTorch 1.x, CPU fp32: DBOT_HAVE_OPENBLAS), else by compat::scaled_bmm. Contract: batched_product.h.
 #include "dbot/model/batched_product.h"
 
+#include <ATen/record_function.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -85,6 +86,7 @@ void blas_gemm(const MatrixBatch& a, const MatrixBatch& b, const MatrixBatch& c,
     throw std::logic_error("blas_gemm: operands BLAS cannot read in place, or mismatched sizes");
   const int64_t n = c.rows, m = c.cols, k = a.cols, batch = c.batch0 * c.batch1;
   if (batch == 0 || n == 0 || m == 0) return;
+  RECORD_FUNCTION("dbot::blas_gemm", std::vector<c10::IValue>());  // named in `dbot bench step --profile`
   // A task of at least ~64k multiply-adds: the demo's 9x32x9 products go ~20 to a task, ViT-S/16's 197x64x197 one.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, n * m * k));
   core::parallel_for(batch, grain, [&](int64_t begin, int64_t end) {

@@ -9,6 +9,7 @@
 #include "dbot/compat.h"
 #include "dbot/core/runtime.h"
 #include "dbot/model/explicit_attention.h"
+#include "dbot/model/linear_gelu.h"
 #include "dbot/model/pos_embed.h"
 
 namespace dbot::model {
@@ -84,8 +85,9 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, bool quick)
       quick_gelu(quick) {}
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {
-  auto h = linear(fc1, x);
-  return linear(fc2, quick_gelu ? h * at::sigmoid(1.702 * h) : at::gelu(h));  // QuickGELU: OpenAI CLIP's
+  if (!quick_gelu) return linear(fc2, linear_gelu(x, fc1->weight, fc1->bias));
+  const auto h = linear(fc1, x);
+  return linear(fc2, h * at::sigmoid(1.702 * h));  // QuickGELU: OpenAI CLIP's
 }
 
 BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, double dpr, const BlockOptions& opts)

@@ -1,0 +1,129 @@
+// dbot's CPU kernels against the LibTorch operations they replace, on the same operands, forward (no autograd) and
+// forward + backward, at the shapes of the demo step, ViT-Tiny/4 and ViT-S/16. Prints two markdown tables of the
+// best of R runs, in ms:
+// - the attention's batched products, model::scaled_bmm against what PyTorch itself runs for
+//   `(q @ k.transpose(-2, -1)) * scale` and `attn @ v`: bmm then a multiply on 1.x, baddbmm with alpha on 2.x
+//   (compat::scaled_bmm);
+// - the MLP's fc1 + GELU, model::linear_gelu against at::gelu(at::linear(x, W, b)) (timm's Mlp).
+//   build-deb/bench_kernels [threads=2] [reps=20]
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <string>
+
+#include "dbot/compat.h"
+#include "dbot/model/batched_product.h"
+#include "dbot/model/linear_gelu.h"
+
+namespace {
+struct Shape {
+  const char* what;
+  int64_t batch, n, k, m;
+  bool trans_b;  // the scores' k^T: b is a transposed view
+};
+
+double best_ms(const std::function<void()>& f, int reps) {
+  f();  // warm-up: first-touch allocations
+  double best = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+// Forward alone (no autograd) and forward + backward of sum(f(inputs) * g), inputs as leaves needing gradients
+// (clone keeps a transposed view's strides).
+using Op = std::function<at::Tensor(const std::vector<at::Tensor>&)>;
+std::pair<double, double> time_op(const Op& f, const std::vector<at::Tensor>& inputs, const at::Tensor& g, int reps) {
+  const double fwd = best_ms(
+      [&] {
+        at::NoGradGuard no_grad;
+        f(inputs);
+      },
+      reps);
+  std::vector<at::Tensor> leaves;
+  for (const auto& x : inputs) leaves.push_back(x.detach().clone().requires_grad_());
+  const double both = best_ms([&] { torch::autograd::backward({f(leaves)}, {g}); }, reps);
+  return {fwd, both};
+}
+
+void row(const std::string& what, const Op& libtorch, const Op& dbot, const std::vector<at::Tensor>& inputs,
+         const at::Tensor& g, int reps) {
+  const auto [lf, lb] = time_op(libtorch, inputs, g, reps);
+  const auto [df, db] = time_op(dbot, inputs, g, reps);
+  std::printf("| %s | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f |\n", what.c_str(), lf, df, lf / df, lb, db, lb / db);
+}
+const char* kHeader =
+    " | LibTorch fwd ms | dbot fwd ms | ratio | LibTorch fwd+bwd ms | dbot fwd+bwd ms | ratio |\n"
+    "|---|---|---|---|---|---|---|\n";
+
+std::string sizes(std::initializer_list<int64_t> dims) {
+  std::string s;
+  for (const auto d : dims) s += (s.empty() ? "" : "x") + std::to_string(d);
+  return s;
+}
+
+void batched_products(int reps) {
+  const Shape shapes[] = {
+      {"demo student scores (N 128, 4 heads, 9 tokens)", 512, 9, 32, 9, true},
+      {"demo student attn @ v", 512, 9, 9, 32, false},
+      {"demo teacher scores (17 tokens)", 512, 17, 32, 17, true},
+      {"demo teacher attn @ v", 512, 17, 17, 32, false},
+      {"demo decoder scores (64 wide, 4 heads)", 512, 17, 16, 17, true},
+      {"demo decoder attn @ v", 512, 17, 17, 16, false},
+      {"ViT-S/16 scores (N 32, 6 heads, 197 tokens)", 192, 197, 64, 197, true},
+      {"ViT-S/16 attn @ v", 192, 197, 197, 64, false},
+  };
+  const Op libtorch = [](const std::vector<at::Tensor>& x) { return dbot::compat::scaled_bmm(x[0], x[1], 0.125); };
+  const Op dbot = [](const std::vector<at::Tensor>& x) { return dbot::model::scaled_bmm(x[0], x[1], 0.125); };
+  std::printf(
+      "dbot's batched product: %s\n\n| product [B, n, k] x [B, k, m]%s",
+      dbot::model::blas_batched_product(at::ones({1, 1, 1}), at::ones({1, 1, 1})) ? "cblas_sgemm loop" : "LibTorch's",
+      kHeader);
+  for (const auto& s : shapes) {
+    const auto a = at::randn({s.batch, s.n, s.k});
+    const auto b = s.trans_b ? at::randn({s.batch, s.m, s.k}).transpose(1, 2) : at::randn({s.batch, s.k, s.m});
+    row(std::string(s.what) + ": " + sizes({s.batch, s.n, s.k, s.m}), libtorch, dbot, {a, b},
+        at::randn({s.batch, s.n, s.m}), reps);
+  }
+}
+
+// fc1 + GELU at [N, T, D] -> [N, T, 4D]: the demo's teacher (17 tokens) and student (9), ViT-Tiny/4's teacher
+// (65) and student (17), ViT-S/16's student (50 of 197), batch 128 (ViT-S: 32).
+void fc1_gelu(int reps) {
+  struct Mlp {
+    const char* what;
+    int64_t N, T, D;
+  };
+  const Mlp shapes[] = {{"demo teacher", 128, 17, 128},
+                        {"demo student", 128, 9, 128},
+                        {"ViT-Tiny/4 teacher", 128, 65, 192},
+                        {"ViT-Tiny/4 student", 128, 17, 192},
+                        {"ViT-S/16 student", 32, 50, 384}};
+  const Op libtorch = [](const std::vector<at::Tensor>& x) { return at::gelu(at::linear(x[0], x[1], x[2])); };
+  const Op dbot = [](const std::vector<at::Tensor>& x) { return dbot::model::linear_gelu(x[0], x[1], x[2]); };
+  std::printf("\ndbot's fc1 + GELU: %s\n\n| fc1 + GELU [N, T, D] -> [N, T, 4D]%s",
+              dbot::model::detail::simd_available() ? "fused pass, AVX2" : "fused pass, plain C++", kHeader);
+  for (const auto& s : shapes) {
+    const auto x = at::randn({s.N, s.T, s.D}), w = at::randn({4 * s.D, s.D}) * 0.05, b = at::randn({4 * s.D});
+    row(std::string(s.what) + ": " + sizes({s.N, s.T, s.D}), libtorch, dbot, {x, w, b}, at::randn({s.N, s.T, 4 * s.D}),
+        reps);
+  }
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int threads = argc > 1 ? std::stoi(argv[1]) : 2;
+  const int reps = argc > 2 ? std::stoi(argv[2]) : 20;
+  at::set_num_threads(threads);
+  std::printf("LibTorch %s, %d threads, best of %d\n\n", dbot::compat::torch_version().c_str(), threads, reps);
+  batched_products(reps);
+  fc1_gelu(reps);
+}

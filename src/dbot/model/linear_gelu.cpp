@@ -1,0 +1,197 @@
+// linear_gelu: GELU(x W^T + b) with the bias and GELU' fused into one pass after the product. Contract:
+// linear_gelu.h.
+#include "dbot/model/linear_gelu.h"
+
+#include <ATen/record_function.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "dbot/compat.h"
+#include "dbot/core/parallel.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DBOT_GELU_AVX2 1
+#include <immintrin.h>
+#endif
+
+namespace dbot::model::detail {
+
+namespace {
+// Phi(z) = 0.5 erfc(-z / sqrt 2), with erfc(a) = poly(t) exp(-a^2), t = 1 / (1 + p a) for a >= 0: Abramowitz and
+// Stegun 7.1.26 (|error| <= 1.5e-7), the approximation LibTorch's own vectorized erf uses. Written as
+// erfc for both signs, Phi keeps its relative accuracy in the left tail, where 1 + erf(x) cancels.
+constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f, kA4 = -1.453152027f,
+                kA5 = 1.061405429f;
+constexpr float kSqrtHalf = 0.70710678118654752f, kInvSqrt2Pi = 0.39894228040143268f;
+// Past |z| = 13.19, exp(-z^2 / 2) is below fp32's smallest normal: Phi is 0 or 1 and phi is 0.
+constexpr float kMaxHalfSquare = 87.0f;
+
+// One row segment of n elements: h, out, dgelu at its start, bias at its first column.
+void bias_gelu_plain(const float* h, const float* bias, float* out, float* dgelu, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float z = h[i] + bias[i];
+    const float a = std::fabs(z) * kSqrtHalf;
+    const float half_square = 0.5f * z * z;
+    const float e = half_square < kMaxHalfSquare ? std::exp(-half_square) : 0.0f;
+    const float t = 1.0f / (1.0f + kP * std::fmin(a, 10.0f));
+    const float q = 0.5f * (t * (kA1 + t * (kA2 + t * (kA3 + t * (kA4 + t * kA5))))) * e;  // 0.5 erfc(|z| / sqrt 2)
+    const float phi_cdf = z >= 0.0f ? 1.0f - q : q;
+    out[i] = z * phi_cdf;
+    if (dgelu) dgelu[i] = phi_cdf + z * (kInvSqrt2Pi * e);
+  }
+}
+
+#ifdef DBOT_GELU_AVX2
+// exp(y) for y in [-87, 0]: y = n ln2 + r, |r| <= ln2 / 2, exp(r) by Cephes' degree-5 polynomial, 2^n in the
+// exponent bits (n >= -126: a normal float).
+__attribute__((target("avx2,fma"))) inline __m256 exp_nonpositive(__m256 y) {
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), y);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+// The plain loop's formula, 8 lanes at a time (1 / (1 + p a) by a reciprocal estimate and one Newton step).
+__attribute__((target("avx2,fma"))) void bias_gelu_avx2(const float* h, const float* bias, float* out, float* dgelu,
+                                                        int64_t n) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 z = _mm256_add_ps(_mm256_loadu_ps(h + i), _mm256_loadu_ps(bias + i));
+    const __m256 a =
+        _mm256_min_ps(_mm256_mul_ps(_mm256_andnot_ps(sign, z), _mm256_set1_ps(kSqrtHalf)), _mm256_set1_ps(10.0f));
+    const __m256 half_square = _mm256_mul_ps(_mm256_mul_ps(z, z), _mm256_set1_ps(0.5f));
+    const __m256 in_range = _mm256_cmp_ps(half_square, _mm256_set1_ps(kMaxHalfSquare), _CMP_LT_OQ);
+    const __m256 e = _mm256_and_ps(
+        in_range, exp_nonpositive(_mm256_max_ps(_mm256_xor_ps(half_square, sign), _mm256_set1_ps(-kMaxHalfSquare))));
+    const __m256 d = _mm256_fmadd_ps(_mm256_set1_ps(kP), a, one);
+    __m256 t = _mm256_rcp_ps(d);
+    t = _mm256_mul_ps(t, _mm256_fnmadd_ps(d, t, two));
+    __m256 poly = _mm256_fmadd_ps(_mm256_set1_ps(kA5), t, _mm256_set1_ps(kA4));
+    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA3));
+    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA2));
+    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA1));
+    const __m256 q = _mm256_mul_ps(_mm256_mul_ps(poly, t), _mm256_mul_ps(e, _mm256_set1_ps(0.5f)));
+    const __m256 nonneg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GE_OQ);
+    const __m256 phi_cdf = _mm256_blendv_ps(q, _mm256_sub_ps(one, q), nonneg);
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(z, phi_cdf));
+    if (dgelu) _mm256_storeu_ps(dgelu + i, _mm256_fmadd_ps(z, _mm256_mul_ps(e, _mm256_set1_ps(kInvSqrt2Pi)), phi_cdf));
+  }
+  bias_gelu_plain(h + i, bias + i, out + i, dgelu ? dgelu + i : nullptr, n - i);  // the segment's tail
+}
+#endif
+}  // namespace
+
+bool simd_available() {
+#ifdef DBOT_GELU_AVX2
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+void bias_gelu(const float* h, const float* bias, float* out, float* dgelu, int64_t rows, int64_t cols, bool simd) {
+  if (simd && !simd_available()) throw std::logic_error("bias_gelu: this CPU has no AVX2 + FMA");
+  // ~40 flops per element: tasks of whole rows, at least 32k elements.
+  core::parallel_for(rows, std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, cols)),
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t r = begin; r < end; ++r) {
+                         const int64_t i = r * cols;
+                         float* d = dgelu ? dgelu + i : nullptr;
+#ifdef DBOT_GELU_AVX2
+                         if (simd) {
+                           bias_gelu_avx2(h + i, bias, out + i, d, cols);
+                           continue;
+                         }
+#endif
+                         bias_gelu_plain(h + i, bias, out + i, d, cols);
+                       }
+                     });
+}
+
+}  // namespace dbot::model::detail
+
+namespace dbot::model {
+
+namespace {
+// [M, in] x [hidden, in]^T -> the product [M, hidden] without the bias, ready for the fused pass.
+at::Tensor product(const at::Tensor& x2d, const at::Tensor& weight) { return at::mm(x2d, weight.t()).contiguous(); }
+
+std::vector<int64_t> out_shape(const at::Tensor& x, int64_t hidden) {
+  auto shape = x.sizes().vec();
+  shape.back() = hidden;
+  return shape;
+}
+
+void fused_pass(const at::Tensor& h, const at::Tensor& bias, at::Tensor& out, float* dgelu) {
+  RECORD_FUNCTION("dbot::bias_gelu", std::vector<c10::IValue>());  // named in `dbot bench step --profile`
+  detail::bias_gelu(h.data_ptr<float>(), bias.data_ptr<float>(), out.data_ptr<float>(), dgelu, h.size(0), h.size(1),
+                    true);
+}
+
+// Forward saves x, W and GELU'(z) (written over the product); backward: dz = g GELU'(z), dx = dz W,
+// dW = dz^T x, db = sum dz.
+struct LinearGelu : torch::autograd::Function<LinearGelu> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& bias) {
+    const auto x2d = x.reshape({-1, x.size(-1)});
+    auto h = product(x2d, weight);  // [M, hidden], becomes GELU'(z)
+    auto out = at::empty_like(h);
+    fused_pass(h, bias.contiguous(), out, h.data_ptr<float>());
+    ctx->save_for_backward({x2d, weight, h});
+    return out.view(out_shape(x, weight.size(0)));
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    // GELU'(z) is saved as numbers, not as a function of z: there is no second derivative to give.
+    if (at::GradMode::is_enabled())
+      throw std::runtime_error("linear_gelu: no second derivative through the fused GELU");
+    const auto saved = ctx->get_saved_variables();
+    const auto& x2d = saved[0];
+    const auto& weight = saved[1];
+    const auto dz = grad_out[0].reshape({-1, weight.size(0)}) * saved[2];  // [M, hidden]
+    at::Tensor dx, dw, db;
+    if (ctx->needs_input_grad(0)) {
+      auto input_shape = out_shape(grad_out[0], x2d.size(1));
+      dx = dz.mm(weight).view(input_shape);
+    }
+    if (ctx->needs_input_grad(1)) dw = dz.t().mm(x2d);
+    if (ctx->needs_input_grad(2)) db = dz.sum(0);
+    return {dx, dw, db};
+  }
+};
+}  // namespace
+
+bool fused_linear_gelu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  auto fp32_cpu = [](const at::Tensor& t) {
+    return t.defined() && t.is_cpu() && t.layout() == at::kStrided && t.scalar_type() == at::kFloat;
+  };
+  return fp32_cpu(x) && fp32_cpu(weight) && fp32_cpu(bias) && x.dim() >= 2 && weight.dim() == 2 && bias.dim() == 1 &&
+         x.size(-1) == weight.size(1) && bias.size(0) == weight.size(0) && !compat::autocast_enabled(c10::kCPU) &&
+         detail::simd_available();  // the plain loop (scalar exp) is slower than LibTorch's vectorized GELU
+}
+
+at::Tensor linear_gelu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (!fused_linear_gelu(x, weight, bias)) return at::gelu(at::linear(x, weight, bias));
+  const bool recorded =
+      at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || bias.requires_grad());
+  if (recorded) return LinearGelu::apply(x, weight, bias);
+  auto h = product(x.reshape({-1, x.size(-1)}), weight);
+  fused_pass(h, bias.contiguous(), h, nullptr);  // in place: nothing to keep for backward
+  return h.view(out_shape(x, weight.size(0)));
+}
+
+}  // namespace dbot::model

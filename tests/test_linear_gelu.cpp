@@ -1,0 +1,147 @@
+// model::linear_gelu: the fused bias + GELU + GELU' pass (both its AVX2 and its plain loop) against fp64 exact
+// GELU and GELU' (std::erf), hand-checked values, non-finite inputs and row tails; and the whole function's output
+// and gradients against the plain composition at::gelu(at::linear(x, W, b)) it replaces, with and without
+// autograd, and which path runs.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "dbot/compat.h"
+#include "dbot/model/linear_gelu.h"
+#include "test_util.h"
+
+using namespace dbot;
+using dbot::test::close_to_scale;
+
+namespace {
+double gelu64(double z) { return 0.5 * z * (1.0 + std::erf(z / std::sqrt(2.0))); }
+double dgelu64(double z) {
+  return 0.5 * (1.0 + std::erf(z / std::sqrt(2.0))) + z * std::exp(-0.5 * z * z) / std::sqrt(2.0 * M_PI);
+}
+std::vector<bool> kernels() {
+  std::vector<bool> simd{false};
+  if (model::detail::simd_available()) simd.push_back(true);
+  return simd;
+}
+
+// Pre-activations across GELU's whole range, in 3 rows of 19 (a row tail after two 8-wide blocks), bias included.
+struct Grid {
+  std::vector<float> h, bias;
+  int64_t rows = 3, cols = 19;
+  float z(int64_t i) const { return h[i] + bias[i % cols]; }
+};
+Grid grid() {
+  Grid g;
+  for (int64_t c = 0; c < g.cols; ++c) g.bias.push_back(0.25f * static_cast<float>(c % 5) - 0.5f);
+  for (int64_t i = 0; i < g.rows * g.cols; ++i) g.h.push_back(static_cast<float>(9.0 * std::sin(0.37 * i + 0.1)));
+  return g;
+}
+}  // namespace
+
+// GELU(0) = 0, GELU'(0) = 1/2; GELU(1) = Phi(1) = 0.8413447, GELU'(1) = Phi(1) + phi(1) = 1.0833155;
+// GELU(-1) = -0.1586553, GELU'(-1) = Phi(-1) - phi(-1) = -0.0833155.
+TEST(LinearGelu, HandCheckedValues) {
+  const std::vector<float> h{0.0f, 1.0f, -1.0f, 0.5f, 0.0f, 1.0f, -1.0f, 0.5f, 0.0f, 1.0f}, bias(10, 0.0f);
+  for (const bool simd : kernels()) {
+    std::vector<float> out(10), d(10);
+    model::detail::bias_gelu(h.data(), bias.data(), out.data(), d.data(), 1, 10, simd);
+    for (const int i : {0, 4, 8}) {  // lanes of the vector block and the tail
+      EXPECT_NEAR(out[i], 0.0f, 2e-7) << simd;
+      EXPECT_NEAR(d[i], 0.5f, 2e-7) << simd;
+    }
+    for (const int i : {1, 5, 9}) {
+      EXPECT_NEAR(out[i], 0.8413447f, 3e-7) << simd;
+      EXPECT_NEAR(d[i], 1.0833155f, 3e-7) << simd;
+    }
+    EXPECT_NEAR(out[2], -0.1586553f, 3e-7) << simd;
+    EXPECT_NEAR(d[2], -0.0833155f, 3e-7) << simd;
+  }
+}
+
+// Against fp64 exact GELU: A&S 7.1.26 is within 1.5e-7 of erf, so Phi within 7.5e-8 plus fp32 rounding; the
+// errors scale with |z|. A wrong coefficient, a missed bias column or a wrong branch is off by 1e-3 or more.
+TEST(LinearGelu, PassMatchesExactGeluInFp64) {
+  const auto g = grid();
+  for (const bool simd : kernels()) {
+    std::vector<float> out(g.h.size()), d(g.h.size());
+    model::detail::bias_gelu(g.h.data(), g.bias.data(), out.data(), d.data(), g.rows, g.cols, simd);
+    for (size_t i = 0; i < g.h.size(); ++i) {
+      const double z = g.z(static_cast<int64_t>(i)), tol = 3e-7 * std::max(1.0, std::fabs(z));
+      EXPECT_NEAR(out[i], gelu64(z), tol) << "z = " << z << (simd ? " avx2" : " plain");
+      EXPECT_NEAR(d[i], dgelu64(z), tol) << "z = " << z << (simd ? " avx2" : " plain");
+    }
+    // In place over the input (as the function writes GELU' over the product), and without GELU'.
+    auto inplace = g.h;
+    model::detail::bias_gelu(inplace.data(), g.bias.data(), inplace.data(), nullptr, g.rows, g.cols, simd);
+    EXPECT_EQ(inplace, out);
+  }
+}
+
+// The tails of the range and non-finite values: the left tail within the same absolute bound (A&S bounds erf's
+// absolute error: GELU(-8) = -5.1e-15 comes out 3% off, as exact as fp32 training needs), Phi exactly 0 or 1 past
+// |z| ~ 13, NaN stays NaN, +inf gives +inf.
+TEST(LinearGelu, TailsAndNonFiniteValues) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> h{-5.0f, -8.0f, -13.0f, -14.0f, 14.0f, 1e30f, -1e30f, 3.0f, inf, nan};
+  const std::vector<float> bias(h.size(), 0.0f);
+  for (const bool simd : kernels()) {
+    std::vector<float> out(h.size()), d(h.size());
+    model::detail::bias_gelu(h.data(), bias.data(), out.data(), d.data(), 1, static_cast<int64_t>(h.size()), simd);
+    for (const int i : {0, 1, 2, 7}) {
+      const double z = h[i];
+      EXPECT_NEAR(out[i], gelu64(z), 3e-7 * std::fabs(z)) << "z = " << z << simd;
+      EXPECT_NEAR(d[i], dgelu64(z), 3e-7 * std::fabs(z)) << "z = " << z << simd;
+      EXPECT_LE(out[i], z > 0 ? z : 0.0) << simd;
+    }
+    EXPECT_EQ(out[3], 0.0f) << simd;
+    EXPECT_EQ(d[3], 0.0f) << simd;
+    EXPECT_EQ(out[4], 14.0f) << simd;
+    EXPECT_EQ(d[4], 1.0f) << simd;
+    EXPECT_EQ(out[5], 1e30f) << simd;
+    EXPECT_EQ(d[5], 1.0f) << simd;
+    EXPECT_EQ(out[6], 0.0f) << simd;
+    EXPECT_EQ(d[6], 0.0f) << simd;
+    EXPECT_EQ(out[8], inf) << simd;
+    EXPECT_TRUE(std::isnan(out[9]) && std::isnan(d[9])) << simd;
+  }
+}
+
+// The whole function against the composition it replaces, in fp32: output and the gradients of x, W and b, for a
+// [N, T, in] input with a hidden width that is not a multiple of 8, with and without autograd.
+TEST(LinearGelu, MatchesThePlainComposition) {
+  const int64_t N = 3, T = 5, in = 12, hidden = 20;
+  const auto wave = [](int64_t n, double f) { return at::sin(at::arange(n, at::kDouble) * f + 0.3).to(at::kFloat); };
+  const auto x = (2.0 * wave(N * T * in, 0.71)).view({N, T, in}).requires_grad_();
+  const auto w = (0.5 * wave(hidden * in, 0.53)).view({hidden, in}).requires_grad_();
+  const auto b = (0.3 * wave(hidden, 1.9)).requires_grad_();
+  ASSERT_EQ(model::fused_linear_gelu(x, w, b), model::detail::simd_available());
+  const auto out = model::linear_gelu(x, w, b);
+  const auto expected = at::gelu(at::linear(x, w, b));
+  ASSERT_EQ(out.sizes(), at::IntArrayRef({N, T, hidden}));
+  EXPECT_TRUE(close_to_scale(out, expected, 1e-6));
+  const auto g = at::cos(at::arange(N * T * hidden, at::kFloat).view({N, T, hidden}) * 0.43);
+  const auto grads = torch::autograd::grad({out}, {x, w, b}, {g});
+  const auto plain = torch::autograd::grad({expected}, {x, w, b}, {g});
+  for (size_t i = 0; i < grads.size(); ++i) EXPECT_TRUE(close_to_scale(grads[i], plain[i], 1e-5)) << "input " << i;
+  at::NoGradGuard no_grad;  // the teacher's path: the same numbers
+  EXPECT_TRUE(at::equal(model::linear_gelu(x, w, b), out.detach()));
+}
+
+// The fused path is fp32 CPU with a bias outside autocast on a CPU with AVX2 + FMA; everything else is the plain
+// composition, and the fused gradient is not differentiable again.
+TEST(LinearGelu, PathChoiceAndNoSecondDerivative) {
+  const auto x = at::randn({4, 6}), w = at::randn({8, 6}), b = at::randn({8});
+  EXPECT_EQ(model::fused_linear_gelu(x, w, b), model::detail::simd_available());
+  EXPECT_FALSE(model::fused_linear_gelu(x.to(at::kBFloat16), w.to(at::kBFloat16), b));
+  EXPECT_FALSE(model::fused_linear_gelu(x, w, at::Tensor()));
+  {
+    compat::AutocastGuard autocast(c10::kCPU, at::kBFloat16);
+    EXPECT_FALSE(model::fused_linear_gelu(x, w, b));
+  }
+  const auto xr = x.clone().requires_grad_();
+  const auto out = model::linear_gelu(xr, w, b);
+  const auto gx = torch::autograd::grad({out.sum()}, {xr}, {}, /*retain_graph=*/true, /*create_graph=*/false)[0];
+  EXPECT_TRUE(close_to_scale(gx, torch::autograd::grad({at::gelu(at::linear(xr, w, b)).sum()}, {xr})[0], 1e-5));
+  if (model::fused_linear_gelu(x, w, b))
+    EXPECT_THROW(torch::autograd::grad({out.sum()}, {xr}, {}, true, /*create_graph=*/true), std::exception);
+}
