@@ -7,7 +7,10 @@
 #                    [model=demo|vit_tiny_patch4_32|vit_small_patch16_224|vit_base_patch16_224] [batch]
 # Environment: THREADS (default 2 on CPU, all cores on CUDA), STEPS (timed steps, default 20), WARMUP
 # (default 5), PYTHON (default python3: the one with torch), DBOT_BENCH_TIMEOUT (seconds per side, default
-# 1200). Exit status 1 when either side gave no number (the table is still printed).
+# 1200), ROUNDS (default 1: how many times to run dbot and every PyTorch form, one after the other, dbot first
+# in each round; with more than one the table gives each form's median and its range, so that a machine whose
+# speed drifts by tens of percent from minute to minute, as shared VMs do, moves every side alike). Exit status 1
+# when either side gave no number (the table is still printed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build-pypi}"
@@ -19,6 +22,7 @@ py="${PYTHON:-python3}"
 steps="${STEPS:-20}"
 warmup="${WARMUP:-5}"
 limit="${DBOT_BENCH_TIMEOUT:-1200}"
+rounds="${ROUNDS:-1}"
 if [[ "$device" == cpu ]]; then threads="${THREADS:-2}"; else threads="${THREADS:-$(nproc)}"; fi
 
 recipe=recipes/fmnist_vit_tiny.yaml
@@ -59,56 +63,97 @@ fi
 echo "machine: $machine"
 echo "date: $(date -u '+%F %T UTC')"
 echo "dbot: $build/dbot, LibTorch $libtorch; PyTorch: $py_torch ($py)"
-echo "run: model $model, batch ${batch:-recipe/preset default}, $device, $precision, $warmup warmup + $steps timed steps"
+echo "run: model $model, batch ${batch:-recipe/preset default}, $device, $precision, $warmup warmup + $steps timed steps, $rounds round(s)"
 echo
 
-# --- dbot ---
-echo "\$ $build/dbot bench step ${dbot_args[*]}"
-dbot_out="$(timeout "$limit" "$build/dbot" bench step "${dbot_args[@]}" 2>&1)"
-dbot_rc=$?
-echo "$dbot_out"
-dbot_ms="$(sed -n 's/^dbot-bench: .*ms_per_step=\([0-9.eE+-]*\).*/\1/p' <<<"$dbot_out" | tail -1)"
-dbot_ips="$(sed -n 's/^dbot-bench: .*images_per_s=\([0-9.eE+-]*\).*/\1/p' <<<"$dbot_out" | tail -1)"
-if [[ $dbot_rc -ne 0 || -z "$dbot_ms" ]]; then
-  echo "compare.sh: dbot gave no 'dbot-bench: ms_per_step=' line (exit $dbot_rc)" >&2
-fi
-echo
+# Each run adds a line "form ms images/s" to $results.
+results="" dbot_ok=1 py_ok=1
 
-# --- PyTorch, every form, with glibc's malloc and with tcmalloc preloaded (as PyTorch's CPU tuning guide
-# advises; dbot links it): the fastest of them is the baseline ---
+run_dbot() {  # dbot's own line (ms_per_step, images_per_s)
+  echo "\$ $build/dbot bench step ${dbot_args[*]}"
+  local out rc ms ips
+  out="$(timeout "$limit" "$build/dbot" bench step "${dbot_args[@]}" 2>&1)"
+  rc=$?
+  echo "$out"
+  ms="$(sed -n 's/^dbot-bench: .*ms_per_step=\([0-9.eE+-]*\).*/\1/p' <<<"$out" | tail -1)"
+  ips="$(sed -n 's/^dbot-bench: .*images_per_s=\([0-9.eE+-]*\).*/\1/p' <<<"$out" | tail -1)"
+  if [[ $rc -ne 0 || -z "$ms" ]]; then
+    echo "compare.sh: dbot gave no 'dbot-bench: ms_per_step=' line (exit $rc)" >&2
+    dbot_ok=0
+  else
+    results+="dbot $ms $ips"$'\n'
+  fi
+  echo
+}
+
+# PyTorch, every form, with glibc's malloc and with tcmalloc preloaded (as PyTorch's CPU tuning guide advises;
+# dbot links it): the fastest of them is the baseline.
 py_args=(--model "$model" "${batch_args[@]}" --device "$device" --precision "$precision" --iters "$steps"
          --warmup "$warmup" --threads "$threads" --all-forms)
 tcmalloc="$(ls /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 2>/dev/null)"
-forms="" py_rc=0
-for preload in "" ${tcmalloc:+"$tcmalloc"}; do
-  echo "\$ ${preload:+LD_PRELOAD=$preload }$py bench/pytorch_step.py ${py_args[*]}"
-  py_out="$(LD_PRELOAD="$preload" timeout "$limit" "$py" bench/pytorch_step.py "${py_args[@]}" 2>&1)" || py_rc=$?
-  echo "$py_out"
-  echo
-  suffix="${preload:++tcmalloc}"
-  forms+="$(sed -n "s/^pytorch [^ ]* [^ ]* \([^:]*\): \([0-9.]*\) ms\/step, \([0-9.]*\) images\/s.*/\1$suffix \2 \3/p" <<<"$py_out")"$'\n'
-done
-forms="$(sed '/^$/d' <<<"$forms")"
-if [[ $py_rc -ne 0 || -z "$forms" ]]; then
-  echo "compare.sh: bench/pytorch_step.py gave no result (exit $py_rc)" >&2
-fi
+run_pytorch() {
+  local preload out rc forms
+  for preload in "" ${tcmalloc:+"$tcmalloc"}; do
+    echo "\$ ${preload:+LD_PRELOAD=$preload }$py bench/pytorch_step.py ${py_args[*]}"
+    rc=0
+    out="$(LD_PRELOAD="$preload" timeout "$limit" "$py" bench/pytorch_step.py "${py_args[@]}" 2>&1)" || rc=$?
+    echo "$out"
+    echo
+    forms="$(sed -n "s/^pytorch [^ ]* [^ ]* \([^:]*\): \([0-9.]*\) ms\/step, \([0-9.]*\) images\/s.*/PyTorch:\1${preload:++tcmalloc} \2 \3/p" <<<"$out")"
+    if [[ $rc -ne 0 || -z "$forms" ]]; then
+      echo "compare.sh: bench/pytorch_step.py gave no result (exit $rc)" >&2
+      py_ok=0
+    else
+      results+="$forms"$'\n'
+    fi
+  done
+}
 
-# --- the table ---
-awk -v dms="$dbot_ms" -v dips="$dbot_ips" -v model="$model" -v dev="$device" -v prec="$precision" '
-  function ratio(p) { return dms == "" ? "n/a" : sprintf("%.2f", p / dms) }
-  NF == 3 { n++; form[n] = $1; ms[n] = $2; ips[n] = $3; if (!best || $2 + 0 < ms[best] + 0) best = n; if ($1 == "explicit+default") off = n }
+for ((round = 1; round <= rounds; round++)); do
+  [[ $rounds -gt 1 ]] && echo "--- round $round of $rounds ---"
+  run_dbot
+  run_pytorch
+done
+
+# --- the table: per form, the median of its rounds (and their range with more than one) ---
+awk -v model="$model" -v dev="$device" -v prec="$precision" -v rounds="$rounds" '
+  function median(v, name,   k, j, t, a, c) {  # of v[name, 1..cnt[name]]; sets lo[name], hi[name]
+    c = cnt[name]
+    for (k = 1; k <= c; k++) a[k] = v[name, k] + 0
+    for (k = 2; k <= c; k++) for (j = k; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    lo[name] = a[1]; hi[name] = a[c]
+    return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+  }
+  function ratio(p) { return dbot == "" ? "n/a" : sprintf("%.2f", p / dbot) }
+  NF == 3 {
+    if (!($1 in cnt)) { order[++n] = $1 }
+    cnt[$1]++; ms[$1, cnt[$1]] = $2; ips[$1, cnt[$1]] = $3
+  }
   END {
-    printf "| %s, %s, %s | ms/step | images/s | PyTorch ms / dbot ms |\n", model, dev, prec
-    print "|---|---|---|---|"
-    printf "| dbot | %s | %s | %s |\n", (dms == "" ? "n/a" : dms), (dips == "" ? "n/a" : dips), (dms == "" ? "n/a" : "1.00")
+    for (i = 1; i <= n; i++) { f = order[i]; rate[f] = median(ips, f); med[f] = median(ms, f) }  # ms last: its range
+    dbot = ("dbot" in med) ? med["dbot"] : ""
     for (i = 1; i <= n; i++) {
-      tag = (i == off ? " (official)" : "") (i == best ? " (fastest)" : "")
-      printf "| PyTorch %s%s | %.2f | %.1f | %s |\n", form[i], tag, ms[i], ips[i], ratio(ms[i])
+      f = order[i]
+      if (f == "dbot") continue
+      if (best == "" || med[f] < med[best]) best = f
+      if (f == "PyTorch:explicit+default") off = f
+    }
+    range = rounds > 1
+    printf "| %s, %s, %s | ms/step%s |%s images/s | PyTorch ms / dbot ms |\n", model, dev, prec,
+           (range ? sprintf(" (median of %d)", rounds) : ""), (range ? " range ms |" : "")
+    print (range ? "|---|---|---|---|---|" : "|---|---|---|---|")
+    if (dbot == "") print (range ? "| dbot | n/a | | n/a | n/a |" : "| dbot | n/a | n/a | n/a |")
+    for (i = 1; i <= n; i++) {
+      f = order[i]
+      name = f == "dbot" ? "dbot" : "PyTorch " substr(f, 9)
+      tag = (f == off ? " (official)" : "") (f == best ? " (fastest)" : "")
+      printf "| %s%s | %.2f |%s %.1f | %s |\n", name, tag, med[f],
+             (range ? sprintf(" %.2f-%.2f |", lo[f], hi[f]) : ""), rate[f], (f == "dbot" ? (dbot == "" ? "n/a" : "1.00") : ratio(med[f]))
     }
     print ""
-    if (off) printf "vs the official form (explicit+default): PyTorch ms / dbot ms = %s\n", ratio(ms[off])
+    if (off != "") printf "vs the official form (explicit+default): PyTorch ms / dbot ms = %s\n", ratio(med[off])
     else print "vs the official form (explicit+default): n/a (form did not run)"
-    if (best) printf "vs the fastest PyTorch form (%s): PyTorch ms / dbot ms = %s\n", form[best], ratio(ms[best])
-  }' <<<"$forms"
+    if (best != "") printf "vs the fastest PyTorch form (%s): PyTorch ms / dbot ms = %s\n", substr(best, 9), ratio(med[best])
+  }' <<<"$results"
 
-[[ -n "$dbot_ms" && -n "$forms" ]]
+[[ $dbot_ok == 1 && $py_ok == 1 ]]
