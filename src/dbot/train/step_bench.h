@@ -1,7 +1,8 @@
 // The dBOT step benchmark behind `dbot bench step`: times Trainer::train_step (the very step pretraining
 // runs) on synthetic images, after warm-up steps, and reports timm's benchmark columns plus the FLOPs of
-// the step, the achieved TFLOP/s, the MFU against the measured peak of a large matrix product in the
-// same dtype on the same device, and peak memory; and what the step's time is made of.
+// the step, the achieved TFLOP/s, the MFU against the measured matmul peak in the same dtype on the same
+// device (the faster of a large square product and the step's own products back to back, its GEMM floor), and
+// peak memory; and what the step's time is made of.
 //
 // FLOPs per image (matrix products only; LayerNorm, softmax, GELU and the optimizer are not counted):
 //   block(T, D, r)      = 2 T D (3D) + 2 T D D + 2 T D (rD) * 2   (qkv, proj, fc1 + fc2)
