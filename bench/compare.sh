@@ -69,6 +69,14 @@ echo
 # Each run adds a line "form ms images/s" to $results.
 results="" dbot_ok=1 py_ok=1
 
+record() {  # WHAT RC LINES: adds LINES to $results, or says that WHAT gave no result
+  if [[ $2 -ne 0 || -z "$3" ]]; then
+    echo "compare.sh: $1 gave no result (exit $2)" >&2
+    return 1
+  fi
+  results+="$3"$'\n'
+}
+
 run_dbot() {  # dbot's own line (ms_per_step, images_per_s)
   echo "\$ $build/dbot bench step ${dbot_args[*]}"
   local out rc ms ips
@@ -77,12 +85,7 @@ run_dbot() {  # dbot's own line (ms_per_step, images_per_s)
   echo "$out"
   ms="$(sed -n 's/^dbot-bench: .*ms_per_step=\([0-9.eE+-]*\).*/\1/p' <<<"$out" | tail -1)"
   ips="$(sed -n 's/^dbot-bench: .*images_per_s=\([0-9.eE+-]*\).*/\1/p' <<<"$out" | tail -1)"
-  if [[ $rc -ne 0 || -z "$ms" ]]; then
-    echo "compare.sh: dbot gave no 'dbot-bench: ms_per_step=' line (exit $rc)" >&2
-    dbot_ok=0
-  else
-    results+="dbot $ms $ips"$'\n'
-  fi
+  record "dbot (no 'dbot-bench: ms_per_step=' line)" "$rc" "${ms:+dbot $ms $ips}" || dbot_ok=0
   echo
 }
 
@@ -100,12 +103,7 @@ run_pytorch() {
     echo "$out"
     echo
     forms="$(sed -n "s/^pytorch [^ ]* [^ ]* \([^:]*\): \([0-9.]*\) ms\/step, \([0-9.]*\) images\/s.*/PyTorch:\1${preload:++tcmalloc} \2 \3/p" <<<"$out")"
-    if [[ $rc -ne 0 || -z "$forms" ]]; then
-      echo "compare.sh: bench/pytorch_step.py gave no result (exit $rc)" >&2
-      py_ok=0
-    else
-      results+="$forms"$'\n'
-    fi
+    record bench/pytorch_step.py "$rc" "$forms" || py_ok=0
   done
 }
 
