@@ -10,7 +10,7 @@
 # 1200), ROUNDS (default 1: how many times to run dbot and every PyTorch form, one after the other, dbot first
 # in each round; with more than one the table gives each form's median and its range, so that a machine whose
 # speed drifts by tens of percent from minute to minute, as shared VMs do, moves every side alike). Exit status 1
-# when either side gave no number (the table is still printed).
+# when a run of either side gave no number (the table is still printed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build-pypi}"

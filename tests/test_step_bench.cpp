@@ -48,12 +48,6 @@ TEST(StepGemms, OneBlockByHand) {
   EXPECT_EQ(str(g.back()), str({1, 16, 8, 34, true, false}));
 }
 
-double total_flops(const std::vector<Gemm>& gemms) {
-  double f = 0;
-  for (const auto& g : gemms) f += g.flops();
-  return f;
-}
-
 // step_flops counts backward as twice the forward everywhere; the list drops the patch embedding's input
 // gradient (2 L C p p D per image), which no step computes.
 TEST(StepGemms, AgreeWithTheFlopFormula) {

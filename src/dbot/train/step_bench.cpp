@@ -99,6 +99,12 @@ std::vector<Gemm> step_gemms(const PretrainConfig& cfg) {
   return g.out;
 }
 
+double total_flops(const std::vector<Gemm>& gemms) {
+  double f = 0;
+  for (const auto& g : gemms) f += g.flops();
+  return f;
+}
+
 double gemm_floor_ms(const std::vector<Gemm>& gemms, const core::Runtime& runtime, at::ScalarType dtype, int64_t reps) {
   at::NoGradGuard no_grad;
   const auto opts = at::TensorOptions().dtype(dtype).device(runtime.device);
@@ -208,11 +214,10 @@ StepBenchResult bench_step(const PretrainConfig& cfg, const core::Runtime& runti
   const at::ScalarType peak_dtype = runtime.amp == core::Amp::kNone ? at::kFloat : runtime.amp_dtype();
   const auto gemms = step_gemms(cfg);
   r.gemm_floor_ms = gemm_floor_ms(gemms, runtime, peak_dtype);
-  double floor_flops = 0;
-  for (const auto& g : gemms) floor_flops += g.flops();
   // A large square product is not every BLAS's fastest shape: the PyPI wheel's MKL on a Zen 1 ran 1024^3 at 0.029
   // TFLOP/s and ViT-Tiny/4's own products at 0.030 (an MFU of 105%). The peak is the faster of the two.
-  r.peak_tflops = std::max(matmul_peak_flops(runtime, peak_dtype), floor_flops / (r.gemm_floor_ms * 1e-3)) / 1e12;
+  r.peak_tflops =
+      std::max(matmul_peak_flops(runtime, peak_dtype), total_flops(gemms) / (r.gemm_floor_ms * 1e-3)) / 1e12;
   r.mfu = r.achieved_tflops / r.peak_tflops;
   r.device = runtime.describe();
   r.precision = runtime.precision_name();

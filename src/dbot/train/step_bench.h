@@ -40,6 +40,8 @@ struct Gemm {
 // The products of one train_step of cfg (batch optim.batch_size): the teacher's forward, the student's and
 // the decoder's forward and backward (no input gradient for the patch embedding: images need none).
 std::vector<Gemm> step_gemms(const PretrainConfig& cfg);
+// The FLOPs of running `gemms` once.
+double total_flops(const std::vector<Gemm>& gemms);
 // Milliseconds to run `gemms` once, back to back in `dtype` on the runtime's device (mean over `reps`).
 double gemm_floor_ms(const std::vector<Gemm>& gemms, const core::Runtime& runtime, at::ScalarType dtype,
                      int64_t reps = 10);
