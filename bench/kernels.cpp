@@ -4,6 +4,8 @@
 // - the attention's batched products, model::scaled_bmm against what PyTorch itself runs for
 //   `(q @ k.transpose(-2, -1)) * scale` and `attn @ v`: bmm then a multiply on 1.x, baddbmm with alpha on 2.x
 //   (compat::scaled_bmm);
+// - the attention from the packed qkv output to proj's input, model::explicit_attention against timm 0.4.12's
+//   composition in LibTorch's operations (reshape, permute, matmul, softmax, matmul, transpose, reshape);
 // - the MLP's fc1 + GELU, model::linear_gelu against at::gelu(at::linear(x, W, b)) (timm's Mlp).
 //   build-deb/bench_kernels [threads=2] [reps=20]
 #include <ATen/ATen.h>
@@ -12,12 +14,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <string>
 
 #include "dbot/compat.h"
 #include "dbot/model/batched_product.h"
+#include "dbot/model/explicit_attention.h"
 #include "dbot/model/linear_gelu.h"
 
 namespace {
@@ -83,15 +87,43 @@ void batched_products(int reps) {
   };
   const Op libtorch = [](const std::vector<at::Tensor>& x) { return dbot::compat::scaled_bmm(x[0], x[1], 0.125); };
   const Op dbot = [](const std::vector<at::Tensor>& x) { return dbot::model::scaled_bmm(x[0], x[1], 0.125); };
-  std::printf(
-      "dbot's batched product: %s\n\n| product [B, n, k] x [B, k, m]%s",
-      dbot::model::blas_batched_product(at::ones({1, 1, 1}), at::ones({1, 1, 1})) ? "cblas_sgemm loop" : "LibTorch's",
-      kHeader);
+  std::printf("dbot's batched product: %s\n\n| product [B, n, k] x [B, k, m]%s",
+              dbot::model::blas_batched_product(at::ones({1, 1, 1}), at::ones({1, 1, 1})) ? "sgemm loop" : "LibTorch's",
+              kHeader);
   for (const auto& s : shapes) {
     const auto a = at::randn({s.batch, s.n, s.k});
     const auto b = s.trans_b ? at::randn({s.batch, s.m, s.k}).transpose(1, 2) : at::randn({s.batch, s.k, s.m});
     row(std::string(s.what) + ": " + sizes({s.batch, s.n, s.k, s.m}), libtorch, dbot, {a, b},
         at::randn({s.batch, s.n, s.m}), reps);
+  }
+}
+
+// softmax(q k^T * hd^-0.5) v from qkv [N, T, 3D] to [N, T, D], at the shapes that take the explicit form on the CPU
+// (fewer than 128 tokens, model/vit.cpp): the demo's student, teacher and decoder, ViT-Tiny/4's teacher, ViT-S/16's
+// student.
+void attention(int reps) {
+  struct Attn {
+    const char* what;
+    int64_t N, T, D, h;
+  };
+  const Attn shapes[] = {{"demo student", 128, 9, 128, 4},
+                         {"demo teacher", 128, 17, 128, 4},
+                         {"demo decoder", 128, 17, 64, 4},
+                         {"ViT-Tiny/4 teacher", 128, 65, 192, 3},
+                         {"ViT-S/16 student", 32, 50, 384, 6}};
+  for (const auto& s : shapes) {
+    const Op libtorch = [s](const std::vector<at::Tensor>& x) {  // timm 0.4.12's Attention.forward, between the Linears
+      const auto qkv = x[0].reshape({s.N, s.T, 3, s.h, s.D / s.h}).permute({2, 0, 3, 1, 4});
+      const auto probs = (at::matmul(qkv[0], qkv[1].transpose(-2, -1)) * (1.0 / std::sqrt(s.D / s.h))).softmax(-1);
+      return at::matmul(probs, qkv[2]).transpose(1, 2).reshape({s.N, s.T, s.D});
+    };
+    const Op dbot = [s](const std::vector<at::Tensor>& x) { return dbot::model::explicit_attention(x[0], s.h); };
+    if (&s == shapes)
+      std::printf("\ndbot's attention: %s\n\n| attention [N, T, D], heads%s",
+                  dbot::model::blas_attention(at::ones({1, 1, 3})) ? "in place, sgemm loop" : "LibTorch's operations",
+                  kHeader);
+    row(std::string(s.what) + ": " + sizes({s.N, s.T, s.D, s.h}), libtorch, dbot, {at::randn({s.N, s.T, 3 * s.D})},
+        at::randn({s.N, s.T, s.D}), reps);
   }
 }
 
@@ -125,5 +157,6 @@ int main(int argc, char** argv) {
   at::set_num_threads(threads);
   std::printf("LibTorch %s, %d threads, best of %d\n\n", dbot::compat::torch_version().c_str(), threads, reps);
   batched_products(reps);
+  attention(reps);
   fc1_gelu(reps);
 }

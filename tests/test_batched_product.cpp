@@ -1,6 +1,6 @@
 // model::scaled_bmm and bmm_out against fp64 products computed by LibTorch's bmm: every operand layout the
 // attention passes (contiguous, the transposed k^T view, a strided slice), alpha, both gradients, a second
-// derivative, empty sizes, and which kernel runs (the cblas_sgemm loop on LibTorch 1.x with OpenBLAS).
+// derivative, empty sizes, and which kernel runs (the sgemm loop where the build found a BLAS to call).
 #include <array>
 #include <cmath>
 
@@ -97,7 +97,7 @@ TEST(BatchedProduct, EmptySizes) {
   EXPECT_EQ(model::scaled_bmm(at::ones({0, 3, 5}), at::ones({0, 5, 4}), 2.0).sizes(), at::IntArrayRef({0, 3, 4}));
 }
 
-// The cblas_sgemm loop runs where the build found OpenBLAS (LibTorch 1.x: DBOT_EXPECT_BLAS_PRODUCT), for fp32 CPU
+// The sgemm loop runs where the build found a BLAS (OpenBLAS or LibTorch's MKL: DBOT_EXPECT_BLAS_PRODUCT), for fp32 CPU
 // operands outside autocast only; LibTorch's kernels everywhere else.
 TEST(BatchedProduct, KernelChoice) {
   const auto a = wave(2, 3, 4, 0.0), b = wave(2, 4, 5, 0.0);

@@ -49,7 +49,8 @@ TEST(ExplicitAttention, MatchesThePlainCompositionInFp64) {
   }
 }
 
-// The in-place BLAS kernel runs where the build found OpenBLAS (LibTorch 1.x), on fp32 CPU inputs outside autocast.
+// The in-place BLAS kernel runs where the build found a BLAS (OpenBLAS or LibTorch's MKL), on fp32 CPU inputs outside
+// autocast.
 TEST(ExplicitAttention, KernelChoice) {
   const auto x = packed_wave(2, 5, 8);
 #ifdef DBOT_EXPECT_BLAS_PRODUCT

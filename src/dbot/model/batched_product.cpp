@@ -1,5 +1,6 @@
-// batched_product: alpha * (a b) batched, by a cblas_sgemm loop where LibTorch's own bmm loops through its
-// dispatcher (LibTorch 1.x, CPU fp32: DBOT_HAVE_OPENBLAS), else by compat::scaled_bmm. Contract: batched_product.h.
+// batched_product: alpha * (a b) batched, by a loop of sgemm calls into the BLAS LibTorch runs on (OpenBLAS under
+// LibTorch 1.x: DBOT_HAVE_OPENBLAS; the MKL inside the PyPI wheel's libtorch_cpu: DBOT_HAVE_MKL_SGEMM), else by
+// compat::scaled_bmm. Contract: batched_product.h.
 #include "dbot/model/batched_product.h"
 
 #include <ATen/record_function.h>
@@ -9,12 +10,23 @@
 #include <cstdlib>
 #include <limits>
 #include <stdexcept>
+#include <vector>
 
 #include "dbot/compat.h"
 #include "dbot/core/parallel.h"
 
-#ifdef DBOT_HAVE_OPENBLAS
+#if defined(DBOT_HAVE_OPENBLAS)
 #include <cblas.h>
+#define DBOT_HAVE_SGEMM 1
+#elif defined(DBOT_HAVE_MKL_SGEMM)
+// MKL's batched product (LP64: int sizes; CBLAS's enum values), exported by the PyPI wheel's libtorch_cpu, which
+// dbot links anyway; the wheel ships no MKL header. One call per task: MKL's per-call cost is 3-4x the product
+// itself on the demo's 9x32x9 matrices (docs/PERFORMANCE.md), where one batched call shares it.
+extern "C" void cblas_sgemm_batch(int layout, const int* transa, const int* transb, const int* m, const int* n,
+                                  const int* k, const float* alpha, const float** a, const int* lda, const float** b,
+                                  const int* ldb, const float* beta, float** c, const int* ldc, int group_count,
+                                  const int* group_size);
+#define DBOT_HAVE_SGEMM 1
 #endif
 
 namespace dbot::model {
@@ -54,7 +66,7 @@ BlasLayout blas_layout_of(const MatrixBatch& m) {
   if (m.row_stride == 1 && m.col_stride >= std::max<int64_t>(1, m.rows)) return {true, true, m.col_stride};
   return {false, false, 0};
 }
-// cblas_sgemm's sizes are int (OpenBLAS without USE_64BITINT).
+// sgemm's sizes are int (OpenBLAS without USE_64BITINT, MKL's LP64 interface).
 bool fits_blas_int(const MatrixBatch& m) {
   const int64_t limit = std::numeric_limits<int>::max();
   return m.rows <= limit && m.cols <= limit && std::abs(m.row_stride) <= limit && std::abs(m.col_stride) <= limit;
@@ -67,18 +79,57 @@ bool blas_layout(const at::Tensor& x) {
 }
 
 bool blas_loop_usable() {
-#ifdef DBOT_HAVE_OPENBLAS
+#if defined(DBOT_HAVE_OPENBLAS)
   // openblas_get_parallel: 1 = pthreads. The loop calls BLAS from ATen's OpenMP threads, where an OpenMP
   // OpenBLAS runs each call on the calling thread; a pthreads one would start its own threads from every one.
   static const bool threads_fit = openblas_get_parallel() != 1;
   return threads_fit && !compat::autocast_enabled(c10::kCPU);
+#elif defined(DBOT_HAVE_MKL_SGEMM)
+  // The wheel's MKL threads with the same OpenMP as ATen: inside ATen's parallel region it runs on the calling thread.
+  return !compat::autocast_enabled(c10::kCPU);
 #else
   return false;
 #endif
 }
 
+namespace {
+#ifdef DBOT_HAVE_SGEMM
+// The products [begin, end) of the batch on the calling thread: c = alpha a b, beta = 0, row-major.
+struct Gemm {
+  const MatrixBatch &a, &b, &c;
+  BlasLayout la, lb;
+  float alpha;
+
+  int64_t offset(const MatrixBatch& x, int64_t i) const { return i / c.batch1 * x.stride0 + i % c.batch1 * x.stride1; }
+  void run(int64_t begin, int64_t end) const {
+    const int n = static_cast<int>(c.rows), m = static_cast<int>(c.cols), k = static_cast<int>(a.cols);
+    const int lda = static_cast<int>(la.ld), ldb = static_cast<int>(lb.ld), ldc = static_cast<int>(c.row_stride);
+#if defined(DBOT_HAVE_OPENBLAS)
+    for (int64_t i = begin; i < end; ++i)
+      cblas_sgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, n, m, k,
+                  alpha, a.data + offset(a, i), lda, b.data + offset(b, i), ldb, 0.0f, c.data + offset(c, i), ldc);
+#else
+    std::vector<const float*> pa, pb;
+    std::vector<float*> pc;
+    for (int64_t i = begin; i < end; ++i) {
+      pa.push_back(a.data + offset(a, i));
+      pb.push_back(b.data + offset(b, i));
+      pc.push_back(c.data + offset(c, i));
+    }
+    constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+    const int ta = la.trans ? kTrans : kNoTrans, tb = lb.trans ? kTrans : kNoTrans,
+              count = static_cast<int>(end - begin);
+    const float beta = 0.0f;
+    cblas_sgemm_batch(kRowMajor, &ta, &tb, &n, &m, &k, &alpha, pa.data(), &lda, pb.data(), &ldb, &beta, pc.data(), &ldc,
+                      1, &count);
+#endif
+  }
+};
+#endif
+}  // namespace
+
 void blas_gemm(const MatrixBatch& a, const MatrixBatch& b, const MatrixBatch& c, double alpha) {
-#ifdef DBOT_HAVE_OPENBLAS
+#ifdef DBOT_HAVE_SGEMM
   const auto la = blas_layout_of(a), lb = blas_layout_of(b);
   if (!la.ok || !lb.ok || c.col_stride != 1 || c.row_stride < std::max<int64_t>(1, c.cols) || a.cols != b.rows ||
       a.rows != c.rows || b.cols != c.cols || a.batch0 != c.batch0 || a.batch1 != c.batch1 || b.batch0 != c.batch0 ||
@@ -87,25 +138,20 @@ void blas_gemm(const MatrixBatch& a, const MatrixBatch& b, const MatrixBatch& c,
   const int64_t n = c.rows, m = c.cols, k = a.cols, batch = c.batch0 * c.batch1;
   if (batch == 0 || n == 0 || m == 0) return;
   RECORD_FUNCTION("dbot::blas_gemm", std::vector<c10::IValue>());  // named in `dbot bench step --profile`
+  const Gemm gemm{a, b, c, la, lb, static_cast<float>(alpha)};
+  if (k == 0) {  // BLAS may leave C alone when there is nothing to sum
+    for (int64_t i = 0; i < batch; ++i)
+      for (int64_t r = 0; r < n; ++r) {
+        float* row = c.data + gemm.offset(c, i) + r * c.row_stride;
+        std::fill(row, row + m, 0.0f);
+      }
+    return;
+  }
   // A task of at least ~64k multiply-adds: the demo's 9x32x9 products go ~20 to a task, ViT-S/16's 197x64x197 one.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, n * m * k));
-  core::parallel_for(batch, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t i0 = i / c.batch1, i1 = i % c.batch1;
-      float* pc = c.data + i0 * c.stride0 + i1 * c.stride1;
-      if (k == 0) {  // BLAS may leave C alone when there is nothing to sum
-        for (int64_t r = 0; r < n; ++r) std::fill(pc + r * c.row_stride, pc + r * c.row_stride + m, 0.0f);
-        continue;
-      }
-      cblas_sgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans,
-                  static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), static_cast<float>(alpha),
-                  a.data + i0 * a.stride0 + i1 * a.stride1, static_cast<int>(la.ld),
-                  b.data + i0 * b.stride0 + i1 * b.stride1, static_cast<int>(lb.ld), 0.0f, pc,
-                  static_cast<int>(c.row_stride));
-    }
-  });
+  core::parallel_for(batch, grain, [&](int64_t begin, int64_t end) { gemm.run(begin, end); });
 #else
-  throw std::logic_error("blas_gemm: built without OpenBLAS");
+  throw std::logic_error("blas_gemm: built without a BLAS to call");
 #endif
 }
 

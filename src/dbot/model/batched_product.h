@@ -1,10 +1,12 @@
 // batched_product: the attention's batched matrix products, alpha * (a b) for a [B, n, k], b [B, k, m] ->
-// [B, n, m], with autograd. LibTorch 1.x runs a CPU fp32 bmm as one mm per matrix through its dispatcher (a
-// select, a conj check and an mm per matrix: 1.5-2.3 ms for the demo's 512 small products, against 0.4-0.8 ms
-// as a loop of cblas_sgemm calls split over the threads); where the build found OpenBLAS (CMake, LibTorch 1.x
-// only) fp32 CPU products outside autocast take that loop, forward and backward. Everything else takes
-// compat::scaled_bmm (LibTorch's own batched kernels). The loop itself (blas_gemm over MatrixBatch views) also
-// serves model/explicit_attention, which reads the heads in place from the qkv projection's output.
+// [B, n, m], with autograd. Where the build can call the BLAS LibTorch runs on (CMake: OpenBLAS under LibTorch 1.x,
+// the MKL that the PyPI wheel's libtorch_cpu exports under 2.x), fp32 CPU products outside autocast take a loop of
+// sgemm calls split over the threads, forward and backward: LibTorch 1.x runs a CPU fp32 bmm as one mm per matrix
+// through its dispatcher (a select, a conj check and an mm per matrix: 1.5-2.3 ms for the demo's 512 small
+// products, against 0.4-0.8 ms as the loop), and the loop reads strided heads in place where LibTorch's bmm wants
+// them copied. Everything else takes compat::scaled_bmm (LibTorch's own batched kernels). The loop itself (blas_gemm
+// over MatrixBatch views) also serves model/explicit_attention, which reads the heads in place from the qkv
+// projection's output.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -19,11 +21,11 @@ at::Tensor scaled_bmm(const at::Tensor& a, const at::Tensor& b, double alpha = 1
 // `dbot bench step`'s GEMM floor.
 void bmm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 
-// Whether scaled_bmm(a, b) takes the cblas_sgemm loop (for the tests and the benchmark's table).
+// Whether scaled_bmm(a, b) takes the sgemm loop (for the tests and the benchmark's table).
 bool blas_batched_product(const at::Tensor& a, const at::Tensor& b);
 
-// Whether this build has the cblas_sgemm loop and may run it now: OpenBLAS found, an OpenMP (or sequential)
-// OpenBLAS, and CPU autocast off (autocast would have run LibTorch's product in bf16).
+// Whether this build has the sgemm loop and may run it now: a BLAS found (an OpenMP or sequential OpenBLAS, or
+// LibTorch's MKL) and CPU autocast off (autocast would have run LibTorch's product in bf16).
 bool blas_loop_usable();
 
 // fp32 matrices [batch0, batch1, rows, cols] in place, with any strides where one of the two matrix strides is

@@ -89,7 +89,7 @@ struct BlasAttention : torch::autograd::Function<BlasAttention> {
                                                  torch::autograd::variable_list grad_out) {
     // The kernel's gradient is not itself differentiable: say so rather than return one that autograd cannot follow.
     if (at::GradMode::is_enabled())
-      throw std::runtime_error("explicit_attention: no second derivative through LibTorch 1.x's BLAS attention");
+      throw std::runtime_error("explicit_attention: no second derivative through the in-place BLAS attention");
     const auto packed = ctx->get_saved_variables()[0];
     const auto grad = grad_out[0].contiguous();
     return {blas_backward(packed, ctx->saved_data["probs"].toTensor(), grad, ctx->saved_data["heads"].toInt()),

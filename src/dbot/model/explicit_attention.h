@@ -1,8 +1,8 @@
 // explicit_attention: multi-head attention as timm 0.4.12 and the official dBOT code write it,
 // softmax(q k^T * hd^-0.5) v, from the qkv projection's output [N, T, 3D] (read as (3, heads, hd), timm's order)
-// to proj's input [N, T, D] (the heads side by side). Where the cblas_sgemm loop is usable (LibTorch 1.x with
-// OpenBLAS, fp32 CPU outside autocast: model/batched_product) one autograd function reads q, k and v in place
-// from the packed [N, T, 3D] and writes the heads' outputs, and backward the packed gradient, in place: no
+// to proj's input [N, T, D] (the heads side by side). Where the sgemm loop is usable (OpenBLAS under LibTorch 1.x,
+// LibTorch's MKL under 2.x; fp32 CPU outside autocast: model/batched_product) one autograd function reads q, k and v in
+// place from the packed [N, T, 3D] and writes the heads' outputs, and backward the packed gradient, in place: no
 // per-head copies, no stack of three gradients. Elsewhere the same formula in LibTorch's operations (split_heads,
 // attention_map, scaled_bmm).
 #pragma once
