@@ -6,8 +6,9 @@
 //   (compat::scaled_bmm);
 // - the attention from the packed qkv output to proj's input, model::explicit_attention against timm 0.4.12's
 //   composition in LibTorch's operations (reshape, permute, matmul, softmax, matmul, transpose, reshape);
-// - the MLP's fc1 + GELU, model::linear_gelu against at::gelu(at::linear(x, W, b)) (timm's Mlp).
-//   build-deb/bench_kernels [threads=2] [reps=20]
+// - the MLP's fc1 + GELU, model::linear_gelu against at::gelu(at::linear(x, W, b)) (timm's Mlp), in fp32 and, where
+//   the CPU has native bf16 or the third argument is "bf16", under bf16 autocast.
+//   build-deb/bench_kernels [threads=2] [reps=20] [bf16]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -128,8 +129,9 @@ void attention(int reps) {
 }
 
 // fc1 + GELU at [N, T, D] -> [N, T, 4D]: the demo's teacher (17 tokens) and student (9), ViT-Tiny/4's teacher
-// (65) and student (17), ViT-S/16's student (50 of 197), batch 128 (ViT-S: 32).
-void fc1_gelu(int reps) {
+// (65) and student (17), ViT-S/16's student (50 of 197), batch 128 (ViT-S: 32). fp32 inputs; under bf16 autocast
+// (amp = kBFloat16) both sides cast them as the training step does.
+void fc1_gelu(int reps, at::ScalarType amp) {
   struct Mlp {
     const char* what;
     int64_t N, T, D;
@@ -139,14 +141,21 @@ void fc1_gelu(int reps) {
                         {"ViT-Tiny/4 teacher", 128, 65, 192},
                         {"ViT-Tiny/4 student", 128, 17, 192},
                         {"ViT-S/16 student", 32, 50, 384}};
-  const Op libtorch = [](const std::vector<at::Tensor>& x) { return at::gelu(at::linear(x[0], x[1], x[2])); };
-  const Op dbot = [](const std::vector<at::Tensor>& x) { return dbot::model::linear_gelu(x[0], x[1], x[2]); };
-  std::printf("\ndbot's fc1 + GELU: %s\n\n| fc1 + GELU [N, T, D] -> [N, T, 4D]%s",
-              dbot::model::detail::simd_available() ? "fused pass, AVX2" : "fused pass, plain C++", kHeader);
+  const Op libtorch = [amp](const std::vector<at::Tensor>& x) {
+    dbot::compat::AutocastGuard autocast(c10::kCPU, amp);
+    return at::gelu(at::linear(x[0], x[1], x[2]));
+  };
+  const Op dbot = [amp](const std::vector<at::Tensor>& x) {
+    dbot::compat::AutocastGuard autocast(c10::kCPU, amp);
+    return dbot::model::linear_gelu(x[0], x[1], x[2]);
+  };
+  std::printf("\ndbot's fc1 + GELU, %s: %s\n\n| fc1 + GELU [N, T, D] -> [N, T, 4D]%s",
+              amp == at::kBFloat16 ? "bf16 autocast" : "fp32",
+              dbot::model::detail::simd_available() ? "fused pass, AVX2" : "LibTorch's operations", kHeader);
   for (const auto& s : shapes) {
     const auto x = at::randn({s.N, s.T, s.D}), w = at::randn({4 * s.D, s.D}) * 0.05, b = at::randn({4 * s.D});
-    row(std::string(s.what) + ": " + sizes({s.N, s.T, s.D}), libtorch, dbot, {x, w, b}, at::randn({s.N, s.T, 4 * s.D}),
-        reps);
+    row(std::string(s.what) + ": " + sizes({s.N, s.T, s.D}), libtorch, dbot, {x, w, b},
+        at::randn({s.N, s.T, 4 * s.D}).to(amp), reps);
   }
 }
 }  // namespace
@@ -158,5 +167,6 @@ int main(int argc, char** argv) {
   std::printf("LibTorch %s, %d threads, best of %d\n\n", dbot::compat::torch_version().c_str(), threads, reps);
   batched_products(reps);
   attention(reps);
-  fc1_gelu(reps);
+  fc1_gelu(reps, at::kFloat);
+  if (dbot::compat::cpu_has_bf16() || (argc > 3 && std::string(argv[3]) == "bf16")) fc1_gelu(reps, at::kBFloat16);
 }

@@ -1,7 +1,8 @@
 // model::linear_gelu: the fused bias + GELU + GELU' pass (both its AVX2 and its plain loop) against fp64 exact
-// GELU and GELU' (std::erf), hand-checked values, non-finite inputs and row tails; and the whole function's output
-// and gradients against the plain composition at::gelu(at::linear(x, W, b)) it replaces, with and without
-// autograd, and which path runs.
+// GELU and GELU' (std::erf), hand-checked values, non-finite inputs and row tails, its bf16 form against the fp32
+// pass rounded by c10::BFloat16; and the whole function's output and gradients against the plain composition
+// at::gelu(at::linear(x, W, b)) it replaces, in fp32 and under bf16 autocast, with and without autograd, and which
+// path runs.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -35,6 +36,18 @@ Grid grid() {
   for (int64_t c = 0; c < g.cols; ++c) g.bias.push_back(0.25f * static_cast<float>(c % 5) - 0.5f);
   for (int64_t i = 0; i < g.rows * g.cols; ++i) g.h.push_back(static_cast<float>(9.0 * std::sin(0.37 * i + 0.1)));
   return g;
+}
+// Smooth operands of linear_gelu, leaves needing gradients: x [N, T, in], W [hidden, in], b [hidden], and an output
+// gradient g [N, T, hidden].
+struct Operands {
+  at::Tensor x, w, b, g;
+};
+Operands operands(int64_t N, int64_t T, int64_t in, int64_t hidden) {
+  const auto wave = [](int64_t n, double f) { return at::sin(at::arange(n, at::kDouble) * f + 0.3).to(at::kFloat); };
+  return {(2.0 * wave(N * T * in, 0.71)).view({N, T, in}).requires_grad_(),
+          (0.5 * wave(hidden * in, 0.53)).view({hidden, in}).requires_grad_(),
+          (0.3 * wave(hidden, 1.9)).requires_grad_(),
+          at::cos(at::arange(N * T * hidden, at::kFloat).view({N, T, hidden}) * 0.43)};
 }
 }  // namespace
 
@@ -106,20 +119,51 @@ TEST(LinearGelu, TailsAndNonFiniteValues) {
   }
 }
 
+// The bf16 pass is the fp32 pass on the same (widened) inputs, each output rounded to nearest even as
+// c10::BFloat16 rounds it, bit for bit. Past |z| ~ 13 GELU(z) is z, so ties can be placed: 256 + 1 = 257 lies halfway
+// between bf16's 256 and 258 and goes to 256 (even), 259 to 260 and 518 to 520; truncating would give 256, 258 and
+// 516, rounding halves away from zero 258. NaN stays NaN.
+TEST(LinearGelu, Bf16PassIsTheFp32PassRoundedToNearestEven) {
+  auto g = grid();
+  const std::vector<std::pair<float, float>> ties{{256.0f, 1.0f}, {256.0f, 3.0f}, {512.0f, 6.0f}};
+  for (size_t k = 0; k < ties.size(); ++k) {
+    g.h[k] = ties[k].first;  // row 0, columns 0-2
+    g.bias[k] = ties[k].second;
+  }
+  const size_t nan_block = static_cast<size_t>(g.cols) + 3, nan_tail = g.h.size() - 1;  // in a vector block, a tail
+  g.h[nan_block] = g.h[nan_tail] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<c10::BFloat16> h16;
+  for (const float v : g.h) h16.emplace_back(v);
+  std::vector<float> widened(h16.begin(), h16.end());
+  for (const bool simd : kernels()) {
+    std::vector<float> out(g.h.size()), d(g.h.size());
+    model::detail::bias_gelu(widened.data(), g.bias.data(), out.data(), d.data(), g.rows, g.cols, simd);
+    std::vector<c10::BFloat16> out16(g.h.size()), d16(g.h.size());
+    model::detail::bias_gelu(h16.data(), g.bias.data(), out16.data(), d16.data(), g.rows, g.cols, simd);
+    for (size_t i = 0; i < g.h.size(); ++i) {
+      EXPECT_EQ(out16[i].x, c10::BFloat16(out[i]).x) << "z = " << widened[i] + g.bias[i % g.cols] << simd;
+      EXPECT_EQ(d16[i].x, c10::BFloat16(d[i]).x) << "z = " << widened[i] + g.bias[i % g.cols] << simd;
+    }
+    EXPECT_EQ(static_cast<float>(out16[0]), 256.0f) << simd;
+    EXPECT_EQ(static_cast<float>(out16[1]), 260.0f) << simd;
+    EXPECT_EQ(static_cast<float>(out16[2]), 520.0f) << simd;
+    EXPECT_TRUE(std::isnan(static_cast<float>(out16[nan_block])) && std::isnan(static_cast<float>(out16[nan_tail])));
+    auto inplace = h16;  // in place, as the function writes it
+    model::detail::bias_gelu(inplace.data(), g.bias.data(), inplace.data(), nullptr, g.rows, g.cols, simd);
+    for (size_t i = 0; i < g.h.size(); ++i) EXPECT_EQ(inplace[i].x, out16[i].x) << i << simd;
+  }
+}
+
 // The whole function against the composition it replaces, in fp32: output and the gradients of x, W and b, for a
 // [N, T, in] input with a hidden width that is not a multiple of 8, with and without autograd.
 TEST(LinearGelu, MatchesThePlainComposition) {
   const int64_t N = 3, T = 5, in = 12, hidden = 20;
-  const auto wave = [](int64_t n, double f) { return at::sin(at::arange(n, at::kDouble) * f + 0.3).to(at::kFloat); };
-  const auto x = (2.0 * wave(N * T * in, 0.71)).view({N, T, in}).requires_grad_();
-  const auto w = (0.5 * wave(hidden * in, 0.53)).view({hidden, in}).requires_grad_();
-  const auto b = (0.3 * wave(hidden, 1.9)).requires_grad_();
+  const auto [x, w, b, g] = operands(N, T, in, hidden);
   ASSERT_EQ(model::fused_linear_gelu(x, w, b), model::detail::simd_available());
   const auto out = model::linear_gelu(x, w, b);
   const auto expected = at::gelu(at::linear(x, w, b));
   ASSERT_EQ(out.sizes(), at::IntArrayRef({N, T, hidden}));
   EXPECT_TRUE(close_to_scale(out, expected, 1e-6));
-  const auto g = at::cos(at::arange(N * T * hidden, at::kFloat).view({N, T, hidden}) * 0.43);
   const auto grads = torch::autograd::grad({out}, {x, w, b}, {g});
   const auto plain = torch::autograd::grad({expected}, {x, w, b}, {g});
   for (size_t i = 0; i < grads.size(); ++i) EXPECT_TRUE(close_to_scale(grads[i], plain[i], 1e-5)) << "input " << i;
@@ -127,8 +171,34 @@ TEST(LinearGelu, MatchesThePlainComposition) {
   EXPECT_TRUE(at::equal(model::linear_gelu(x, w, b), out.detach()));
 }
 
-// The fused path is fp32 CPU with a bias outside autocast on a CPU with AVX2 + FMA; everything else is the plain
-// composition, and the fused gradient is not differentiable again.
+// Under bf16 autocast, against autocast's own composition (bf16 addmm then bf16 GELU): the output in bf16 and the
+// gradients of the fp32 x, W and b in fp32, each within bf16's rounding of the composition, and both as close to
+// the fp32 result. The no-grad path with W already in bf16 (the teacher's) gives the same numbers.
+TEST(LinearGelu, MatchesTheAutocastCompositionInBf16) {
+  const auto [x, w, b, g] = operands(4, 9, 24, 36);
+  const auto exact = at::gelu(at::linear(x, w, b));
+  const auto exact_grads = torch::autograd::grad({exact}, {x, w, b}, {g});
+  compat::AutocastGuard autocast(c10::kCPU, at::kBFloat16);
+  ASSERT_EQ(model::fused_linear_gelu(x, w, b), model::detail::simd_available());
+  const auto out = model::linear_gelu(x, w, b);
+  const auto expected = at::gelu(at::linear(x, w, b));
+  ASSERT_EQ(out.scalar_type(), at::kBFloat16);
+  ASSERT_EQ(expected.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(close_to_scale(out.to(at::kFloat), expected.to(at::kFloat), 1e-2));
+  EXPECT_TRUE(close_to_scale(out.to(at::kFloat), exact, 1e-2));
+  const auto grads = torch::autograd::grad({out}, {x, w, b}, {g.to(at::kBFloat16)});
+  const auto plain = torch::autograd::grad({expected}, {x, w, b}, {g.to(at::kBFloat16)});
+  for (size_t i = 0; i < grads.size(); ++i) {
+    EXPECT_EQ(grads[i].scalar_type(), at::kFloat) << "input " << i;
+    EXPECT_TRUE(close_to_scale(grads[i], plain[i], 2e-2)) << "input " << i;
+    EXPECT_TRUE(close_to_scale(grads[i], exact_grads[i], 2e-2)) << "input " << i;
+  }
+  at::NoGradGuard no_grad;
+  EXPECT_TRUE(at::equal(model::linear_gelu(x, w.to(at::kBFloat16), b), out.detach()));
+}
+
+// The fused path is CPU with an fp32 bias, fp32 outside autocast or fp32/bf16 under bf16 autocast, on a CPU with
+// AVX2 + FMA; everything else is the plain composition, and the fused gradient is not differentiable again.
 TEST(LinearGelu, PathChoiceAndNoSecondDerivative) {
   const auto x = at::randn({4, 6}), w = at::randn({8, 6}), b = at::randn({8});
   EXPECT_EQ(model::fused_linear_gelu(x, w, b), model::detail::simd_available());
@@ -136,7 +206,9 @@ TEST(LinearGelu, PathChoiceAndNoSecondDerivative) {
   EXPECT_FALSE(model::fused_linear_gelu(x, w, at::Tensor()));
   {
     compat::AutocastGuard autocast(c10::kCPU, at::kBFloat16);
-    EXPECT_FALSE(model::fused_linear_gelu(x, w, b));
+    EXPECT_EQ(model::fused_linear_gelu(x, w, b), model::detail::simd_available());
+    EXPECT_EQ(model::fused_linear_gelu(x.to(at::kBFloat16), w.to(at::kBFloat16), b), model::detail::simd_available());
+    EXPECT_FALSE(model::fused_linear_gelu(x, w, b.to(at::kBFloat16)));
   }
   const auto xr = x.clone().requires_grad_();
   const auto out = model::linear_gelu(xr, w, b);

@@ -96,7 +96,6 @@ bool autocast_enabled(c10::DeviceType device) {
 #endif
 }
 
-namespace {
 at::ScalarType autocast_dtype(c10::DeviceType device) {
 #if DBOT_TORCH_AT_LEAST(2, 4)
   return at::autocast::get_autocast_dtype(device);
@@ -104,6 +103,8 @@ at::ScalarType autocast_dtype(c10::DeviceType device) {
   return device == c10::kCUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
 #endif
 }
+
+namespace {
 void set_autocast(c10::DeviceType device, bool enabled, at::ScalarType dtype) {
 #if DBOT_TORCH_AT_LEAST(2, 4)
   at::autocast::set_autocast_enabled(device, enabled);

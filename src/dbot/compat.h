@@ -36,8 +36,9 @@ void synchronize(c10::Device device);
 void reset_peak_memory(c10::Device device);
 int64_t peak_memory_bytes(c10::Device device);
 
-// Whether autocast is on for the device type (kCPU, kCUDA) in this thread.
+// Whether autocast is on for the device type (kCPU, kCUDA) in this thread, and the dtype it casts to.
 bool autocast_enabled(c10::DeviceType device);
+at::ScalarType autocast_dtype(c10::DeviceType device);
 
 // RAII: enables autocast on `device` with `dtype` for its lifetime (no-op when dtype == kFloat), restores
 // the previous state on exit and drops the autocast weight cache at the outermost exit.

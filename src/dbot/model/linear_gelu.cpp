@@ -30,18 +30,20 @@ constexpr float kSqrtHalf = 0.70710678118654752f, kInvSqrt2Pi = 0.39894228040143
 // Past |z| = 13.19, exp(-z^2 / 2) is below fp32's smallest normal: Phi is 0 or 1 and phi is 0.
 constexpr float kMaxHalfSquare = 87.0f;
 
-// One row segment of n elements: h, out, dgelu at its start, bias at its first column.
-void bias_gelu_plain(const float* h, const float* bias, float* out, float* dgelu, int64_t n) {
+// One row segment of n elements: h, out, dgelu at its start, bias at its first column. T is float or bf16 (computed
+// in fp32, rounded to nearest even once per output by c10::BFloat16).
+template <typename T>
+void bias_gelu_plain(const T* h, const float* bias, T* out, T* dgelu, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    const float z = h[i] + bias[i];
+    const float z = static_cast<float>(h[i]) + bias[i];
     const float a = std::fabs(z) * kSqrtHalf;
     const float half_square = 0.5f * z * z;
     const float e = half_square < kMaxHalfSquare ? std::exp(-half_square) : 0.0f;
     const float t = 1.0f / (1.0f + kP * std::fmin(a, 10.0f));
     const float q = 0.5f * (t * (kA1 + t * (kA2 + t * (kA3 + t * (kA4 + t * kA5))))) * e;  // 0.5 erfc(|z| / sqrt 2)
     const float phi_cdf = z >= 0.0f ? 1.0f - q : q;
-    out[i] = z * phi_cdf;
-    if (dgelu) dgelu[i] = phi_cdf + z * (kInvSqrt2Pi * e);
+    out[i] = static_cast<T>(z * phi_cdf);
+    if (dgelu) dgelu[i] = static_cast<T>(phi_cdf + z * (kInvSqrt2Pi * e));
   }
 }
 
@@ -64,13 +66,30 @@ __attribute__((target("avx2,fma"))) inline __m256 exp_nonpositive(__m256 y) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
+// 8 floats from fp32 or bf16 (a bf16 is the upper half of its fp32), and back (bf16: round to nearest even, NaN to
+// 0x7fc0, the bits c10::BFloat16 gives).
+__attribute__((target("avx2,fma"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma"))) inline __m256 load8(const c10::BFloat16* p) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
+}
+__attribute__((target("avx2,fma"))) inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+__attribute__((target("avx2,fma"))) inline void store8(c10::BFloat16* p, __m256 v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff))), 16);
+  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+}
+
 // The plain loop's formula, 8 lanes at a time (1 / (1 + p a) by a reciprocal estimate and one Newton step).
-__attribute__((target("avx2,fma"))) void bias_gelu_avx2(const float* h, const float* bias, float* out, float* dgelu,
-                                                        int64_t n) {
+template <typename T>
+__attribute__((target("avx2,fma"))) void bias_gelu_avx2(const T* h, const float* bias, T* out, T* dgelu, int64_t n) {
   const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 z = _mm256_add_ps(_mm256_loadu_ps(h + i), _mm256_loadu_ps(bias + i));
+    const __m256 z = _mm256_add_ps(load8(h + i), _mm256_loadu_ps(bias + i));
     const __m256 a =
         _mm256_min_ps(_mm256_mul_ps(_mm256_andnot_ps(sign, z), _mm256_set1_ps(kSqrtHalf)), _mm256_set1_ps(10.0f));
     const __m256 half_square = _mm256_mul_ps(_mm256_mul_ps(z, z), _mm256_set1_ps(0.5f));
@@ -87,8 +106,8 @@ __attribute__((target("avx2,fma"))) void bias_gelu_avx2(const float* h, const fl
     const __m256 q = _mm256_mul_ps(_mm256_mul_ps(poly, t), _mm256_mul_ps(e, _mm256_set1_ps(0.5f)));
     const __m256 nonneg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GE_OQ);
     const __m256 phi_cdf = _mm256_blendv_ps(q, _mm256_sub_ps(one, q), nonneg);
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(z, phi_cdf));
-    if (dgelu) _mm256_storeu_ps(dgelu + i, _mm256_fmadd_ps(z, _mm256_mul_ps(e, _mm256_set1_ps(kInvSqrt2Pi)), phi_cdf));
+    store8(out + i, _mm256_mul_ps(z, phi_cdf));
+    if (dgelu) store8(dgelu + i, _mm256_fmadd_ps(z, _mm256_mul_ps(e, _mm256_set1_ps(kInvSqrt2Pi)), phi_cdf));
   }
   bias_gelu_plain(h + i, bias + i, out + i, dgelu ? dgelu + i : nullptr, n - i);  // the segment's tail
 }
@@ -104,14 +123,16 @@ bool simd_available() {
 #endif
 }
 
-void bias_gelu(const float* h, const float* bias, float* out, float* dgelu, int64_t rows, int64_t cols, bool simd) {
+namespace {
+template <typename T>
+void bias_gelu_rows(const T* h, const float* bias, T* out, T* dgelu, int64_t rows, int64_t cols, bool simd) {
   if (simd && !simd_available()) throw std::logic_error("bias_gelu: this CPU has no AVX2 + FMA");
   // ~40 flops per element: tasks of whole rows, at least 32k elements.
   core::parallel_for(rows, std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, cols)),
                      [&](int64_t begin, int64_t end) {
                        for (int64_t r = begin; r < end; ++r) {
                          const int64_t i = r * cols;
-                         float* d = dgelu ? dgelu + i : nullptr;
+                         T* d = dgelu ? dgelu + i : nullptr;
 #ifdef DBOT_GELU_AVX2
                          if (simd) {
                            bias_gelu_avx2(h + i, bias, out + i, d, cols);
@@ -122,13 +143,28 @@ void bias_gelu(const float* h, const float* bias, float* out, float* dgelu, int6
                        }
                      });
 }
+}  // namespace
+
+void bias_gelu(const float* h, const float* bias, float* out, float* dgelu, int64_t rows, int64_t cols, bool simd) {
+  bias_gelu_rows(h, bias, out, dgelu, rows, cols, simd);
+}
+void bias_gelu(const c10::BFloat16* h, const float* bias, c10::BFloat16* out, c10::BFloat16* dgelu, int64_t rows,
+               int64_t cols, bool simd) {
+  bias_gelu_rows(h, bias, out, dgelu, rows, cols, simd);
+}
 
 }  // namespace dbot::model::detail
 
 namespace dbot::model {
 
 namespace {
-// [M, in] x [hidden, in]^T -> the product [M, hidden] without the bias, ready for the fused pass.
+// What the fused path computes in: bf16 under CPU bf16 autocast (the dtype autocast gives linear), else fp32.
+at::ScalarType compute_dtype() {
+  return compat::autocast_enabled(c10::kCPU) ? compat::autocast_dtype(c10::kCPU) : at::kFloat;
+}
+
+// [M, in] x [hidden, in]^T, both in the compute dtype -> the product [M, hidden] without the bias, ready for the
+// fused pass.
 at::Tensor product(const at::Tensor& x2d, const at::Tensor& weight) { return at::mm(x2d, weight.t()).contiguous(); }
 
 std::vector<int64_t> out_shape(const at::Tensor& x, int64_t hidden) {
@@ -137,22 +173,34 @@ std::vector<int64_t> out_shape(const at::Tensor& x, int64_t hidden) {
   return shape;
 }
 
-void fused_pass(const at::Tensor& h, const at::Tensor& bias, at::Tensor& out, float* dgelu) {
+// h, out, dgelu: [M, hidden] in one dtype (fp32 or bf16); bias: [hidden] fp32. dgelu may be null.
+void fused_pass(const at::Tensor& h, const at::Tensor& bias, at::Tensor& out, at::Tensor* dgelu) {
   RECORD_FUNCTION("dbot::bias_gelu", std::vector<c10::IValue>());  // named in `dbot bench step --profile`
-  detail::bias_gelu(h.data_ptr<float>(), bias.data_ptr<float>(), out.data_ptr<float>(), dgelu, h.size(0), h.size(1),
-                    true);
+  const float* b = bias.data_ptr<float>();
+  if (h.scalar_type() == at::kBFloat16) {
+    detail::bias_gelu(h.data_ptr<c10::BFloat16>(), b, out.data_ptr<c10::BFloat16>(),
+                      dgelu ? dgelu->data_ptr<c10::BFloat16>() : nullptr, h.size(0), h.size(1), true);
+  } else {
+    detail::bias_gelu(h.data_ptr<float>(), b, out.data_ptr<float>(), dgelu ? dgelu->data_ptr<float>() : nullptr,
+                      h.size(0), h.size(1), true);
+  }
 }
 
-// Forward saves x, W and GELU'(z) (written over the product); backward: dz = g GELU'(z), dx = dz W,
-// dW = dz^T x, db = sum dz.
+// Forward saves x and W in the compute dtype (what autocast's linear would save) and GELU'(z) (written over the
+// product); backward: dz = g GELU'(z), dx = dz W, dW = dz^T x, db = sum dz (in fp32), each gradient returned in its
+// input's own dtype (fp32 master weights under autocast).
 struct LinearGelu : torch::autograd::Function<LinearGelu> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& bias) {
-    const auto x2d = x.reshape({-1, x.size(-1)});
-    auto h = product(x2d, weight);  // [M, hidden], becomes GELU'(z)
+    const auto dtype = compute_dtype();
+    const auto x2d = x.reshape({-1, x.size(-1)}).to(dtype);
+    const auto w = weight.to(dtype);
+    auto h = product(x2d, w);  // [M, hidden], becomes GELU'(z)
     auto out = at::empty_like(h);
-    fused_pass(h, bias.contiguous(), out, h.data_ptr<float>());
-    ctx->save_for_backward({x2d, weight, h});
+    fused_pass(h, bias.contiguous(), out, &h);
+    ctx->save_for_backward({x2d, w, h});
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(weight.scalar_type());
     return out.view(out_shape(x, weight.size(0)));
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -163,25 +211,32 @@ struct LinearGelu : torch::autograd::Function<LinearGelu> {
     const auto saved = ctx->get_saved_variables();
     const auto& x2d = saved[0];
     const auto& weight = saved[1];
-    const auto dz = grad_out[0].reshape({-1, weight.size(0)}) * saved[2];  // [M, hidden]
+    const auto dtype = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
+    const auto dz = (grad_out[0].reshape({-1, weight.size(0)}) * saved[2]).to(x2d.scalar_type());  // [M, hidden]
     at::Tensor dx, dw, db;
     if (ctx->needs_input_grad(0)) {
       auto input_shape = out_shape(grad_out[0], x2d.size(1));
-      dx = dz.mm(weight).view(input_shape);
+      dx = dz.mm(weight).view(input_shape).to(dtype("x_dtype"));
     }
-    if (ctx->needs_input_grad(1)) dw = dz.t().mm(x2d);
-    if (ctx->needs_input_grad(2)) db = dz.sum(0);
+    if (ctx->needs_input_grad(1)) dw = dz.t().mm(x2d).to(dtype("w_dtype"));
+    if (ctx->needs_input_grad(2)) db = dz.sum(0, /*keepdim=*/false, at::kFloat);
     return {dx, dw, db};
   }
 };
+
+bool cpu_strided(const at::Tensor& t, bool bf16_too) {
+  return t.defined() && t.is_cpu() && t.layout() == at::kStrided &&
+         (t.scalar_type() == at::kFloat || (bf16_too && t.scalar_type() == at::kBFloat16));
+}
 }  // namespace
 
 bool fused_linear_gelu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  auto fp32_cpu = [](const at::Tensor& t) {
-    return t.defined() && t.is_cpu() && t.layout() == at::kStrided && t.scalar_type() == at::kFloat;
-  };
-  return fp32_cpu(x) && fp32_cpu(weight) && fp32_cpu(bias) && x.dim() >= 2 && weight.dim() == 2 && bias.dim() == 1 &&
-         x.size(-1) == weight.size(1) && bias.size(0) == weight.size(0) && !compat::autocast_enabled(c10::kCPU) &&
+  // Outside autocast all fp32; under bf16 autocast x and W may also be bf16 (the teacher keeps bf16 matrices) and
+  // the bias stays fp32. fp16 autocast takes the composition.
+  const bool autocast = compat::autocast_enabled(c10::kCPU);
+  if (autocast && compat::autocast_dtype(c10::kCPU) != at::kBFloat16) return false;
+  return cpu_strided(x, autocast) && cpu_strided(weight, autocast) && cpu_strided(bias, false) && x.dim() >= 2 &&
+         weight.dim() == 2 && bias.dim() == 1 && x.size(-1) == weight.size(1) && bias.size(0) == weight.size(0) &&
          detail::simd_available();  // the plain loop (scalar exp) is slower than LibTorch's vectorized GELU
 }
 
@@ -190,7 +245,8 @@ at::Tensor linear_gelu(const at::Tensor& x, const at::Tensor& weight, const at::
   const bool recorded =
       at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || bias.requires_grad());
   if (recorded) return LinearGelu::apply(x, weight, bias);
-  auto h = product(x.reshape({-1, x.size(-1)}), weight);
+  const auto dtype = compute_dtype();
+  auto h = product(x.reshape({-1, x.size(-1)}).to(dtype), weight.to(dtype));
   fused_pass(h, bias.contiguous(), h, nullptr);  // in place: nothing to keep for backward
   return h.view(out_shape(x, weight.size(0)));
 }

@@ -1,10 +1,11 @@
 // linear_gelu: the MLP's first half, GELU(x W^T + b) with the exact (erf) GELU, as one autograd function on the
-// CPU in fp32 (both LibTorch builds, outside autocast). LibTorch runs it as addmm (which first copies the bias into
-// its output), a GELU pass, and in backward a GELU-backward pass that evaluates erf and exp a second time. Here the
-// product runs without the bias, and one pass adds the bias and writes GELU(z) and, where autograd will need it,
-// GELU'(z) = Phi(z) + z phi(z) into the product's own buffer (one exp serves both: erf's and phi's). Backward is
-// then a multiply and the three products. The pass is AVX2 + FMA, on CPUs that have them (checked at run time), split
-// over LibTorch's threads (core::parallel_for). Everything else (no AVX2, CUDA, bf16, autocast, no bias) takes
+// CPU in fp32 (outside autocast) and in bf16 (under CPU bf16 autocast), on both LibTorch builds. LibTorch runs it
+// as addmm (which first copies the bias into its output), a GELU pass, and in backward a GELU-backward pass that
+// evaluates erf and exp a second time. Here the product runs without the bias, and one pass adds the (fp32) bias
+// and writes GELU(z) and, where autograd will need it, GELU'(z) = Phi(z) + z phi(z) into the product's own buffer
+// (one exp serves both: erf's and phi's; in bf16 each computed in fp32 and rounded once). Backward is then a
+// multiply and the three products. The pass is AVX2 + FMA, on CPUs that have them (checked at run time), split
+// over LibTorch's threads (core::parallel_for). Everything else (no AVX2, CUDA, fp16 autocast, no bias) takes
 // at::gelu(at::linear(x, w, b)).
 #pragma once
 
@@ -22,8 +23,10 @@ namespace detail {
 // The fused pass over [rows, cols] row-major: z = h + bias[col]; out = z Phi(z); dgelu = GELU'(z) where dgelu is
 // not null. out and dgelu may be h itself (each element is read before it is written). simd: the AVX2 + FMA
 // loop (only where simd_available()), else the same formula in plain C++ (the AVX2 loop's row tails; exposed so
-// that the tests check both).
+// that the tests check both). The bf16 form computes in fp32 and rounds each output to nearest even.
 void bias_gelu(const float* h, const float* bias, float* out, float* dgelu, int64_t rows, int64_t cols, bool simd);
+void bias_gelu(const c10::BFloat16* h, const float* bias, c10::BFloat16* out, c10::BFloat16* dgelu, int64_t rows,
+               int64_t cols, bool simd);
 bool simd_available();
 }  // namespace detail
 
