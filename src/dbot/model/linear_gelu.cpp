@@ -173,17 +173,16 @@ std::vector<int64_t> out_shape(const at::Tensor& x, int64_t hidden) {
   return shape;
 }
 
-// h, out, dgelu: [M, hidden] in one dtype (fp32 or bf16); bias: [hidden] fp32. dgelu may be null.
+// h, out, dgelu: [M, hidden] in one dtype T (fp32 or bf16); bias: [hidden] fp32. dgelu may be null.
+template <typename T>
+void fused_pass_as(const at::Tensor& h, const at::Tensor& bias, at::Tensor& out, at::Tensor* dgelu) {
+  detail::bias_gelu(h.data_ptr<T>(), bias.data_ptr<float>(), out.data_ptr<T>(), dgelu ? dgelu->data_ptr<T>() : nullptr,
+                    h.size(0), h.size(1), true);
+}
 void fused_pass(const at::Tensor& h, const at::Tensor& bias, at::Tensor& out, at::Tensor* dgelu) {
   RECORD_FUNCTION("dbot::bias_gelu", std::vector<c10::IValue>());  // named in `dbot bench step --profile`
-  const float* b = bias.data_ptr<float>();
-  if (h.scalar_type() == at::kBFloat16) {
-    detail::bias_gelu(h.data_ptr<c10::BFloat16>(), b, out.data_ptr<c10::BFloat16>(),
-                      dgelu ? dgelu->data_ptr<c10::BFloat16>() : nullptr, h.size(0), h.size(1), true);
-  } else {
-    detail::bias_gelu(h.data_ptr<float>(), b, out.data_ptr<float>(), dgelu ? dgelu->data_ptr<float>() : nullptr,
-                      h.size(0), h.size(1), true);
-  }
+  if (h.scalar_type() == at::kBFloat16) return fused_pass_as<c10::BFloat16>(h, bias, out, dgelu);
+  fused_pass_as<float>(h, bias, out, dgelu);
 }
 
 // Forward saves x and W in the compute dtype (what autocast's linear would save) and GELU'(z) (written over the
