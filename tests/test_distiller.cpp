@@ -1,5 +1,7 @@
 // The distiller (masking, decoder, teacher target, loss, gradients, stage rule) against the independent
 // PyTorch reference (tests/reference/make_golden.py) and the stage semantics of METHOD.md.
+#include <map>
+
 #include "dbot/compat.h"
 #include "dbot/mkd/distiller.h"
 #include "test_util.h"
@@ -54,6 +56,18 @@ TEST(ForwardLoss, HandChecked) {
   // SmoothL1 beta 2: 0.25 d^2 for |d| < 2, |d| - 1 otherwise. CLS: (0.0625 + 0.25) / 2; patch 0: (2 + 3) / 2.
   const double expected = ((0.0625 + 0.25) / 2 + (2.0 + 3.0) / 2) / 2;  // visible patch 1 has weight 0
   EXPECT_NEAR(loss, expected, 1e-5);
+}
+
+TEST(ForwardLoss, LossRowsAreClsThenTheMaskedPatches) {
+  const auto ids_masked = at::tensor({3, 1, 0, 2}, at::kLong).view({2, 2});  // patches, in noise order
+  EXPECT_TRUE(mkd::loss_rows(ids_masked, true).equal(at::tensor({0, 4, 2, 0, 1, 3}, at::kLong).view({2, 3})));
+  EXPECT_TRUE(mkd::loss_rows(ids_masked, false).equal(at::tensor({4, 2, 1, 3}, at::kLong).view({2, 2})));
+  // forward_loss_rows on those tokens is forward_loss on all of them (the other tokens' values do not matter).
+  const auto target = at::randn({2, 5, 4}), pred = at::randn({2, 5, 4});
+  const auto mask = at::tensor({0.f, 1.f, 0.f, 1.f, 1.f, 0.f, 1.f, 0.f}).view({2, 4});
+  const auto rows = mkd::loss_rows(at::tensor({3, 1, 0, 2}, at::kLong).view({2, 2}), true);
+  EXPECT_NEAR(mkd::forward_loss_rows(model::take_rows(target, rows), model::take_rows(pred, rows)).item<double>(),
+              mkd::forward_loss(target, pred, mask).item<double>(), 1e-6);
 }
 
 TEST(Distiller, ForwardLossAndGradientsMatchReference) {
@@ -215,6 +229,56 @@ TEST(Distiller, Bf16AutocastPathMatchesFp32Loosely) {
     EXPECT_TRUE(std::isfinite(d.forward(imgs, gen).item<double>()));
   }
   EXPECT_EQ(d.student->forward_features(imgs).scalar_type(), at::kFloat);
+}
+
+// Distiller::forward runs the decoder's and the teacher's last block past their attention only on the tokens the
+// loss weighs (loss_rows). Against the plain composition of the same draws (every token, then forward_loss's or
+// pixel_loss's 0 weights): the same loss and every gradient, in fp32 to rounding and under bf16 autocast to a
+// fraction of bf16's own error, for the teacher target (with CLS) and for pixels (without). Two blocks each, drop path
+// on, so the earlier blocks run whole and the draws must line up.
+TEST(Distiller, LossTokensOnlyGiveThePlainLossAndGradients) {
+  auto error = [](const at::Tensor& a, const at::Tensor& e) {  // relative, in the 2-norm
+    return (a - e).norm().item<double>() / e.norm().item<double>();
+  };
+  for (const bool pixels : {false, true}) {
+    auto v = tiny_vit();
+    v.depth = 2;
+    v.drop_path_rate = 0.2;
+    auto m = tiny_mkd();
+    m.decoder.depth = 2;
+    m.decoder.drop_path_rate = 0.2;
+    if (pixels) m.target = "pixels";
+    mkd::Distiller d(v, m, 3);
+    const auto imgs = test::given_images();
+    auto loss_and_grads = [&](bool plain, at::ScalarType amp) {
+      for (auto& [name, p] : d.named_student_parameters()) p.mutable_grad().reset();
+      auto gen = core::derive_generator(3, core::RngPurpose::kStep, 7);
+      at::Tensor loss;
+      {
+        compat::AutocastGuard autocast(at::kCPU, amp);
+        if (plain) {  // Distiller::forward's draws: the noise, then drop path from the same generator
+          const auto noise = at::rand({imgs.size(0), v.num_patches()}, gen, at::kFloat);
+          const auto enc = d.forward_encoder(imgs, noise, &gen);
+          const auto pred = d.forward_decoder(enc.latent, enc.ids_restore, &gen);  // [N, 1+L, ...]
+          loss = pixels ? mkd::pixel_loss(d.forward_target(imgs), pred, enc.mask, m.norm_pix_loss)
+                        : mkd::forward_loss(d.forward_teacher(imgs), pred, enc.mask);
+        } else {
+          loss = d.forward(imgs, gen);
+        }
+      }
+      loss.backward();
+      std::map<std::string, at::Tensor> out{{"loss", loss.detach()}};
+      for (const auto& [name, p] : d.named_student_parameters()) out[name] = p.grad().clone();
+      return out;
+    };
+    const auto plain32 = loss_and_grads(true, at::kFloat), fast32 = loss_and_grads(false, at::kFloat);
+    const auto plain16 = loss_and_grads(true, at::kBFloat16), fast16 = loss_and_grads(false, at::kBFloat16);
+    for (const auto& [name, t] : plain32) {
+      EXPECT_TRUE(close_to_scale(fast32.at(name), t, 1e-5)) << name << (pixels ? ", pixels" : ", teacher");
+      EXPECT_LE(error(fast16.at(name), plain16.at(name)), 0.1 * error(plain16.at(name), t) + 1e-3)
+          << name << (pixels ? ", pixels" : ", teacher") << " bf16";
+    }
+  }
 }
 
 TEST(Decoder, MaskTokensAreNotRoundedUnderBf16) {

@@ -40,12 +40,14 @@ TEST(StepGemms, OneBlockByHand) {
   EXPECT_EQ(str(g[1]), str({1, 34, 48, 16, false, true}));
   // Its attention scores: 2 images x 2 heads of [17, 8] x [8, 17] (k read transposed).
   EXPECT_EQ(str(g[2]), str({4, 17, 17, 8, false, true}));
+  // After its (last) attention, proj runs on the loss's tokens only: CLS + the L - K = 12 masked patches, 26 rows.
+  EXPECT_EQ(str(g[4]), str({1, 26, 16, 16, false, true}));
   // The student's patch-embedding weight gradient: dy^T [16, 32] x patches [32, 12] (2 images x 16 patches).
   EXPECT_EQ(str(g[8]), str({1, 16, 12, 32, true, false}));
   // The student's qkv sees CLS + K = 5 tokens per image: 10 rows.
   EXPECT_EQ(str(g[9]), str({1, 10, 48, 16, false, true}));
-  // The last product: decoder_predp's weight gradient [16, 34] x [34, 8].
-  EXPECT_EQ(str(g.back()), str({1, 16, 8, 34, true, false}));
+  // The last product: decoder_predp's weight gradient [16, 26] x [26, 8], the loss's 13 tokens of 2 images.
+  EXPECT_EQ(str(g.back()), str({1, 16, 8, 26, true, false}));
 }
 
 // step_flops counts backward as twice the forward everywhere; the list drops the patch embedding's input

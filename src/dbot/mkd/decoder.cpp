@@ -29,10 +29,11 @@ at::Tensor Decoder::insert_mask_tokens(const at::Tensor& x, const at::Tensor& id
   return at::cat({x.slice(1, 0, 1).to(dtype), unshuffled}, 1);         // [N, 1+L, Dd]
 }
 
-at::Tensor Decoder::forward(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen) {
+at::Tensor Decoder::forward(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen,
+                            const at::Tensor& rows) {
   auto x = insert_mask_tokens(model::linear(decoder_embed, latent), ids_restore) + decoder_pos_embed;  // [N, 1+L, Dd]
-  x = decoder_blocks.forward(x, gen);
-  return model::linear(decoder_predp, decoder_norm(x));  // [N, 1+L, D_teacher]
+  x = decoder_blocks.forward(x, gen, rows);              // [N, 1+L or R, Dd]
+  return model::linear(decoder_predp, decoder_norm(x));  // [N, 1+L or R, D_teacher]
 }
 
 void Decoder::initialize_weights(at::Generator& gen) {

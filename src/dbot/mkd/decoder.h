@@ -21,8 +21,11 @@ struct Decoder {
   Decoder(torch::nn::Module& owner, const DecoderConfig& cfg, int64_t encoder_dim, int64_t target_dim,
           int64_t grid_size);
 
-  // latent [N, 1+K, D] (CLS + kept tokens in noise order), ids_restore [N, L] -> pred [N, 1+L, D_teacher]
-  at::Tensor forward(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen = nullptr);
+  // latent [N, 1+K, D] (CLS + kept tokens in noise order), ids_restore [N, L] -> pred [N, 1+L, D_teacher]; with
+  // `rows` [N, R] defined (token indices, CLS = 0), the prediction at those tokens only, [N, R, D_teacher]: the last
+  // block runs them alone after its attention (model::BlockImpl::forward_rows).
+  at::Tensor forward(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen = nullptr,
+                     const at::Tensor& rows = {});
 
   // x [N, 1+K, Dd] -> [N, 1+L, Dd]: a mask token for every removed patch, unshuffled back to the patch order
   // (CLS first). As the official code under autocast, the concatenation promotes to the wider of the two

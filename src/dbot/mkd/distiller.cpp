@@ -36,15 +36,35 @@ void check_target(const std::string& target) {
   }
 }
 
+namespace {
+at::Tensor per_token_loss(const at::Tensor& target, const at::Tensor& pred, const LossSpec& spec) {  // [N, T]
+  const auto p = pred.to(at::kFloat);
+  return spec.cosine ? 1.0 - at::cosine_similarity(p, target.to(at::kFloat), /*dim=*/-1, /*eps=*/1e-8)
+                     : at::smooth_l1_loss(p, normalize_target(target), at::Reduction::None, /*beta=*/2.0).mean(-1);
+}
+
+at::Tensor per_patch_pixel_loss(const at::Tensor& target, const at::Tensor& pred, bool norm_pix) {  // [N, T]
+  auto t = target.to(at::kFloat);
+  if (norm_pix) t = normalize_target(t);  // the same per-token rule as dBOT's target: unbiased var, eps 1e-6
+  return (pred.to(at::kFloat) - t).pow(2).mean(-1);
+}
+}  // namespace
+
 at::Tensor forward_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask,
                         const LossSpec& spec) {
-  const auto p = pred.to(at::kFloat);
-  const auto per_token =  // [N, 1+L]
-      spec.cosine ? 1.0 - at::cosine_similarity(p, target.to(at::kFloat), /*dim=*/-1, /*eps=*/1e-8)
-                  : at::smooth_l1_loss(p, normalize_target(target), at::Reduction::None, /*beta=*/2.0).mean(-1);
+  const auto per_token = per_token_loss(target, pred, spec);  // [N, 1+L]
   // Token weights [N, 1+L]: CLS 1 (0 without it), masked patches 1, visible patches 0.
   auto weight = at::cat({at::full({mask.size(0), 1}, spec.cls ? 1.0 : 0.0, mask.options()), mask}, 1);
   return (per_token * weight).sum() / weight.sum();
+}
+
+at::Tensor loss_rows(const at::Tensor& ids_masked, bool cls) {
+  const auto patches = ids_masked + 1;  // [N, M]: token = patch + 1, CLS is token 0
+  return cls ? at::cat({at::zeros({patches.size(0), 1}, patches.options()), patches}, 1) : patches;
+}
+
+at::Tensor forward_loss_rows(const at::Tensor& target, const at::Tensor& pred, const LossSpec& spec) {
+  return per_token_loss(target, pred, spec).mean();
 }
 
 at::Tensor patchify(const at::Tensor& imgs, int64_t p) {
@@ -54,11 +74,12 @@ at::Tensor patchify(const at::Tensor& imgs, int64_t p) {
 }
 
 at::Tensor pixel_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask, bool norm_pix) {
-  auto t = target.to(at::kFloat);
-  if (norm_pix) t = normalize_target(t);           // the same per-token rule as dBOT's target: unbiased var, eps 1e-6
-  const auto p = pred.to(at::kFloat).slice(1, 1);  // [N, L, p*p*C]: CLS dropped
-  const auto per_patch = (p - t).pow(2).mean(-1);  // [N, L]
+  const auto per_patch = per_patch_pixel_loss(target, pred.slice(1, 1), norm_pix);  // [N, L]: CLS dropped
   return (per_patch * mask).sum() / mask.sum();
+}
+
+at::Tensor pixel_loss_rows(const at::Tensor& target, const at::Tensor& pred, bool norm_pix) {
+  return per_patch_pixel_loss(target, pred, norm_pix).mean();
 }
 
 Distiller::Distiller(model::VitConfig student_config, MkdConfig config, uint64_t seed_, const StartWeights& start)
@@ -184,14 +205,17 @@ EncoderOutput Distiller::forward_encoder(const at::Tensor& imgs, const at::Tenso
   return student->forward_encoder(imgs, noise, gen);
 }
 
-at::Tensor Distiller::forward_decoder(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen) {
-  return student->forward_decoder(latent, ids_restore, gen);
+at::Tensor Distiller::forward_decoder(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen,
+                                      const at::Tensor& rows) {
+  return student->forward_decoder(latent, ids_restore, gen, rows);
 }
 
-at::Tensor Distiller::forward_teacher(const at::Tensor& imgs) { return teacher->forward_target(imgs); }
+at::Tensor Distiller::forward_teacher(const at::Tensor& imgs, const at::Tensor& rows) {
+  return teacher->forward_target(imgs, rows);
+}
 
-at::Tensor Distiller::forward_target(const at::Tensor& imgs) {
-  return pixels() ? patchify(imgs, student_cfg.patch_size) : forward_teacher(imgs);
+at::Tensor Distiller::forward_target(const at::Tensor& imgs, const at::Tensor& rows) {
+  return pixels() ? patchify(imgs, student_cfg.patch_size) : forward_teacher(imgs, rows);
 }
 
 at::Tensor Distiller::forward(const at::Tensor& imgs, at::Generator& gen, int64_t rank, int64_t world_size) {
@@ -204,10 +228,17 @@ at::Tensor Distiller::forward(const at::Tensor& imgs, at::Generator& gen, int64_
     local = compat::make_cpu_generator(static_cast<uint64_t>(seeds[rank].item<int64_t>()));
   }
   auto enc = forward_encoder(imgs, core::to_device(noise, imgs.device()), &local);
-  auto pred = forward_decoder(enc.latent, enc.ids_restore, &local);
-  if (pixels()) return pixel_loss(forward_target(imgs), pred, enc.mask, cfg.norm_pix_loss);
-  auto target = forward_teacher(imgs);
-  return forward_loss(target, pred, enc.mask, loss_spec(cfg.loss, teacher->cfg));
+  // Only the tokens of weight 1 in forward_loss / pixel_loss go on past the last blocks' attention, in the decoder
+  // and in the teacher: the same loss and gradients as the full composition (Distiller.LossRowsGiveThePlainLoss...).
+  if (pixels()) {
+    const auto pred = forward_decoder(enc.latent, enc.ids_restore, &local, loss_rows(enc.ids_masked, false));
+    const auto target = model::take_rows(patchify(imgs, student_cfg.patch_size), enc.ids_masked);
+    return pixel_loss_rows(target, pred, cfg.norm_pix_loss);
+  }
+  const auto spec = loss_spec(cfg.loss, teacher->cfg);
+  const auto rows = loss_rows(enc.ids_masked, spec.cls);  // [N, R]
+  const auto pred = forward_decoder(enc.latent, enc.ids_restore, &local, rows);
+  return forward_loss_rows(forward_teacher(imgs, rows), pred, spec);
 }
 
 void Distiller::next_stage() {

@@ -8,6 +8,10 @@
 //     pred   = student.forward_decoder(latent, ids_restore)             // [N, 1+L, D_teacher]
 //     target = teacher.forward_target(imgs)                             // full image, before the final norm
 //     loss   = forward_loss(target, pred, mask, spec)                   // SmoothL1(beta 2) on masked + CLS
+//   computed as: rows = loss_rows(ids_masked, spec.cls), the tokens of weight 1 [N, R]; pred and target at those
+//   rows only (the decoder's and the teacher's last block run them alone after its attention); loss =
+//   forward_loss_rows(target, pred, spec). The same loss and gradients, without the predictions and targets that
+//   forward_loss multiplies by 0 (a quarter to a half of every token's last-block and decoder_predp work).
 //   (a CLIP-tower teacher, by default: 1 - cosine similarity on masked patches, METHOD.md's CLIP variant)
 //   mkd.target pixels is MAE, the paper's baseline, through the same trainer: decoder_predp predicts each
 //   patch's p*p*C pixels and loss = pixel_loss(patchify(imgs), pred, mask) on masked patches; one stage; the
@@ -81,6 +85,11 @@ void check_target(const std::string& target);
 // weight 1 for masked patches, 0 for visible patches, CLS as spec.cls. pred, target: [N, 1+L, Dt]; mask [N, L].
 at::Tensor forward_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask,
                         const LossSpec& spec = {});
+// The tokens forward_loss gives weight 1: CLS (token 0) when `cls`, then the masked patches (token = patch + 1) in
+// the order of ids_masked [N, M]. [N, (cls ? 1 : 0) + M], int64.
+at::Tensor loss_rows(const at::Tensor& ids_masked, bool cls);
+// forward_loss on those tokens alone: the per-token loss of `spec` averaged over all R. pred, target: [N, R, Dt].
+at::Tensor forward_loss_rows(const at::Tensor& target, const at::Tensor& pred, const LossSpec& spec = {});
 
 // MAE's patchify: [N, C, H, W] -> [N, L, p*p*C], each patch's pixels in (row, column, channel) order.
 at::Tensor patchify(const at::Tensor& imgs, int64_t patch_size);
@@ -90,6 +99,8 @@ at::Tensor patchify(const at::Tensor& imgs, int64_t patch_size);
 // masked patches. target [N, L, p*p*C] (raw pixels); pred [N, 1+L, p*p*C] (the decoder's CLS token is dropped, as
 // MAE does); mask [N, L]. fp32.
 at::Tensor pixel_loss(const at::Tensor& target, const at::Tensor& pred, const at::Tensor& mask, bool norm_pix);
+// pixel_loss on the masked patches alone: target [N, M, p*p*C] (those patches' pixels), pred [N, M, p*p*C].
+at::Tensor pixel_loss_rows(const at::Tensor& target, const at::Tensor& pred, bool norm_pix);
 
 class Distiller {
  public:
@@ -104,10 +115,13 @@ class Distiller {
   c10::Device device() const { return device_; }
 
   EncoderOutput forward_encoder(const at::Tensor& imgs, const at::Tensor& noise, at::Generator* gen);
-  at::Tensor forward_decoder(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen);
-  at::Tensor forward_teacher(const at::Tensor& imgs);  // no autograd; [N, 1+L, D_teacher]
-  // What the decoder is trained to predict: the teacher's output, or patchify(imgs) for mkd.target pixels.
-  at::Tensor forward_target(const at::Tensor& imgs);
+  // With `rows` [N, R] defined (token indices, CLS = 0), both give those tokens only: [N, R, D_teacher].
+  at::Tensor forward_decoder(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen,
+                             const at::Tensor& rows = {});
+  at::Tensor forward_teacher(const at::Tensor& imgs, const at::Tensor& rows = {});  // no autograd; [N, 1+L, D_teacher]
+  // What the decoder is trained to predict: the teacher's output (at `rows` when defined), or patchify(imgs) for
+  // mkd.target pixels (every patch).
+  at::Tensor forward_target(const at::Tensor& imgs, const at::Tensor& rows = {});
   bool pixels() const { return cfg.target == "pixels"; }
   // The training loss for one batch on the device; noise and drop path come from gen. A scalar (fp32).
   // With world_size > 1, gen is the step's generator (the same on every rank): the rank takes its rows of

@@ -16,7 +16,7 @@ Masking random_masking(const at::Tensor& x, const at::Tensor& noise, double mask
   auto mask = at::ones({N, L}, x.options().dtype(at::kFloat));
   mask.slice(1, 0, len_keep).zero_();
   mask = at::gather(mask, 1, ids_restore);
-  return {x_masked, mask, ids_restore, ids_keep};
+  return {x_masked, mask, ids_restore, ids_keep, ids_shuffle.slice(1, len_keep)};
 }
 
 MaskedStudentImpl::MaskedStudentImpl(model::VitConfig encoder_cfg, const DecoderConfig& decoder_cfg, int64_t target_dim,
@@ -31,12 +31,12 @@ EncoderOutput MaskedStudentImpl::forward_encoder(const at::Tensor& imgs, const a
   auto cls = cls_with_pos().expand({x.size(0), -1, -1});
   x = at::cat({cls.to(m.x_masked.scalar_type()), m.x_masked}, 1);  // [N, 1+K, D]
   x = norm(forward_blocks(x, gen));
-  return {x, m.mask, m.ids_restore};
+  return {x, m.mask, m.ids_restore, m.ids_masked};
 }
 
 at::Tensor MaskedStudentImpl::forward_decoder(const at::Tensor& latent, const at::Tensor& ids_restore,
-                                              at::Generator* gen) {
-  return decoder.forward(latent, ids_restore, gen);
+                                              at::Generator* gen, const at::Tensor& rows) {
+  return decoder.forward(latent, ids_restore, gen, rows);
 }
 
 void MaskedStudentImpl::initialize(at::Generator& gen, bool reset_patch_bias) {

@@ -4,6 +4,7 @@
 //
 //   forward_encoder(imgs [N, C, H, W], noise [N, L]) -> latent [N, 1+K, D], mask [N, L], ids_restore [N, L]
 //   forward_decoder(latent, ids_restore)            -> pred [N, 1+L, D_teacher]
+//   forward_decoder(latent, ids_restore, gen, rows) -> pred [N, R, D_teacher], the tokens rows [N, R] only
 #pragma once
 
 #include "dbot/mkd/decoder.h"
@@ -16,12 +17,14 @@ struct Masking {
   at::Tensor mask;         // [N, L] 0 = kept, 1 = removed
   at::Tensor ids_restore;  // [N, L] argsort(ids_shuffle)
   at::Tensor ids_keep;     // [N, K]
+  at::Tensor ids_masked;   // [N, L-K] the removed patches, in noise order
 };
 
 struct EncoderOutput {
   at::Tensor latent;       // [N, 1+K, D] after the final norm
   at::Tensor mask;         // [N, L]
   at::Tensor ids_restore;  // [N, L]
+  at::Tensor ids_masked;   // [N, L-K]
 };
 
 // How many of L patches the student sees: int(L * (1 - mask_ratio)), as the official random_masking.
@@ -39,7 +42,8 @@ class MaskedStudentImpl : public model::VisionTransformerImpl {
                     double mask_ratio);
 
   EncoderOutput forward_encoder(const at::Tensor& imgs, const at::Tensor& noise, at::Generator* gen);
-  at::Tensor forward_decoder(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen);
+  at::Tensor forward_decoder(const at::Tensor& latent, const at::Tensor& ids_restore, at::Generator* gen,
+                             const at::Tensor& rows = {});
 
   // The official initialization of encoder then decoder from one generator (METHOD.md); the patch conv
   // bias keeps its value unless reset_patch_bias.

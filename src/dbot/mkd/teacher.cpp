@@ -37,7 +37,7 @@ void TeacherImpl::set_compute_dtype(at::ScalarType dtype) {
   }
 }
 
-at::Tensor TeacherImpl::forward_target(const at::Tensor& imgs) {
+at::Tensor TeacherImpl::forward_target(const at::Tensor& imgs, const at::Tensor& rows) {
   at::NoGradGuard no_grad;
   auto& net = compute_ ? *compute_ : static_cast<model::VisionTransformerImpl&>(*this);
   at::Tensor x = imgs;
@@ -51,8 +51,9 @@ at::Tensor TeacherImpl::forward_target(const at::Tensor& imgs) {
   if (x.size(-1) != cfg.img_size || x.size(-2) != cfg.img_size) {
     x = at::_upsample_bicubic2d_aa(x.to(at::kFloat), {cfg.img_size, cfg.img_size}, false);
   }
-  if (!cfg.clip()) return net.forward_features(x, /*final_norm=*/false);  // [N, 1+L, D_teacher], before the norm
-  return cfg.proj_dim > 0 ? net.forward_projected(x) : net.forward_features(x, /*final_norm=*/true);
+  if (!cfg.clip())
+    return net.forward_features(x, /*final_norm=*/false, rows);  // [N, 1+L or R, D_teacher], before the norm
+  return cfg.proj_dim > 0 ? net.forward_projected(x, rows) : net.forward_features(x, /*final_norm=*/true, rows);
 }
 
 int64_t target_width(const model::VitConfig& teacher) {

@@ -33,8 +33,9 @@ class TeacherImpl : public model::VisionTransformerImpl {
   // The dBOT target: [N, C, H, W] -> [N, 1+L, target_width(cfg)], the last block's output before the final
   // norm (a CLIP tower: after the final norm, times proj when it has one), without autograd. Run it under the same
   // autocast as the student. Images of another size than cfg.img_size (a teacher of another patch size) are resized to
-  // it first: bicubic, antialiased.
-  at::Tensor forward_target(const at::Tensor& imgs);
+  // it first: bicubic, antialiased. With `rows` [N, R] defined (token indices, CLS = 0): those tokens only, [N, R,
+  // ...], the last block running them alone after its attention.
+  at::Tensor forward_target(const at::Tensor& imgs, const at::Tensor& rows = {});
 
   // The teacher's own input normalization as a per-channel affine map of the student's normalized images:
   // x_teacher = x * scale + shift (scale = std_data / std_teacher, shift = (mean_data - mean_teacher) /

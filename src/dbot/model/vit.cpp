@@ -72,7 +72,13 @@ at::Tensor attend(const at::Tensor& qkv_out, int64_t num_heads) {  // [N, T, 3D]
 
 at::Tensor linear(const nn::Linear& l, const at::Tensor& x) { return at::linear(x, l->weight, l->bias); }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x) { return linear(proj, attend(linear(qkv, x), num_heads)); }
+at::Tensor take_rows(const at::Tensor& x, const at::Tensor& rows) {
+  return at::gather(x, 1, rows.unsqueeze(-1).expand({-1, -1, x.size(2)}));
+}
+
+at::Tensor AttentionImpl::context(const at::Tensor& x) { return attend(linear(qkv, x), num_heads); }
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x) { return linear(proj, context(x)); }
 
 at::Tensor AttentionImpl::attention_probs(const at::Tensor& x) {
   const auto q_k_v = split_heads(qkv(x).to(at::kFloat), num_heads);
@@ -106,6 +112,12 @@ at::Tensor BlockImpl::forward(const at::Tensor& x, at::Generator* gen) {
   return y + drop_path(mlp(norm2(y)), drop_path_rate, gen);
 }
 
+at::Tensor BlockImpl::forward_rows(const at::Tensor& x, const at::Tensor& rows, at::Generator* gen) {
+  const auto context = attn->context(norm1(x));  // [N, T, D]: every token attends to every token
+  auto y = take_rows(x, rows) + drop_path(linear(attn->proj, take_rows(context, rows)), drop_path_rate, gen);
+  return y + drop_path(mlp(norm2(y)), drop_path_rate, gen);  // [N, R, D]
+}
+
 BlockStack::BlockStack(nn::Module& owner, const std::string& prefix, int64_t depth, int64_t dim, int64_t heads,
                        double mlp_ratio, double drop_path_rate, const BlockOptions& opts) {
   auto list = owner.register_module(prefix, nn::ModuleList());
@@ -117,9 +129,14 @@ BlockStack::BlockStack(nn::Module& owner, const std::string& prefix, int64_t dep
   }
 }
 
-at::Tensor BlockStack::forward(at::Tensor x, at::Generator* gen) {
-  for (auto& block : blocks) x = block->forward(x, gen);
-  return x;
+at::Tensor BlockStack::forward(at::Tensor x, at::Generator* gen, const at::Tensor& rows) {
+  if (!rows.defined()) {
+    for (auto& block : blocks) x = block->forward(x, gen);
+    return x;
+  }
+  if (blocks.empty()) return take_rows(x, rows);
+  for (size_t i = 0; i + 1 < blocks.size(); ++i) x = blocks[i]->forward(x, gen);
+  return blocks.back()->forward_rows(x, rows, gen);
 }
 
 PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size, bool bias)
@@ -169,8 +186,8 @@ at::Tensor VisionTransformerImpl::embed_patches(const at::Tensor& imgs) {
 
 at::Tensor VisionTransformerImpl::cls_with_pos() { return cls_token + pos_embed.slice(1, 0, 1); }
 
-at::Tensor VisionTransformerImpl::forward_blocks(const at::Tensor& x, at::Generator* gen) {
-  return blocks.forward(x, gen);
+at::Tensor VisionTransformerImpl::forward_blocks(const at::Tensor& x, at::Generator* gen, const at::Tensor& rows) {
+  return blocks.forward(x, gen, rows);
 }
 
 at::Tensor VisionTransformerImpl::embed_tokens(const at::Tensor& imgs) {
@@ -179,15 +196,15 @@ at::Tensor VisionTransformerImpl::embed_tokens(const at::Tensor& imgs) {
   return norm_pre ? norm_pre(x) : x;
 }
 
-at::Tensor VisionTransformerImpl::forward_features(const at::Tensor& imgs, bool final_norm) {
-  auto x = forward_blocks(embed_tokens(imgs));
+at::Tensor VisionTransformerImpl::forward_features(const at::Tensor& imgs, bool final_norm, const at::Tensor& rows) {
+  auto x = forward_blocks(embed_tokens(imgs), nullptr, rows);
   TORCH_CHECK(!final_norm || norm, "model '", cfg.name, "' has no final norm");
   return final_norm ? norm(x) : x;
 }
 
-at::Tensor VisionTransformerImpl::forward_projected(const at::Tensor& imgs) {
+at::Tensor VisionTransformerImpl::forward_projected(const at::Tensor& imgs, const at::Tensor& rows) {
   TORCH_CHECK(proj.defined(), "model '", cfg.name, "' has no output projection (proj_dim 0)");
-  return at::matmul(forward_features(imgs, /*final_norm=*/true), proj);  // [N, 1+L, D] @ [D, P]
+  return at::matmul(forward_features(imgs, /*final_norm=*/true, rows), proj);  // [N, 1+L or R, D] @ [D, P]
 }
 
 void xavier_uniform_(at::Tensor w, int64_t fan_in, int64_t fan_out, at::Generator& gen) {

@@ -60,11 +60,15 @@ at::Tensor drop_path(const at::Tensor& x, double rate, at::Generator* gen);
 // then += bias for inputs of more than 2 dimensions: one more pass over the output, forward and backward.
 at::Tensor linear(const torch::nn::Linear& l, const at::Tensor& x);
 
+// x [N, T, D] at the tokens rows [N, R] (int64 indices into T): [N, R, D].
+at::Tensor take_rows(const at::Tensor& x, const at::Tensor& rows);
+
 // Multi-head self-attention with one fused qkv projection [3D, D], read as (3, heads, head_dim).
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(int64_t dim, int64_t num_heads);
-  at::Tensor forward(const at::Tensor& x);  // [N, T, D] -> [N, T, D]
+  at::Tensor forward(const at::Tensor& x);  // [N, T, D] -> [N, T, D]: proj(context(x))
+  at::Tensor context(const at::Tensor& x);  // [N, T, D] -> [N, T, D]: the heads' outputs side by side, before proj
   // The attention maps softmax(q k^T / sqrt(D/h)) by the unfused path, fp32: [N, T, D] -> [N, h, T, T]. For the
   // analysis tools only (eval/analyze.h); forward picks its kernel by device and length (vit.cpp: attend).
   at::Tensor attention_probs(const at::Tensor& x);
@@ -93,6 +97,10 @@ class BlockImpl : public torch::nn::Module {
  public:
   BlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio, double drop_path_rate, const BlockOptions& opts = {});
   at::Tensor forward(const at::Tensor& x, at::Generator* gen = nullptr);  // [N, T, D]
+  // forward(x) at the tokens `rows` [N, R] only: [N, T, D] -> [N, R, D]. The attention still reads every token's
+  // keys and values; after it each token goes on alone, so proj, the MLP and both residuals run on R rows. Drop
+  // path draws the same numbers as forward.
+  at::Tensor forward_rows(const at::Tensor& x, const at::Tensor& rows, at::Generator* gen = nullptr);
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   Attention attn{nullptr};
   Mlp mlp{nullptr};
@@ -104,7 +112,9 @@ TORCH_MODULE(Block);
 struct BlockStack {
   BlockStack(torch::nn::Module& owner, const std::string& prefix, int64_t depth, int64_t dim, int64_t heads,
              double mlp_ratio, double drop_path_rate, const BlockOptions& opts = {});
-  at::Tensor forward(at::Tensor x, at::Generator* gen);
+  // [N, T, D] -> [N, T, D]; with `rows` [N, R] defined, the output at those tokens only, [N, R, D]: the last block
+  // by forward_rows (no block: x at rows).
+  at::Tensor forward(at::Tensor x, at::Generator* gen, const at::Tensor& rows = {});
   std::vector<Block> blocks;
 };
 
@@ -125,12 +135,14 @@ class VisionTransformerImpl : public torch::nn::Module {
   // The CLS token with its (zero) position slot: [1, 1, D].
   at::Tensor cls_with_pos();
   // What the first block sees: CLS with its slot, the patches with theirs, and norm_pre when the model has one.
-  at::Tensor embed_tokens(const at::Tensor& imgs);                               // [N, C, H, W] -> [N, 1+L, D]
-  at::Tensor forward_blocks(const at::Tensor& x, at::Generator* gen = nullptr);  // [N, T, D]
-  // Full image: [N, C, H, W] -> [N, 1+L, D]; after the final norm, or before it (the dBOT target).
-  at::Tensor forward_features(const at::Tensor& imgs, bool final_norm = true);
-  // CLIP's image tokens: the final norm's output times proj, [N, C, H, W] -> [N, 1+L, proj_dim].
-  at::Tensor forward_projected(const at::Tensor& imgs);
+  at::Tensor embed_tokens(const at::Tensor& imgs);  // [N, C, H, W] -> [N, 1+L, D]
+  // [N, T, D] -> [N, T, D], or [N, R, D] at the tokens `rows` [N, R] when defined (BlockStack::forward).
+  at::Tensor forward_blocks(const at::Tensor& x, at::Generator* gen = nullptr, const at::Tensor& rows = {});
+  // Full image: [N, C, H, W] -> [N, 1+L, D]; after the final norm, or before it (the dBOT target). With `rows`
+  // [N, R] defined, those tokens' outputs only: [N, R, D].
+  at::Tensor forward_features(const at::Tensor& imgs, bool final_norm = true, const at::Tensor& rows = {});
+  // CLIP's image tokens: the final norm's output times proj, [N, C, H, W] -> [N, 1+L, proj_dim] (or [N, R, ...]).
+  at::Tensor forward_projected(const at::Tensor& imgs, const at::Tensor& rows = {});
 
   // The official initialization (METHOD.md): xavier_uniform Linear weights (fused qkv shape), zero
   // biases, patch conv weight xavier on its [D, C*p*p] view, LayerNorm (1, 0), cls_token N(0, 0.02).

@@ -19,8 +19,15 @@ namespace dbot::train {
 
 namespace {
 
-double block_flops(double T, double D, double mlp_ratio) {
-  return 2 * T * D * 3 * D + 2 * T * D * D + 2 * 2 * T * D * mlp_ratio * D + 2 * 2 * T * T * D;
+// A block on T tokens whose output is wanted at R of them (R < T: the last block before the loss).
+double block_flops(double T, double R, double D, double mlp_ratio) {
+  return 2 * T * D * 3 * D + 2 * 2 * T * T * D + 2 * R * D * D + 2 * 2 * R * D * mlp_ratio * D;
+}
+
+// depth blocks on T tokens, the last one's output wanted at R of them.
+double blocks_flops(int64_t depth, double T, double R, double D, double mlp_ratio) {
+  return depth > 0 ? static_cast<double>(depth - 1) * block_flops(T, T, D, mlp_ratio) + block_flops(T, R, D, mlp_ratio)
+                   : 0.0;
 }
 
 // Milliseconds per call of f, after `warmup` calls, with the device drained before and after.
@@ -56,14 +63,17 @@ struct GemmList {
     out.push_back({B, T, hd, T, false, false});
     out.push_back({B, T, hd, T, true, false});
   }
-  void blocks(int64_t depth, int64_t N, int64_t T, int64_t D, int64_t heads, double mlp_ratio, bool backward) {
-    const int64_t M = N * T, hidden = static_cast<int64_t>(static_cast<double>(D) * mlp_ratio);
+  // depth blocks on T tokens, the last one's output wanted at R of them (model::BlockImpl::forward_rows).
+  void blocks(int64_t depth, int64_t N, int64_t T, int64_t R, int64_t D, int64_t heads, double mlp_ratio,
+              bool backward) {
+    const int64_t hidden = static_cast<int64_t>(static_cast<double>(D) * mlp_ratio);
     for (int64_t i = 0; i < depth; ++i) {
-      linear(M, D, 3 * D, backward);  // qkv
+      const int64_t rows = N * (i + 1 == depth ? R : T);
+      linear(N * T, D, 3 * D, backward);  // qkv
       attention(N * heads, T, D / heads, backward);
-      linear(M, D, D, backward);       // proj
-      linear(M, D, hidden, backward);  // fc1
-      linear(M, hidden, D, backward);  // fc2
+      linear(rows, D, D, backward);       // proj
+      linear(rows, D, hidden, backward);  // fc1
+      linear(rows, hidden, D, backward);  // fc2
     }
   }
 };
@@ -72,6 +82,12 @@ int64_t kept_patches(const PretrainConfig& cfg) { return mkd::kept_count(cfg.mod
 
 int64_t teacher_depth(const PretrainConfig& cfg) {  // mkd.teacher_depth, -1 = the student's
   return cfg.mkd.teacher_depth >= 0 ? cfg.mkd.teacher_depth : cfg.model.depth;
+}
+
+// The tokens the loss weighs (mkd::loss_rows): the masked patches, and CLS for a teacher target (this benchmark's
+// teacher is the student's shape, never a CLIP tower).
+int64_t loss_rows(const PretrainConfig& cfg) {
+  return cfg.model.num_patches() - kept_patches(cfg) + (cfg.mkd.target == "pixels" ? 0 : 1);
 }
 
 int64_t target_dim(const PretrainConfig& cfg) {  // what decoder_predp predicts (a teacher of the student's width)
@@ -84,18 +100,18 @@ int64_t target_dim(const PretrainConfig& cfg) {  // what decoder_predp predicts 
 std::vector<Gemm> step_gemms(const PretrainConfig& cfg) {
   const auto& m = cfg.model;
   const auto& dec = cfg.mkd.decoder;
-  const int64_t N = cfg.optim.batch_size, L = m.num_patches(), K = kept_patches(cfg);
+  const int64_t N = cfg.optim.batch_size, L = m.num_patches(), K = kept_patches(cfg), R = loss_rows(cfg);
   const int64_t patch = m.in_chans * m.patch_size * m.patch_size;
   GemmList g;
   if (cfg.mkd.target != "pixels") {  // the teacher: full image, forward only
     g.linear(N * L, patch, m.embed_dim, false);
-    g.blocks(teacher_depth(cfg), N, 1 + L, m.embed_dim, m.num_heads, m.mlp_ratio, false);
+    g.blocks(teacher_depth(cfg), N, 1 + L, R, m.embed_dim, m.num_heads, m.mlp_ratio, false);
   }
   g.linear(N * L, patch, m.embed_dim, true, /*input_grad=*/false);  // the student: patches, then CLS + kept
-  g.blocks(m.depth, N, 1 + K, m.embed_dim, m.num_heads, m.mlp_ratio, true);
-  g.linear(N * (1 + K), m.embed_dim, dec.embed_dim, true);  // decoder_embed, blocks on 1 + L, decoder_predp
-  g.blocks(dec.depth, N, 1 + L, dec.embed_dim, dec.num_heads, dec.mlp_ratio, true);
-  g.linear(N * (1 + L), dec.embed_dim, target_dim(cfg), true);
+  g.blocks(m.depth, N, 1 + K, 1 + K, m.embed_dim, m.num_heads, m.mlp_ratio, true);
+  g.linear(N * (1 + K), m.embed_dim, dec.embed_dim, true);  // decoder_embed, blocks on 1 + L, decoder_predp on R
+  g.blocks(dec.depth, N, 1 + L, R, dec.embed_dim, dec.num_heads, dec.mlp_ratio, true);
+  g.linear(N * R, dec.embed_dim, target_dim(cfg), true);
   return g.out;
 }
 
@@ -145,15 +161,14 @@ StepFlops step_flops(const PretrainConfig& cfg) {
   const auto& m = cfg.model;
   const auto& dec = cfg.mkd.decoder;
   const double L = static_cast<double>(m.num_patches());
-  const double K = static_cast<double>(kept_patches(cfg));
+  const double K = static_cast<double>(kept_patches(cfg)), R = static_cast<double>(loss_rows(cfg));
   const double D = static_cast<double>(m.embed_dim), Dd = static_cast<double>(dec.embed_dim), Dt = D;
   const double patch = 2 * L * static_cast<double>(m.in_chans * m.patch_size * m.patch_size);
   StepFlops f;
-  if (cfg.mkd.target != "pixels")
-    f.teacher = patch * Dt + static_cast<double>(teacher_depth(cfg)) * block_flops(1 + L, Dt, m.mlp_ratio);
-  f.student = patch * D + static_cast<double>(m.depth) * block_flops(1 + K, D, m.mlp_ratio);
-  f.decoder = 2 * (1 + K) * D * Dd + static_cast<double>(dec.depth) * block_flops(1 + L, Dd, dec.mlp_ratio) +
-              2 * (1 + L) * Dd * static_cast<double>(target_dim(cfg));
+  if (cfg.mkd.target != "pixels") f.teacher = patch * Dt + blocks_flops(teacher_depth(cfg), 1 + L, R, Dt, m.mlp_ratio);
+  f.student = patch * D + blocks_flops(m.depth, 1 + K, 1 + K, D, m.mlp_ratio);
+  f.decoder = 2 * (1 + K) * D * Dd + blocks_flops(dec.depth, 1 + L, R, Dd, dec.mlp_ratio) +
+              2 * R * Dd * static_cast<double>(target_dim(cfg));
   return f;
 }
 
@@ -190,10 +205,13 @@ StepBenchResult bench_step(const PretrainConfig& cfg, const core::Runtime& runti
   r.peak_memory_gib = static_cast<double>(compat::peak_memory_bytes(runtime.device)) / (1024.0 * 1024 * 1024);
   const at::Tensor device_images =
       data::normalize(core::to_device(images, runtime.device), cfg.data.mean, cfg.data.std);
+  // The teacher as the step runs it: its last block on the loss's tokens only (a random mask's, with CLS).
+  const auto ids_masked = std::get<1>(at::sort(at::rand({B, m.num_patches()}), 1)).slice(1, kept_patches(cfg));
+  const auto rows = core::to_device(mkd::loss_rows(ids_masked, /*cls=*/true), runtime.device);
   r.teacher_ms = time_ms(
       [&] {
         compat::AutocastGuard autocast(runtime.device.type(), runtime.amp_dtype());
-        trainer.distiller().forward_target(device_images);
+        trainer.distiller().forward_target(device_images, rows);
       },
       opts.steps, 1, runtime.device);
   r.optimizer_ms = time_ms([&] { trainer.optimizer().step(1e-6); }, opts.steps, 1, runtime.device);

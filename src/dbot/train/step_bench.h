@@ -5,12 +5,13 @@
 // peak memory; and what the step's time is made of.
 //
 // FLOPs per image (matrix products only; LayerNorm, softmax, GELU and the optimizer are not counted):
-//   block(T, D, r)      = 2 T D (3D) + 2 T D D + 2 T D (rD) * 2   (qkv, proj, fc1 + fc2)
-//                       + 2 T T D * 2                              (q k^T and attn v)
+//   block(T, R, D, r)   = 2 T D (3D) + 2 T T D * 2                 (qkv; q k^T and attn v: every token)
+//                       + 2 R D D + 2 R D (rD) * 2                 (proj, fc1 + fc2: the R tokens wanted)
 //   patch_embed(L, D)   = 2 L (C p p) D
-//   teacher  = patch_embed(L, Dt) + depth_t * block(1+L, Dt)                       forward only
-//   student  = patch_embed(L, D) + depth * block(1+K, D)                            K = kept patches
-//   decoder  = 2 (1+K) D Dd + depth_d * block(1+L, Dd) + 2 (1+L) Dd Dt
+//   R = the tokens the loss weighs (mkd::loss_rows): 1 + L - K (CLS and the masked patches; L - K for pixels)
+//   teacher  = patch_embed(L, Dt) + (depth_t - 1) * block(1+L, 1+L, Dt) + block(1+L, R, Dt)      forward only
+//   student  = patch_embed(L, D) + depth * block(1+K, 1+K, D)                       K = kept patches
+//   decoder  = 2 (1+K) D Dd + (depth_d - 1) * block(1+L, 1+L, Dd) + block(1+L, R, Dd) + 2 R Dd Dt
 //   step     = teacher + 3 * (student + decoder)        (backward = 2x forward, as in the usual 6ND rule)
 //
 // The GEMM floor: the step's own matrix products (step_gemms: every forward product and the two backward
