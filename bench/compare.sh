@@ -2,7 +2,9 @@
 # dbot vs PyTorch on one dBOT training step: same sizes, same device, same precision, same machine, one
 # invocation. The PyTorch side is bench/pytorch_step.py --all-forms: the official code's form (timm 0.4.12
 # explicit attention, AdamW as torch picks it) and the faster forms (SDPA attention, foreach/fused AdamW).
-# Prints a markdown table; the ratio is PyTorch ms / dbot ms (above 1: dbot is faster).
+# Prints a markdown table; the ratio is PyTorch ms / dbot ms (above 1: dbot is faster). The last line,
+# "summary: torch=V libtorch=V dbot_ms=.. floor_ms=.. official_ms=.. fastest_form=F fastest_ms=..", is what
+# bench/compare_builds.sh reads (both LibTorch builds in one invocation).
 #   bench/compare.sh [build dir=build-pypi] [device=cpu|cuda] [precision=fp32|bf16|fp16]
 #                    [model=demo|vit_tiny_patch4_32|vit_small_patch16_224|vit_base_patch16_224] [batch]
 # Environment: THREADS (default 2 on CPU, all cores on CUDA), STEPS (timed steps, default 20), WARMUP
@@ -79,13 +81,15 @@ record() {  # WHAT RC LINES: adds LINES to $results, or says that WHAT gave no r
 
 run_dbot() {  # dbot's own line (ms_per_step, images_per_s)
   echo "\$ $build/dbot bench step ${dbot_args[*]}"
-  local out rc ms ips
+  local out rc ms ips floor
   out="$(timeout "$limit" "$build/dbot" bench step "${dbot_args[@]}" 2>&1)"
   rc=$?
   echo "$out"
   ms="$(sed -n 's/^dbot-bench: .*ms_per_step=\([0-9.eE+-]*\).*/\1/p' <<<"$out" | tail -1)"
   ips="$(sed -n 's/^dbot-bench: .*images_per_s=\([0-9.eE+-]*\).*/\1/p' <<<"$out" | tail -1)"
+  floor="$(sed -n 's/^dbot-bench: .*gemm_floor_ms=\([0-9.eE+-]*\).*/\1/p' <<<"$out" | tail -1)"
   record "dbot (no 'dbot-bench: ms_per_step=' line)" "$rc" "${ms:+dbot $ms $ips}" || dbot_ok=0
+  [[ -n "$floor" ]] && results+="floor $floor"$'\n'
   echo
 }
 
@@ -114,7 +118,7 @@ for ((round = 1; round <= rounds; round++)); do
 done
 
 # --- the table: per form, the median of its rounds (and their range with more than one) ---
-awk -v model="$model" -v dev="$device" -v prec="$precision" -v rounds="$rounds" '
+awk -v model="$model" -v dev="$device" -v prec="$precision" -v rounds="$rounds" -v torch="$py_torch" -v libtorch="${libtorch%% *}" '
   function median(v, name,   k, j, t, a, c) {  # of v[name, 1..cnt[name]]; sets lo[name], hi[name]
     c = cnt[name]
     for (k = 1; k <= c; k++) a[k] = v[name, k] + 0
@@ -123,6 +127,7 @@ awk -v model="$model" -v dev="$device" -v prec="$precision" -v rounds="$rounds" 
     return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
   }
   function ratio(p) { return dbot == "" ? "n/a" : sprintf("%.2f", p / dbot) }
+  NF == 2 { cnt["floor"]++; floors["floor", cnt["floor"]] = $2 }
   NF == 3 {
     if (!($1 in cnt)) { order[++n] = $1 }
     cnt[$1]++; ms[$1, cnt[$1]] = $2; ips[$1, cnt[$1]] = $3
@@ -152,6 +157,10 @@ awk -v model="$model" -v dev="$device" -v prec="$precision" -v rounds="$rounds" 
     if (off != "") printf "vs the official form (explicit+default): PyTorch ms / dbot ms = %s\n", ratio(med[off])
     else print "vs the official form (explicit+default): n/a (form did not run)"
     if (best != "") printf "vs the fastest PyTorch form (%s): PyTorch ms / dbot ms = %s\n", substr(best, 9), ratio(med[best])
+    # One line for bench/compare_builds.sh: medians in ms, n/a where a side gave no number.
+    printf "summary: torch=%s libtorch=%s dbot_ms=%s floor_ms=%s official_ms=%s fastest_form=%s fastest_ms=%s\n", torch, libtorch,
+           (dbot == "" ? "n/a" : dbot), ("floor" in cnt ? median(floors, "floor") : "n/a"),
+           (off == "" ? "n/a" : med[off]), (best == "" ? "n/a" : substr(best, 9)), (best == "" ? "n/a" : med[best])
   }' <<<"$results"
 
 [[ $dbot_ok == 1 && $py_ok == 1 ]]
