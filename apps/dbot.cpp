@@ -235,7 +235,7 @@ Command add_bench_step(CLI::App& bench) {
                     "a registry model on 3-channel images, e.g. vit_base_patch16_224 (sets model.name, in_chans 3, "
                     "ImageNet mean/std)");
   bstep->add_option("--batch", a->batch, "per-step batch (optim.batch_size)");
-  bstep->add_option("--steps", a->steps, "timed steps (default 20)");
+  bstep->add_option("--steps", a->steps, "timed steps (default 20); the GEMM floor is timed as many times");
   bstep->add_option("--warmup", a->warmup, "untimed steps first (default 5)");
   bstep->add_option("--profile", a->profile,
                     "also run --steps steps under LibTorch's profiler and write their trace to this file "

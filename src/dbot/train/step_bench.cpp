@@ -121,7 +121,8 @@ double total_flops(const std::vector<Gemm>& gemms) {
   return f;
 }
 
-double gemm_floor_ms(const std::vector<Gemm>& gemms, const core::Runtime& runtime, at::ScalarType dtype, int64_t reps) {
+double gemm_floor_ms(const std::vector<Gemm>& gemms, const core::Runtime& runtime, at::ScalarType dtype, int64_t reps,
+                     int64_t warmup) {
   at::NoGradGuard no_grad;
   const auto opts = at::TensorOptions().dtype(dtype).device(runtime.device);
   struct Operands {
@@ -154,7 +155,7 @@ double gemm_floor_ms(const std::vector<Gemm>& gemms, const core::Runtime& runtim
           }
         }
       },
-      reps, 2, runtime.device);
+      reps, warmup, runtime.device);
 }
 
 StepFlops step_flops(const PretrainConfig& cfg) {
@@ -231,7 +232,9 @@ StepBenchResult bench_step(const PretrainConfig& cfg, const core::Runtime& runti
   r.achieved_tflops = flops * r.samples_per_s / 1e12;
   const at::ScalarType peak_dtype = runtime.amp == core::Amp::kNone ? at::kFloat : runtime.amp_dtype();
   const auto gemms = step_gemms(cfg);
-  r.gemm_floor_ms = gemm_floor_ms(gemms, runtime, peak_dtype);
+  // As many runs as timed steps: at ViT-B/16 size on a 2-core CPU one run of the products takes about a minute.
+  r.gemm_floor_ms = gemm_floor_ms(gemms, runtime, peak_dtype, std::max<int64_t>(opts.steps, 1),
+                                  std::clamp<int64_t>(opts.warmup, 1, 2));
   // A large square product is not every BLAS's fastest shape: the PyPI wheel's MKL on a Zen 1 ran 1024^3 at 0.029
   // TFLOP/s and ViT-Tiny/4's own products at 0.030 (an MFU of 105%). The peak is the faster of the two.
   r.peak_tflops =

@@ -43,9 +43,10 @@ struct Gemm {
 std::vector<Gemm> step_gemms(const PretrainConfig& cfg);
 // The FLOPs of running `gemms` once.
 double total_flops(const std::vector<Gemm>& gemms);
-// Milliseconds to run `gemms` once, back to back in `dtype` on the runtime's device (mean over `reps`).
+// Milliseconds to run `gemms` once, back to back in `dtype` on the runtime's device (mean over `reps`, after
+// `warmup` untimed runs).
 double gemm_floor_ms(const std::vector<Gemm>& gemms, const core::Runtime& runtime, at::ScalarType dtype,
-                     int64_t reps = 10);
+                     int64_t reps = 10, int64_t warmup = 2);
 
 struct StepBenchOptions {
   int64_t steps = 20;
