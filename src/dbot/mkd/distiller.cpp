@@ -229,7 +229,8 @@ at::Tensor Distiller::forward(const at::Tensor& imgs, at::Generator& gen, int64_
   }
   auto enc = forward_encoder(imgs, core::to_device(noise, imgs.device()), &local);
   // Only the tokens of weight 1 in forward_loss / pixel_loss go on past the last blocks' attention, in the decoder
-  // and in the teacher: the same loss and gradients as the full composition (Distiller.LossRowsGiveThePlainLoss...).
+  // and in the teacher: the same loss and gradients as the full composition (the test
+  // Distiller.LossTokensOnlyGiveThePlainLossAndGradients).
   if (pixels()) {
     const auto pred = forward_decoder(enc.latent, enc.ids_restore, &local, loss_rows(enc.ids_masked, false));
     const auto target = model::take_rows(patchify(imgs, student_cfg.patch_size), enc.ids_masked);
