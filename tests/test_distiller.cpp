@@ -234,13 +234,15 @@ TEST(Distiller, Bf16AutocastPathMatchesFp32Loosely) {
 // Distiller::forward runs the decoder's and the teacher's last block past their attention only on the tokens the
 // loss weighs (loss_rows). Against the plain composition of the same draws (every token, then forward_loss's or
 // pixel_loss's 0 weights): the same loss and every gradient, in fp32 to rounding and under bf16 autocast to a
-// fraction of bf16's own error, for the teacher target (with CLS) and for pixels (without). Two blocks each, drop path
-// on, so the earlier blocks run whole and the draws must line up.
+// fraction of bf16's own error, for the teacher target (with CLS), a zero-block teacher (its target is the embedding at
+// those tokens) and pixels (no CLS). Two blocks each, drop path on, so the earlier blocks run whole and the draws must
+// line up.
 TEST(Distiller, LossTokensOnlyGiveThePlainLossAndGradients) {
   auto error = [](const at::Tensor& a, const at::Tensor& e) {  // relative, in the 2-norm
     return (a - e).norm().item<double>() / e.norm().item<double>();
   };
-  for (const bool pixels : {false, true}) {
+  for (const std::string kind : {"teacher", "zero-block teacher", "pixels"}) {
+    const bool pixels = kind == "pixels";
     auto v = tiny_vit();
     v.depth = 2;
     v.drop_path_rate = 0.2;
@@ -248,6 +250,7 @@ TEST(Distiller, LossTokensOnlyGiveThePlainLossAndGradients) {
     m.decoder.depth = 2;
     m.decoder.drop_path_rate = 0.2;
     if (pixels) m.target = "pixels";
+    if (kind == "zero-block teacher") m.teacher_depth = 0;
     mkd::Distiller d(v, m, 3);
     const auto imgs = test::given_images();
     auto loss_and_grads = [&](bool plain, at::ScalarType amp) {
@@ -274,9 +277,9 @@ TEST(Distiller, LossTokensOnlyGiveThePlainLossAndGradients) {
     const auto plain32 = loss_and_grads(true, at::kFloat), fast32 = loss_and_grads(false, at::kFloat);
     const auto plain16 = loss_and_grads(true, at::kBFloat16), fast16 = loss_and_grads(false, at::kBFloat16);
     for (const auto& [name, t] : plain32) {
-      EXPECT_TRUE(close_to_scale(fast32.at(name), t, 1e-5)) << name << (pixels ? ", pixels" : ", teacher");
+      EXPECT_TRUE(close_to_scale(fast32.at(name), t, 1e-5)) << name << ", " << kind;
       EXPECT_LE(error(fast16.at(name), plain16.at(name)), 0.1 * error(plain16.at(name), t) + 1e-3)
-          << name << (pixels ? ", pixels" : ", teacher") << " bf16";
+          << name << ", " << kind << ", bf16";
     }
   }
 }
