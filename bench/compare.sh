@@ -68,7 +68,7 @@ echo "dbot: $build/dbot, LibTorch $libtorch; PyTorch: $py_torch ($py)"
 echo "run: model $model, batch ${batch:-recipe/preset default}, $device, $precision, $warmup warmup + $steps timed steps, $rounds round(s)"
 echo
 
-# Each run adds a line "form ms images/s" to $results.
+# Each run adds a line "form ms images/s" to $results, and each dbot run a line "floor ms" (its GEMM floor).
 results="" dbot_ok=1 py_ok=1
 
 record() {  # WHAT RC LINES: adds LINES to $results, or says that WHAT gave no result
@@ -127,7 +127,7 @@ awk -v model="$model" -v dev="$device" -v prec="$precision" -v rounds="$rounds" 
     return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
   }
   function ratio(p) { return dbot == "" ? "n/a" : sprintf("%.2f", p / dbot) }
-  NF == 2 { cnt["floor"]++; floors["floor", cnt["floor"]] = $2 }
+  $1 == "floor" { cnt["floor"]++; floors["floor", cnt["floor"]] = $2; next }
   NF == 3 {
     if (!($1 in cnt)) { order[++n] = $1 }
     cnt[$1]++; ms[$1, cnt[$1]] = $2; ips[$1, cnt[$1]] = $3

@@ -18,7 +18,9 @@ batch="${2:-}"
 device="${DEVICE:-cpu}"
 if [[ -z "${PRECISIONS:-}" ]]; then
   PRECISIONS=fp32
-  grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && PRECISIONS="fp32 bf16"
+  if [[ "$device" == cuda ]] || grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then
+    PRECISIONS="fp32 bf16"
+  fi
 fi
 read -r -a precisions <<<"$PRECISIONS"
 builds=()
@@ -61,8 +63,10 @@ awk -v precs="${precisions[*]}" '
   NF >= 2 {  # BUILD PRECISION key=value ...
     b = $1; q = $2
     for (k = 3; k <= NF; k++) { eq = index($k, "="); kv[substr($k, 1, eq - 1)] = substr($k, eq + 1) }
-    if (!(b in torch)) order[++n] = b
-    torch[b] = get("torch"); libtorch[b] = get("libtorch"); dbot[b, q] = get("dbot_ms"); floor[b, q] = get("floor_ms")
+    if (!(b in seen)) { seen[b] = 1; order[++n] = b; torch[b] = libtorch[b] = "n/a" }
+    if (!none(get("torch"))) torch[b] = get("torch")  # a failed run leaves the version of the others
+    if (!none(get("libtorch"))) libtorch[b] = get("libtorch")
+    dbot[b, q] = get("dbot_ms"); floor[b, q] = get("floor_ms")
     official[b, q] = get("official_ms"); fastest[b, q] = get("fastest_ms"); form[b, q] = get("fastest_form")
     split("", kv)
   }

@@ -134,6 +134,12 @@ TEST(ClipTeacher, TrainsThenHandsOverToTheStudent) {
     const auto pred = d.forward_decoder(enc.latent, enc.ids_restore, &gen2);
     const auto expected = mkd::forward_loss(d.forward_teacher(images), pred, enc.mask, mkd::LossSpec{true, false});
     EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-6);
+    // And the same gradients, though Distiller::forward takes only the masked patches past the last attentions.
+    std::vector<at::Tensor> params;
+    for (const auto& [name, p] : d.named_student_parameters()) params.push_back(p);
+    const auto fast = torch::autograd::grad({loss}, params, {}, /*retain_graph=*/true);
+    const auto plain = torch::autograd::grad({expected}, params);
+    for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(test::close_to_scale(fast[i], plain[i], 1e-5)) << i;
     loss.backward();
     opt.step(1e-3);
     opt.zero_grad();

@@ -4,7 +4,7 @@
 //   forward(imgs):  noise ~ U[0,1]^[N, L] (CPU generator, copied to the device; rank r of w data-parallel
 //                   ranks draws the global batch's [N w, L] and keeps rows r, r + w, ..., the rows of its
 //                   samples in the one-rank batch, so masks differ across ranks and equal a one-rank run's)
-//     latent, mask, ids_restore = student.forward_encoder(imgs, noise)  // CLS + kept patches
+//     latent, mask, ids_restore, ids_masked = student.forward_encoder(imgs, noise)  // CLS + kept patches
 //     pred   = student.forward_decoder(latent, ids_restore)             // [N, 1+L, D_teacher]
 //     target = teacher.forward_target(imgs)                             // full image, before the final norm
 //     loss   = forward_loss(target, pred, mask, spec)                   // SmoothL1(beta 2) on masked + CLS

@@ -2,7 +2,8 @@
 // checkpoint see): the ViT encoder (timm names, at top level) that sees CLS + the kept patches, and the
 // decoder (official dBOT names, at top level) that predicts the teacher's features for every token.
 //
-//   forward_encoder(imgs [N, C, H, W], noise [N, L]) -> latent [N, 1+K, D], mask [N, L], ids_restore [N, L]
+//   forward_encoder(imgs [N, C, H, W], noise [N, L]) -> latent [N, 1+K, D], mask [N, L], ids_restore [N, L],
+//                                                      ids_masked [N, L-K]
 //   forward_decoder(latent, ids_restore)            -> pred [N, 1+L, D_teacher]
 //   forward_decoder(latent, ids_restore, gen, rows) -> pred [N, R, D_teacher], the tokens rows [N, R] only
 #pragma once

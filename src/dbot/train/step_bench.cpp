@@ -86,7 +86,7 @@ int64_t teacher_depth(const PretrainConfig& cfg) {  // mkd.teacher_depth, -1 = t
 
 // The tokens the loss weighs (mkd::loss_rows): the masked patches, and CLS for a teacher target (this benchmark's
 // teacher is the student's shape, never a CLIP tower).
-int64_t loss_rows(const PretrainConfig& cfg) {
+int64_t loss_token_count(const PretrainConfig& cfg) {
   return cfg.model.num_patches() - kept_patches(cfg) + (cfg.mkd.target == "pixels" ? 0 : 1);
 }
 
@@ -100,7 +100,7 @@ int64_t target_dim(const PretrainConfig& cfg) {  // what decoder_predp predicts 
 std::vector<Gemm> step_gemms(const PretrainConfig& cfg) {
   const auto& m = cfg.model;
   const auto& dec = cfg.mkd.decoder;
-  const int64_t N = cfg.optim.batch_size, L = m.num_patches(), K = kept_patches(cfg), R = loss_rows(cfg);
+  const int64_t N = cfg.optim.batch_size, L = m.num_patches(), K = kept_patches(cfg), R = loss_token_count(cfg);
   const int64_t patch = m.in_chans * m.patch_size * m.patch_size;
   GemmList g;
   if (cfg.mkd.target != "pixels") {  // the teacher: full image, forward only
@@ -162,7 +162,7 @@ StepFlops step_flops(const PretrainConfig& cfg) {
   const auto& m = cfg.model;
   const auto& dec = cfg.mkd.decoder;
   const double L = static_cast<double>(m.num_patches());
-  const double K = static_cast<double>(kept_patches(cfg)), R = static_cast<double>(loss_rows(cfg));
+  const double K = static_cast<double>(kept_patches(cfg)), R = static_cast<double>(loss_token_count(cfg));
   const double D = static_cast<double>(m.embed_dim), Dd = static_cast<double>(dec.embed_dim), Dt = D;
   const double patch = 2 * L * static_cast<double>(m.in_chans * m.patch_size * m.patch_size);
   StepFlops f;
