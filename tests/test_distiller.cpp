@@ -238,18 +238,15 @@ TEST(Distiller, Bf16AutocastPathMatchesFp32Loosely) {
 // those tokens) and pixels (no CLS). Two blocks each, drop path on, so the earlier blocks run whole and the draws must
 // line up.
 TEST(Distiller, LossTokensOnlyGiveThePlainLossAndGradients) {
-  auto error = [](const at::Tensor& a, const at::Tensor& e) {  // relative, in the 2-norm
-    return (a - e).norm().item<double>() / e.norm().item<double>();
-  };
+  const auto error = test::relative_error;
   for (const std::string kind : {"teacher", "zero-block teacher", "pixels"}) {
-    const bool pixels = kind == "pixels";
     auto v = tiny_vit();
     v.depth = 2;
     v.drop_path_rate = 0.2;
     auto m = tiny_mkd();
     m.decoder.depth = 2;
     m.decoder.drop_path_rate = 0.2;
-    if (pixels) m.target = "pixels";
+    if (kind == "pixels") m.target = "pixels";
     if (kind == "zero-block teacher") m.teacher_depth = 0;
     mkd::Distiller d(v, m, 3);
     const auto imgs = test::given_images();
@@ -259,15 +256,7 @@ TEST(Distiller, LossTokensOnlyGiveThePlainLossAndGradients) {
       at::Tensor loss;
       {
         compat::AutocastGuard autocast(at::kCPU, amp);
-        if (plain) {  // Distiller::forward's draws: the noise, then drop path from the same generator
-          const auto noise = at::rand({imgs.size(0), v.num_patches()}, gen, at::kFloat);
-          const auto enc = d.forward_encoder(imgs, noise, &gen);
-          const auto pred = d.forward_decoder(enc.latent, enc.ids_restore, &gen);  // [N, 1+L, ...]
-          loss = pixels ? mkd::pixel_loss(d.forward_target(imgs), pred, enc.mask, m.norm_pix_loss)
-                        : mkd::forward_loss(d.forward_teacher(imgs), pred, enc.mask);
-        } else {
-          loss = d.forward(imgs, gen);
-        }
+        loss = plain ? test::plain_training_loss(d, imgs, gen) : d.forward(imgs, gen);
       }
       loss.backward();
       std::map<std::string, at::Tensor> out{{"loss", loss.detach()}};

@@ -228,9 +228,7 @@ std::pair<at::Tensor, std::map<std::string, at::Tensor>> loss_and_grads(
 // such as a patch order or a lost bias, is off by O(1) in fp32 already). Two sequence lengths: 17 tokens (the
 // explicit attention on the CPU) and 145 (the fused kernel where LibTorch has it, except for bf16 with autograd).
 TEST(VisionTransformer, FastFormsMatchThePlainComposition) {
-  auto error = [](const at::Tensor& a, const at::Tensor& e) {  // relative, in the 2-norm
-    return (a - e).norm().item<double>() / e.norm().item<double>();
-  };
+  const auto error = test::relative_error;
   for (const int64_t img : {8, 24}) {
     auto cfg = test::tiny_vit();
     cfg.img_size = img;  // patch 2: 16 or 144 patches

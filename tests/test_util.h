@@ -106,10 +106,25 @@ inline ::testing::AssertionResult close_to_scale(const at::Tensor& actual, const
   return all_close(actual, expected, 0.0, rel * scale);
 }
 
+// |a - e| / |e| in the 2-norm: how far a reduced-precision result is from the fp32 one, as a whole.
+inline double relative_error(const at::Tensor& a, const at::Tensor& e) {
+  return (a - e).norm().item<double>() / e.norm().item<double>();
+}
+
 // The reference's weights: every parameter from the closed-form fill; the teacher's under "teacher.".
 inline void fill_golden(mkd::Distiller& d) {
   fill_parameters(*d.student);  // encoder + decoder
   fill_parameters(*d.teacher, "teacher.");
+}
+
+// Distiller::forward's loss (one rank) composed by hand from the same draws, every token through the decoder and the
+// teacher, then forward_loss's or pixel_loss's weights: the plain composition that the loss-token path must equal.
+inline at::Tensor plain_training_loss(mkd::Distiller& d, const at::Tensor& imgs, at::Generator& gen) {
+  const auto noise = at::rand({imgs.size(0), d.student_cfg.num_patches()}, gen, at::kFloat);  // then drop path
+  const auto enc = d.forward_encoder(imgs, noise, &gen);
+  const auto pred = d.forward_decoder(enc.latent, enc.ids_restore, &gen);  // [N, 1+L, ...]
+  if (d.pixels()) return mkd::pixel_loss(d.forward_target(imgs), pred, enc.mask, d.cfg.norm_pix_loss);
+  return mkd::forward_loss(d.forward_teacher(imgs), pred, enc.mask, mkd::loss_spec(d.cfg.loss, d.teacher->cfg));
 }
 
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

@@ -24,8 +24,7 @@ at::Tensor Decoder::insert_mask_tokens(const at::Tensor& x, const at::Tensor& id
   const auto dtype = at::promote_types(x.scalar_type(), mask_token.scalar_type());
   auto mask_tokens = mask_token.to(dtype).expand({N, L - K, -1});
   auto shuffled = at::cat({x.slice(1, 1).to(dtype), mask_tokens}, 1);  // [N, L, Dd]
-  auto index = ids_restore.unsqueeze(-1).expand({-1, -1, x.size(2)});  // [N, L, Dd]
-  auto unshuffled = at::gather(shuffled, 1, index);                    // [N, L, Dd]
+  auto unshuffled = model::take_rows(shuffled, ids_restore);           // [N, L, Dd]
   return at::cat({x.slice(1, 0, 1).to(dtype), unshuffled}, 1);         // [N, 1+L, Dd]
 }
 

@@ -3,7 +3,7 @@
 namespace dbot::mkd {
 
 Masking random_masking(const at::Tensor& x, const at::Tensor& noise, double mask_ratio) {
-  const int64_t N = x.size(0), L = x.size(1), D = x.size(2);
+  const int64_t N = x.size(0), L = x.size(1);
   const int64_t len_keep = kept_count(L, mask_ratio);
   TORCH_CHECK(noise.sizes() == at::IntArrayRef({N, L}), "noise must be [N, L] = [", N, ", ", L, "], got ",
               noise.sizes());
@@ -11,7 +11,7 @@ Masking random_masking(const at::Tensor& x, const at::Tensor& noise, double mask
   auto ids_shuffle = std::get<1>(at::sort(noise, 1));  // ascending: small noise is kept
   auto ids_restore = std::get<1>(at::sort(ids_shuffle, 1));
   auto ids_keep = ids_shuffle.slice(1, 0, len_keep);  // [N, K]
-  auto x_masked = at::gather(x, 1, ids_keep.unsqueeze(-1).expand({-1, -1, D}));
+  auto x_masked = model::take_rows(x, ids_keep);
   // Binary mask in the original patch order: 0 is keep, 1 is remove.
   auto mask = at::ones({N, L}, x.options().dtype(at::kFloat));
   mask.slice(1, 0, len_keep).zero_();

@@ -207,7 +207,9 @@ StepBenchResult bench_step(const PretrainConfig& cfg, const core::Runtime& runti
   const at::Tensor device_images =
       data::normalize(core::to_device(images, runtime.device), cfg.data.mean, cfg.data.std);
   // The teacher as the step runs it: its last block on the loss's tokens only (a random mask's, with CLS).
-  const auto ids_masked = std::get<1>(at::sort(at::rand({B, m.num_patches()}), 1)).slice(1, kept_patches(cfg));
+  const auto ids_masked =
+      mkd::random_masking(at::empty({B, m.num_patches(), 1}), at::rand({B, m.num_patches()}), cfg.mkd.mask_ratio)
+          .ids_masked;
   const auto rows = core::to_device(mkd::loss_rows(ids_masked, /*cls=*/true), runtime.device);
   r.teacher_ms = time_ms(
       [&] {
