@@ -95,6 +95,26 @@ TEST(VisionTransformer, DropPathIsPerSampleAndScaled) {
   EXPECT_TRUE(model::drop_path(x, 0.25, nullptr).equal(x));  // eval mode
 }
 
+// take_rows(x, rows)[n, r] is x[n, rows[n, r]], checked element by element, on a transposed (non-contiguous) x and
+// in bf16; a row taken twice gets both gradients and a row not taken gets 0.
+TEST(VisionTransformer, TakeRowsIsXAtThoseRows) {
+  const auto x = at::arange(2 * 4 * 3, at::kFloat).view({2, 3, 4}).transpose(1, 2);  // [2, 4, 3], x[n,t,d] = 12n+4d+t
+  ASSERT_FALSE(x.is_contiguous());
+  const auto rows = at::tensor({3, 0, 3, 1, 2, 1}, at::kLong).view({2, 3});
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    const auto out = model::take_rows(x.to(dtype), rows).to(at::kFloat);
+    ASSERT_EQ(out.sizes(), (at::IntArrayRef{2, 3, 3}));
+    for (int64_t n = 0; n < 2; ++n)
+      for (int64_t r = 0; r < 3; ++r)
+        for (int64_t d = 0; d < 3; ++d)
+          EXPECT_EQ(out[n][r][d].item<float>(), 12 * n + 4 * d + rows[n][r].item<int64_t>()) << n << r << d;
+  }
+  const auto leaf = at::zeros({2, 4, 3}).requires_grad_();
+  model::take_rows(leaf, rows).sum().backward();
+  const auto expected = at::tensor({1.f, 0.f, 0.f, 2.f, 0.f, 2.f, 1.f, 0.f}).view({2, 4, 1}).expand({2, 4, 3});  // times taken
+  EXPECT_TRUE(leaf.grad().equal(expected));
+}
+
 // BlockImpl::forward_rows is forward at those tokens: the same values with the same drop-path draws, and the same
 // gradients for the input and every parameter. Rows may repeat (a token taken twice gets both gradients).
 TEST(VisionTransformer, BlockAtSomeRowsIsTheBlockAtThoseRows) {
