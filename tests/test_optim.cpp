@@ -128,8 +128,8 @@ TEST(AdamW, FusedKernelMatchesForeach) {
     d1.forward(imgs, gen).backward();
     for (size_t i = 0; i < a.size(); ++i) b[i].second.mutable_grad() = a[i].second.grad().clone();
     if (step == 1) {  // a parameter without a gradient for one step: skipped, and its next step's bias
-      a[0].second.mutable_grad() = at::Tensor();  // correction still counts every step (per-parameter
-      b[0].second.mutable_grad() = at::Tensor();  // counts in the fused kernel)
+      a[0].second.mutable_grad() = at::Tensor();  // correction still counts every step (the fused kernel
+      b[0].second.mutable_grad() = at::Tensor();  // reads the optimizer's one count)
     }
     foreach_opt.step(1e-3);
     fused_opt.step(1e-3);

@@ -69,10 +69,11 @@ at::Tensor scaled_bmm(const at::Tensor& a, const at::Tensor& b, double alpha);
 
 // torch.optim.AdamW's fused kernel (one pass per tensor) where this LibTorch has it for the device.
 bool has_fused_adamw(c10::Device device);
-// Increments every step tensor, then one AdamW update (decoupled decay) of every parameter. Only where
+// One AdamW update (decoupled decay) of every parameter at the step count `step` (an fp32 scalar tensor on the
+// parameters' device, already counting this step, read by the kernel for every parameter). Only where
 // has_fused_adamw(device).
 void fused_adamw(at::TensorList params, at::TensorList grads, at::TensorList exp_avg, at::TensorList exp_avg_sq,
-                 at::TensorList steps, double lr, double beta1, double beta2, double weight_decay, double eps);
+                 const at::Tensor& step, double lr, double beta1, double beta2, double weight_decay, double eps);
 
 // A CPU generator with a fixed seed (all randomness in dbot comes from explicit generators).
 at::Generator make_cpu_generator(uint64_t seed);

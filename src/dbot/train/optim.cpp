@@ -41,7 +41,7 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, AdamW
       throw std::invalid_argument("fused AdamW is not available in LibTorch " + compat::torch_version() +
                                   " for this device");
     }
-    for (const auto& item : params_) steps_.push_back(at::zeros({}, item.second.options().dtype(at::kFloat)));
+    fused_step_ = at::zeros({}, params_.front().second.options().dtype(at::kFloat));
   }
 }
 
@@ -78,25 +78,20 @@ void AdamW::step(double lr) {
   ++step_;
   const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(step_));
+  if (cfg_.fused) fused_step_.fill_(static_cast<double>(step_));  // the kernel's bias correction: this step's count
   auto update = [&](const std::vector<size_t>& idx, double lr, double weight_decay) {
-    std::vector<at::Tensor> p, g, m, v, s;
+    std::vector<at::Tensor> p, g, m, v;
     for (size_t i : idx) {
       const auto& grad = params_[i].second.grad();
-      if (!grad.defined()) {
-        // Skipped, as torch.optim skips it; the fused kernel's own count still advances, so that its bias
-        // correction stays the one of this optimizer's step count (the _foreach form's).
-        if (cfg_.fused) steps_[i].add_(1);
-        continue;
-      }
+      if (!grad.defined()) continue;  // skipped, as torch.optim skips it
       p.push_back(params_[i].second);
       g.push_back(grad);
       m.push_back(exp_avg_[i]);
       v.push_back(exp_avg_sq_[i]);
-      if (cfg_.fused) s.push_back(steps_[i]);
     }
     if (p.empty()) return;
     if (cfg_.fused) {
-      compat::fused_adamw(p, g, m, v, s, lr, cfg_.beta1, cfg_.beta2, weight_decay, cfg_.eps);
+      compat::fused_adamw(p, g, m, v, fused_step_, lr, cfg_.beta1, cfg_.beta2, weight_decay, cfg_.eps);
       return;
     }
     if (weight_decay != 0.0) at::_foreach_mul_(p, 1.0 - lr * weight_decay);  // decoupled decay
@@ -150,7 +145,6 @@ void AdamW::load_state(const AdamWState& s, const std::string& what) {
     exp_avg_sq_[i].copy_(v->second);
   }
   step_ = s.step;
-  for (auto& t : steps_) t.fill_(static_cast<double>(step_));
 }
 
 }  // namespace dbot::train

@@ -85,7 +85,8 @@ class AdamW {
 
  private:
   std::vector<std::pair<std::string, at::Tensor>> params_;
-  std::vector<at::Tensor> exp_avg_, exp_avg_sq_, steps_;  // steps_: per-parameter fp32 counts (fused kernel)
+  std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+  at::Tensor fused_step_;  // the fused kernel's step count: fp32 scalar on the parameters' device
   struct Group {
     std::vector<size_t> idx;
     double lr_scale, weight_decay;
