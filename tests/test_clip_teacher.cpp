@@ -129,7 +129,8 @@ TEST(ClipTeacher, TrainsThenHandsOverToTheStudent) {
     EXPECT_LE(loss.item<double>(), 2.0);  // 1 - cos is in [0, 2]
     // It is the cosine loss without CLS against this teacher: the same draws, composed by hand.
     auto gen2 = core::derive_generator(3, core::RngPurpose::kStep, 0);
-    ASSERT_TRUE(mkd::loss_spec(d.cfg.loss, d.teacher->cfg).cosine && !mkd::loss_spec(d.cfg.loss, d.teacher->cfg).cls);
+    const auto spec = mkd::loss_spec(d.cfg.loss, d.teacher->cfg);
+    ASSERT_TRUE(spec.cosine && !spec.cls);
     const auto expected = test::plain_training_loss(d, images, gen2);
     EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-6);
     // And the same gradients, though Distiller::forward takes only the masked patches past the last attentions.

@@ -111,7 +111,8 @@ TEST(VisionTransformer, TakeRowsIsXAtThoseRows) {
   }
   const auto leaf = at::zeros({2, 4, 3}).requires_grad_();
   model::take_rows(leaf, rows).sum().backward();
-  const auto expected = at::tensor({1.f, 0.f, 0.f, 2.f, 0.f, 2.f, 1.f, 0.f}).view({2, 4, 1}).expand({2, 4, 3});  // times taken
+  const auto times_taken = at::tensor({1.f, 0.f, 0.f, 2.f, 0.f, 2.f, 1.f, 0.f}).view({2, 4, 1});
+  const auto expected = times_taken.expand({2, 4, 3});
   EXPECT_TRUE(leaf.grad().equal(expected));
 }
 

@@ -74,7 +74,7 @@ at::Tensor linear(const nn::Linear& l, const at::Tensor& x) { return at::linear(
 
 at::Tensor take_rows(const at::Tensor& x, const at::Tensor& rows) {
   // index_select on the flattened [N*T, D] rows, not gather with rows expanded over D: the same values, but it copies
-  // whole rows where gather reads one index per element, 8-14x faster forward and 1.5-4x forward + backward at the
+  // whole rows where gather reads one index per element, 7-15x faster forward and 1.3-5.5x forward + backward at the
   // demo's and ViT-Tiny's shapes on LibTorch 1.13 and 2.15 (docs/PERFORMANCE.md, 2026-12-06 Zen 3).
   const int64_t N = x.size(0), T = x.size(1), R = rows.size(1), D = x.size(2);
   const auto flat = (rows + at::arange(N, rows.options()).mul_(T).unsqueeze(1)).reshape({-1});  // [N*R]
