@@ -21,6 +21,7 @@
 #include <string>
 
 #include "dbot/compat.h"
+#include "dbot/core/vector_clones.h"
 #include "dbot/model/batched_product.h"
 #include "dbot/model/explicit_attention.h"
 #include "dbot/model/linear_gelu.h"
@@ -151,7 +152,7 @@ void fc1_gelu(int reps, at::ScalarType amp) {
   };
   std::printf("\ndbot's fc1 + GELU, %s: %s\n\n| fc1 + GELU [N, T, D] -> [N, T, 4D]%s",
               amp == at::kBFloat16 ? "bf16 autocast" : "fp32",
-              dbot::model::detail::simd_available() ? "fused pass, AVX2" : "LibTorch's operations", kHeader);
+              dbot::core::cpu_has_avx2_fma() ? "fused pass, AVX2" : "LibTorch's operations", kHeader);
   for (const auto& s : shapes) {
     const auto x = at::randn({s.N, s.T, s.D}), w = at::randn({4 * s.D, s.D}) * 0.05, b = at::randn({4 * s.D});
     row(std::string(s.what) + ": " + sizes({s.N, s.T, s.D}), libtorch, dbot, {x, w, b},

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dbot/compat.h"
+#include "dbot/core/vector_clones.h"
 #include "dbot/model/linear_gelu.h"
 #include "test_util.h"
 
@@ -21,7 +22,7 @@ double dgelu64(double z) {
 }
 std::vector<bool> kernels() {
   std::vector<bool> simd{false};
-  if (model::detail::simd_available()) simd.push_back(true);
+  if (core::cpu_has_avx2_fma()) simd.push_back(true);
   return simd;
 }
 
@@ -159,7 +160,7 @@ TEST(LinearGelu, Bf16PassIsTheFp32PassRoundedToNearestEven) {
 TEST(LinearGelu, MatchesThePlainComposition) {
   const int64_t N = 3, T = 5, in = 12, hidden = 20;
   const auto [x, w, b, g] = operands(N, T, in, hidden);
-  ASSERT_EQ(model::fused_linear_gelu(x, w, b), model::detail::simd_available());
+  ASSERT_EQ(model::fused_linear_gelu(x, w, b), core::cpu_has_avx2_fma());
   const auto out = model::linear_gelu(x, w, b);
   const auto expected = at::gelu(at::linear(x, w, b));
   ASSERT_EQ(out.sizes(), at::IntArrayRef({N, T, hidden}));
@@ -179,7 +180,7 @@ TEST(LinearGelu, MatchesTheAutocastCompositionInBf16) {
   const auto exact = at::gelu(at::linear(x, w, b));
   const auto exact_grads = torch::autograd::grad({exact}, {x, w, b}, {g});
   compat::AutocastGuard autocast(c10::kCPU, at::kBFloat16);
-  ASSERT_EQ(model::fused_linear_gelu(x, w, b), model::detail::simd_available());
+  ASSERT_EQ(model::fused_linear_gelu(x, w, b), core::cpu_has_avx2_fma());
   const auto out = model::linear_gelu(x, w, b);
   const auto expected = at::gelu(at::linear(x, w, b));
   ASSERT_EQ(out.scalar_type(), at::kBFloat16);
@@ -201,13 +202,13 @@ TEST(LinearGelu, MatchesTheAutocastCompositionInBf16) {
 // AVX2 + FMA; everything else is the plain composition, and the fused gradient is not differentiable again.
 TEST(LinearGelu, PathChoiceAndNoSecondDerivative) {
   const auto x = at::randn({4, 6}), w = at::randn({8, 6}), b = at::randn({8});
-  EXPECT_EQ(model::fused_linear_gelu(x, w, b), model::detail::simd_available());
+  EXPECT_EQ(model::fused_linear_gelu(x, w, b), core::cpu_has_avx2_fma());
   EXPECT_FALSE(model::fused_linear_gelu(x.to(at::kBFloat16), w.to(at::kBFloat16), b));
   EXPECT_FALSE(model::fused_linear_gelu(x, w, at::Tensor()));
   {
     compat::AutocastGuard autocast(c10::kCPU, at::kBFloat16);
-    EXPECT_EQ(model::fused_linear_gelu(x, w, b), model::detail::simd_available());
-    EXPECT_EQ(model::fused_linear_gelu(x.to(at::kBFloat16), w.to(at::kBFloat16), b), model::detail::simd_available());
+    EXPECT_EQ(model::fused_linear_gelu(x, w, b), core::cpu_has_avx2_fma());
+    EXPECT_EQ(model::fused_linear_gelu(x.to(at::kBFloat16), w.to(at::kBFloat16), b), core::cpu_has_avx2_fma());
     EXPECT_FALSE(model::fused_linear_gelu(x, w, b.to(at::kBFloat16)));
   }
   const auto xr = x.clone().requires_grad_();

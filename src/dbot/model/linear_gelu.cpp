@@ -11,6 +11,7 @@
 
 #include "dbot/compat.h"
 #include "dbot/core/parallel.h"
+#include "dbot/core/vector_clones.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define DBOT_GELU_AVX2 1
@@ -114,19 +115,10 @@ __attribute__((target("avx2,fma"))) void bias_gelu_avx2(const T* h, const float*
 #endif
 }  // namespace
 
-bool simd_available() {
-#ifdef DBOT_GELU_AVX2
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-#else
-  return false;
-#endif
-}
-
 namespace {
 template <typename T>
 void bias_gelu_rows(const T* h, const float* bias, T* out, T* dgelu, int64_t rows, int64_t cols, bool simd) {
-  if (simd && !simd_available()) throw std::logic_error("bias_gelu: this CPU has no AVX2 + FMA");
+  if (simd && !core::cpu_has_avx2_fma()) throw std::logic_error("bias_gelu: this CPU has no AVX2 + FMA");
   // ~40 flops per element: tasks of whole rows, at least 32k elements.
   core::parallel_for(rows, std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, cols)),
                      [&](int64_t begin, int64_t end) {
@@ -236,7 +228,7 @@ bool fused_linear_gelu(const at::Tensor& x, const at::Tensor& weight, const at::
   if (autocast && compat::autocast_dtype(c10::kCPU) != at::kBFloat16) return false;
   return cpu_strided(x, autocast) && cpu_strided(weight, autocast) && cpu_strided(bias, false) && x.dim() >= 2 &&
          weight.dim() == 2 && bias.dim() == 1 && x.size(-1) == weight.size(1) && bias.size(0) == weight.size(0) &&
-         detail::simd_available();  // the plain loop (scalar exp) is slower than LibTorch's vectorized GELU
+         core::cpu_has_avx2_fma();  // the plain loop (scalar exp) is slower than LibTorch's vectorized GELU
 }
 
 at::Tensor linear_gelu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {

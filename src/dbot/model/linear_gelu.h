@@ -22,12 +22,11 @@ bool fused_linear_gelu(const at::Tensor& x, const at::Tensor& weight, const at::
 namespace detail {
 // The fused pass over [rows, cols] row-major: z = h + bias[col]; out = z Phi(z); dgelu = GELU'(z) where dgelu is
 // not null. out and dgelu may be h itself (each element is read before it is written). simd: the AVX2 + FMA
-// loop (only where simd_available()), else the same formula in plain C++ (the AVX2 loop's row tails; exposed so
+// loop (only where core::cpu_has_avx2_fma()), else the same formula in plain C++ (the AVX2 loop's row tails; exposed so
 // that the tests check both). The bf16 form computes in fp32 and rounds each output to nearest even.
 void bias_gelu(const float* h, const float* bias, float* out, float* dgelu, int64_t rows, int64_t cols, bool simd);
 void bias_gelu(const c10::BFloat16* h, const float* bias, c10::BFloat16* out, c10::BFloat16* dgelu, int64_t rows,
                int64_t cols, bool simd);
-bool simd_available();
 }  // namespace detail
 
 }  // namespace dbot::model

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "dbot/compat.h"
+#include "dbot/train/adamw_cpu.h"
 
 namespace dbot::train {
 
@@ -20,6 +21,13 @@ bool no_weight_decay(const std::string& name, const at::Tensor& param) {
   return param.dim() == 1 || is_bias;
 }
 
+namespace {
+bool adamw_cpu_supports_all(const std::vector<std::pair<std::string, at::Tensor>>& named_params) {
+  return std::all_of(named_params.begin(), named_params.end(),
+                     [](const auto& item) { return adamw_cpu_supports(item.second); });
+}
+}  // namespace
+
 AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, AdamWConfig cfg, const ParamGroupRule& rule)
     : params_(std::move(named_params)), cfg_(cfg) {
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -34,15 +42,24 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, AdamW
     it->idx.push_back(i);
   }
   if (cfg_.fused) {
-    for (const auto& [name, p] : params_) {  // the CPU kernel walks raw data, ignoring strides
+    for (const auto& [name, p] : params_) {  // the CPU kernels walk raw data, ignoring strides
       if (!p.is_contiguous()) throw std::invalid_argument("fused AdamW: parameter '" + name + "' is not contiguous");
     }
-    if (params_.empty() || !compat::has_fused_adamw(params_.front().second.device())) {
+    if (!fused_adamw_available(params_)) {
       throw std::invalid_argument("fused AdamW is not available in LibTorch " + compat::torch_version() +
-                                  " for this device");
+                                  " for these parameters");
     }
-    fused_step_ = at::zeros({}, params_.front().second.options().dtype(at::kFloat));
+    // dbot's kernel wherever it applies, also where LibTorch has one: LibTorch's CPU kernel (2.4+) is one call
+    // per tensor, 0.55 ms per demo step against adamw_cpu's 0.22 over all tensors at once (docs/PERFORMANCE.md).
+    if (!adamw_cpu_supports_all(params_)) {
+      fused_step_ = at::zeros({}, params_.front().second.options().dtype(at::kFloat));
+    }
   }
+}
+
+bool fused_adamw_available(const std::vector<std::pair<std::string, at::Tensor>>& named_params) {
+  if (named_params.empty()) return false;
+  return adamw_cpu_supports_all(named_params) || compat::has_fused_adamw(named_params.front().second.device());
 }
 
 void AdamW::zero_grad() {
@@ -78,7 +95,7 @@ void AdamW::step(double lr) {
   ++step_;
   const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(step_));
-  if (cfg_.fused) fused_step_.fill_(static_cast<double>(step_));  // the kernel's bias correction: this step's count
+  if (fused_step_.defined()) fused_step_.fill_(static_cast<double>(step_));  // LibTorch's kernel's bias correction
   auto update = [&](const std::vector<size_t>& idx, double lr, double weight_decay) {
     std::vector<at::Tensor> p, g, m, v;
     for (size_t i : idx) {
@@ -90,8 +107,12 @@ void AdamW::step(double lr) {
       v.push_back(exp_avg_sq_[i]);
     }
     if (p.empty()) return;
-    if (cfg_.fused) {
+    if (fused_step_.defined()) {
       compat::fused_adamw(p, g, m, v, fused_step_, lr, cfg_.beta1, cfg_.beta2, weight_decay, cfg_.eps);
+      return;
+    }
+    if (cfg_.fused) {
+      adamw_cpu(p, g, m, v, AdamWStep{step_, lr, cfg_.beta1, cfg_.beta2, weight_decay, cfg_.eps});
       return;
     }
     if (weight_decay != 0.0) at::_foreach_mul_(p, 1.0 - lr * weight_decay);  // decoupled decay

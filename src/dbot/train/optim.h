@@ -1,9 +1,10 @@
 // AdamW with the weight-decay groups of MAE/dBOT, written for this project so that its state is plain named
 // tensors (checkpointed by parameter name, readable from Python) and each step is a handful of multi-tensor
-// ops, or torch.optim.AdamW's fused kernel where LibTorch has one for the device (CUDA on 2.x, the CPU from
-// 2.4; the Trainer takes it there, and AdamW.FusedKernelMatchesForeach holds it to the _foreach form, which
-// the golden tests pin). Same update as torch.optim.AdamW (decoupled decay, bias correction from one step
-// count).
+// ops (the _foreach form, which the golden tests pin), or fused: one pass per element, by dbot's kernel for
+// fp32 CPU parameters (adamw_cpu, on every LibTorch) and elsewhere by torch.optim.AdamW's fused kernel where
+// LibTorch has one (CUDA on 2.x). The Trainer and fine-tuning take the fused form where fused_adamw_available;
+// AdamW.FusedKernelMatchesForeach holds it to the _foreach form. Same update as torch.optim.AdamW (decoupled
+// decay, bias correction from one step count).
 //
 // Groups (pretraining's default rule): no weight decay for 1-D parameters and names ending in ".bias";
 // everything else decayed (cls_token and mask_token, [1, 1, D], are decayed as in the official code). Another
@@ -26,7 +27,7 @@ struct AdamWConfig {
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
-  bool fused = false;  // use the fused kernel (only where compat::has_fused_adamw(device))
+  bool fused = false;  // one pass per element (only where fused_adamw_available)
 };
 
 // The recipe's optim section: batch, accumulation, lr rule, clipping and AdamW's hyper-parameters.
@@ -44,6 +45,10 @@ struct OptimConfig {
 
 // True when the parameter is excluded from weight decay.
 bool no_weight_decay(const std::string& name, const at::Tensor& param);
+
+// Whether AdamW's fused form takes these parameters: dbot's CPU kernel (fp32, contiguous), or LibTorch's kernel
+// for their device.
+bool fused_adamw_available(const std::vector<std::pair<std::string, at::Tensor>>& named_params);
 
 // A parameter's group: its lr is lr * lr_scale, its decoupled weight decay weight_decay * (decay ? 1 : 0).
 struct ParamGroup {

@@ -81,10 +81,11 @@ Trainer::Trainer(const PretrainConfig& cfg, const core::Runtime& runtime, int64_
   }
   distiller_.to(runtime_.device, runtime_.amp_dtype());  // before the optimizer takes the parameters
   AdamWConfig adamw = cfg.optim.adamw;
-  // LibTorch's fused kernel where it has one (CUDA; CPU from 2.4): one pass per tensor instead of ten, the
-  // demo's update 1.61 -> 0.44 ms on the CPU (docs/PERFORMANCE.md); AdamW.FusedKernelMatchesForeach.
-  adamw.fused = compat::has_fused_adamw(runtime_.device);
-  optimizer_ = std::make_unique<AdamW>(distiller_.named_student_parameters(), adamw);
+  // One pass per element instead of ten (dbot's kernel on the CPU, LibTorch's fused kernel on CUDA): the demo's
+  // update 2.0-3.2 -> 0.2 ms on the CPU (docs/PERFORMANCE.md); AdamW.FusedKernelMatchesForeach.
+  auto params = distiller_.named_student_parameters();
+  adamw.fused = fused_adamw_available(params);
+  optimizer_ = std::make_unique<AdamW>(std::move(params), adamw);
   const auto acc = at::TensorOptions().dtype(at::kDouble).device(runtime_.device);
   unchecked_loss_sum_ = at::zeros({}, acc);
   epoch_loss_sum_ = at::zeros({}, acc);
