@@ -7,7 +7,9 @@
 // - the attention from the packed qkv output to proj's input, model::explicit_attention against timm 0.4.12's
 //   composition in LibTorch's operations (reshape, permute, matmul, softmax, matmul, transpose, reshape);
 // - the MLP's fc1 + GELU, model::linear_gelu against at::gelu(at::linear(x, W, b)) (timm's Mlp), in fp32 and, where
-//   the CPU has native bf16 or the third argument is "bf16", under bf16 autocast.
+//   the CPU has native bf16 or the third argument is "bf16", under bf16 autocast;
+// - one AdamW update of a student's parameters (the demo's and ViT-S/16's with MAE's decoder): train::AdamW's
+//   _foreach form, LibTorch's fused CPU kernel (2.4+) and dbot's train::adamw_cpu (the Trainer's), fp32.
 //   build-deb/bench_kernels [threads=2] [reps=20] [bf16]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -22,9 +24,12 @@
 
 #include "dbot/compat.h"
 #include "dbot/core/vector_clones.h"
+#include "dbot/mkd/distiller.h"
 #include "dbot/model/batched_product.h"
 #include "dbot/model/explicit_attention.h"
 #include "dbot/model/linear_gelu.h"
+#include "dbot/model/registry.h"
+#include "dbot/train/optim.h"
 
 namespace {
 struct Shape {
@@ -159,6 +164,63 @@ void fc1_gelu(int reps, at::ScalarType amp) {
         at::randn({s.N, s.T, 4 * s.D}).to(amp), reps);
   }
 }
+
+// One update at lr 1e-3 (MAE's two weight-decay groups in train::AdamW; LibTorch's kernel in one call over all
+// tensors, decay 0.05, as a lower bound on torch.optim's two calls), gradients ~1e-3, fp32 on the CPU.
+void adamw(int reps) {
+  struct Student {
+    const char* what;
+    dbot::model::VitConfig vit;
+    dbot::mkd::DecoderConfig decoder;
+  };
+  auto demo = dbot::model::vit_config("vit_tiny_patch7_28");  // recipes/fmnist_vit_tiny.yaml
+  demo.in_chans = 1;
+  demo.embed_dim = 128;
+  demo.depth = 3;
+  demo.num_heads = 4;
+  const Student students[] = {{"demo (ViT 128 x 3, decoder 64 x 2)", demo, {64, 2, 4}},
+                              {"ViT-S/16 (decoder 512 x 8)", dbot::model::vit_config("vit_small_patch16_224"), {}}};
+  const bool libtorch_fused = dbot::compat::has_fused_adamw(c10::kCPU);
+  std::printf(
+      "\nAdamW, one update, fp32%s\n\n| student parameters | _foreach ms | LibTorch fused ms | dbot adamw_cpu ms | "
+      "_foreach / dbot | LibTorch fused / dbot |\n|---|---|---|---|---|---|\n",
+      dbot::core::cpu_has_avx2_fma() ? " (adamw_cpu: AVX2)" : " (adamw_cpu: plain loop)");
+  for (const auto& s : students) {
+    dbot::mkd::MkdConfig mkd;
+    mkd.decoder = s.decoder;
+    dbot::mkd::Distiller d(s.vit, mkd, 0);
+    const auto params = d.named_student_parameters();
+    std::vector<at::Tensor> p, g, m, v;
+    int64_t elements = 0;
+    for (const auto& [name, t] : params) {
+      t.mutable_grad() = at::randn_like(t) * 1e-3;
+      p.push_back(t);
+      g.push_back(t.grad());
+      m.push_back(at::zeros_like(t));
+      v.push_back(at::zeros_like(t));
+      elements += t.numel();
+    }
+    dbot::train::AdamWConfig cfg;
+    dbot::train::AdamW foreach_opt(params, cfg);
+    cfg.fused = true;
+    dbot::train::AdamW dbot_opt(params, cfg);
+    const double foreach_ms = best_ms([&] { foreach_opt.step(1e-3); }, reps);
+    const double dbot_ms = best_ms([&] { dbot_opt.step(1e-3); }, reps);
+    double fused_ms = NAN;
+    if (libtorch_fused) {
+      const auto step = at::full({}, 1.0);
+      fused_ms = best_ms([&] { dbot::compat::fused_adamw(p, g, m, v, step, 1e-3, 0.9, 0.95, 0.05, 1e-8); }, reps);
+    }
+    const auto fused = [&](const char* format, double x) {
+      char text[32];
+      std::snprintf(text, sizeof text, format, x);
+      return libtorch_fused ? std::string(text) : std::string("none in this LibTorch");
+    };
+    std::printf("| %s: %zu tensors, %.2fM elements | %.3f | %s | %.3f | %.2f | %s |\n", s.what, params.size(),
+                elements / 1e6, foreach_ms, fused("%.3f", fused_ms).c_str(), dbot_ms, foreach_ms / dbot_ms,
+                fused("%.2f", fused_ms / dbot_ms).c_str());
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -170,4 +232,5 @@ int main(int argc, char** argv) {
   attention(reps);
   fc1_gelu(reps, at::kFloat);
   if (dbot::compat::cpu_has_bf16() || (argc > 3 && std::string(argv[3]) == "bf16")) fc1_gelu(reps, at::kBFloat16);
+  adamw(reps);
 }
