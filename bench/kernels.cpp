@@ -8,6 +8,8 @@
 //   composition in LibTorch's operations (reshape, permute, matmul, softmax, matmul, transpose, reshape);
 // - the MLP's fc1 + GELU, model::linear_gelu against at::gelu(at::linear(x, W, b)) (timm's Mlp), in fp32 and, where
 //   the CPU has native bf16 or the third argument is "bf16", under bf16 autocast;
+// - fc1 + GELU's backward pass (dz = g GELU'(z) and the bias gradient), LibTorch's multiply and sum against
+//   model::detail::gelu_grad, in fp32 and bf16 (hot operands: the step reads them cold, see docs/PERFORMANCE.md);
 // - one AdamW update of a student's parameters (the demo's and ViT-S/16's with MAE's decoder): train::AdamW's
 //   _foreach form, LibTorch's fused CPU kernel (2.4+) and dbot's train::adamw_cpu (the Trainer's), fp32.
 //   build-deb/bench_kernels [threads=2] [reps=20] [bf16]
@@ -165,6 +167,29 @@ void fc1_gelu(int reps, at::ScalarType amp) {
   }
 }
 
+// fc1 + GELU's backward pass: dz = g GELU'(z) and the bias gradient, LibTorch's multiply and sum against
+// model::detail::gelu_grad, at the demo's and ViT-Tiny/4's [M, hidden].
+void gelu_grad(int reps, at::ScalarType dtype) {
+  struct Rows {
+    const char* what;
+    int64_t M, hidden;
+  };
+  const Rows shapes[] = {{"demo student", 128 * 9, 512},
+                         {"demo decoder", 128 * 17, 256},
+                         {"ViT-Tiny/4 student", 128 * 17, 768},
+                         {"ViT-Tiny/4 decoder", 128 * 65, 512}};
+  std::printf(
+      "\nfc1 + GELU backward's pass, %s\n\n| [M, hidden] | LibTorch mul + sum ms | dbot gelu_grad ms | ratio "
+      "|\n|---|---|---|---|\n",
+      dtype == at::kBFloat16 ? "bf16" : "fp32");
+  for (const auto& s : shapes) {
+    const auto g = at::randn({s.M, s.hidden}).to(dtype), d = at::rand({s.M, s.hidden}).to(dtype);
+    const double lt = best_ms([&] { (g * d).sum(0, false, at::kFloat); }, reps);
+    const double db = best_ms([&] { dbot::model::detail::gelu_grad(g, d, dbot::core::cpu_has_avx2_fma()); }, reps);
+    std::printf("| %s: %s | %.3f | %.3f | %.2f |\n", s.what, sizes({s.M, s.hidden}).c_str(), lt, db, lt / db);
+  }
+}
+
 // One update at lr 1e-3 (MAE's two weight-decay groups in train::AdamW; LibTorch's kernel in one call over all
 // tensors, decay 0.05, as a lower bound on torch.optim's two calls), gradients ~1e-3, fp32 on the CPU.
 void adamw(int reps) {
@@ -232,5 +257,7 @@ int main(int argc, char** argv) {
   attention(reps);
   fc1_gelu(reps, at::kFloat);
   if (dbot::compat::cpu_has_bf16() || (argc > 3 && std::string(argv[3]) == "bf16")) fc1_gelu(reps, at::kBFloat16);
+  gelu_grad(reps, at::kFloat);
+  gelu_grad(reps, at::kBFloat16);
   adamw(reps);
 }

@@ -1,8 +1,8 @@
 // model::linear_gelu: the fused bias + GELU + GELU' pass (both its AVX2 and its plain loop) against fp64 exact
 // GELU and GELU' (std::erf), hand-checked values, non-finite inputs and row tails, its bf16 form against the fp32
-// pass rounded by c10::BFloat16; and the whole function's output and gradients against the plain composition
-// at::gelu(at::linear(x, W, b)) it replaces, in fp32 and under bf16 autocast, with and without autograd, and which
-// path runs.
+// pass rounded by c10::BFloat16; backward's pass (dz and the bias gradient) against LibTorch's multiply and sum;
+// and the whole function's output and gradients against the plain composition at::gelu(at::linear(x, W, b)) it
+// replaces, in fp32 and under bf16 autocast, with and without autograd, and which path runs.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -153,6 +153,34 @@ TEST(LinearGelu, Bf16PassIsTheFp32PassRoundedToNearestEven) {
     model::detail::bias_gelu(inplace.data(), g.bias.data(), inplace.data(), nullptr, g.rows, g.cols, simd);
     for (size_t i = 0; i < g.h.size(); ++i) EXPECT_EQ(inplace[i].x, out16[i].x) << i << simd;
   }
+}
+
+// Backward's pass: dz is LibTorch's own g * GELU' (one multiply, rounded once: equal bit for bit, fp32 and bf16) and
+// db the column sums of dz within fp32 summation's bound (68 terms' rounding: 1e-5 of the sum of |dz|; one row
+// of 200 left out or counted twice is ~5e-3), at sizes across the 8-lane tails and the 64-row blocks, both loops.
+TEST(LinearGelu, GradPassIsTheProductAndItsColumnSums) {
+  const std::vector<std::pair<int64_t, int64_t>> sizes{{1, 1}, {3, 13}, {64, 8}, {65, 7}, {200, 520}};
+  for (const bool simd : kernels()) {
+    for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+      at::manual_seed(3);
+      for (const auto& [rows, cols] : sizes) {
+        const auto g = at::randn({rows, cols}).to(dtype), d = (at::rand({rows, cols}) * 1.2 - 0.1).to(dtype);
+        const auto [dz, db] = model::detail::gelu_grad(g, d, simd);
+        EXPECT_EQ(dz.scalar_type(), dtype);
+        EXPECT_TRUE(at::equal(dz, g * d)) << rows << "x" << cols << " " << dtype << " simd " << simd;
+        ASSERT_EQ(db.scalar_type(), at::kFloat);
+        const auto err = (db.to(at::kDouble) - dz.to(at::kDouble).sum(0)).abs();
+        EXPECT_TRUE(err.le(dz.to(at::kDouble).abs().sum(0) * 1e-5).all().item<bool>())
+            << rows << "x" << cols << " " << dtype << " simd " << simd << " worst " << err.max().item<double>();
+      }
+    }
+    // By hand: 130 rows (two full blocks and a row) of 0.5 * 1 sum to 65 in every column.
+    const auto [dz, db] = model::detail::gelu_grad(at::full({130, 11}, 0.5), at::ones({130, 11}), simd);
+    EXPECT_TRUE(at::equal(db, at::full({11}, 65.0)));
+  }
+  EXPECT_THROW(model::detail::gelu_grad(at::ones({2, 3}), at::ones({2, 3}, at::kBFloat16), false),
+               std::invalid_argument);
+  EXPECT_THROW(model::detail::gelu_grad(at::ones({3, 2}).t(), at::ones({2, 3}), false), std::invalid_argument);
 }
 
 // The whole function against the composition it replaces, in fp32: output and the gradients of x, W and b, for a

@@ -48,6 +48,16 @@ void bias_gelu_plain(const T* h, const float* bias, T* out, T* dgelu, int64_t n)
   }
 }
 
+// Backward's row segment: dz = g dgelu rounded to T, and dz (as rounded) added to the block's column sums db.
+template <typename T>
+void gelu_grad_plain(const T* g, const T* dgelu, T* dz, float* db, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T d = static_cast<T>(static_cast<float>(g[i]) * static_cast<float>(dgelu[i]));
+    dz[i] = d;
+    db[i] += static_cast<float>(d);
+  }
+}
+
 #ifdef DBOT_GELU_AVX2
 // exp(y) for y in [-87, 0]: y = n ln2 + r, |r| <= ln2 / 2, exp(r) by Cephes' degree-5 polynomial, 2^n in the
 // exponent bits (n >= -126: a normal float).
@@ -112,6 +122,17 @@ __attribute__((target("avx2,fma"))) void bias_gelu_avx2(const T* h, const float*
   }
   bias_gelu_plain(h + i, bias + i, out + i, dgelu ? dgelu + i : nullptr, n - i);  // the segment's tail
 }
+
+// gelu_grad_plain, 8 lanes at a time (the sums read dz back as stored: bf16-rounded where T is bf16).
+template <typename T>
+__attribute__((target("avx2,fma"))) void gelu_grad_avx2(const T* g, const T* dgelu, T* dz, float* db, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    store8(dz + i, _mm256_mul_ps(load8(g + i), load8(dgelu + i)));
+    _mm256_storeu_ps(db + i, _mm256_add_ps(_mm256_loadu_ps(db + i), load8(dz + i)));
+  }
+  gelu_grad_plain(g + i, dgelu + i, dz + i, db + i, n - i);
+}
 #endif
 }  // namespace
 
@@ -135,7 +156,54 @@ void bias_gelu_rows(const T* h, const float* bias, T* out, T* dgelu, int64_t row
                        }
                      });
 }
+
+// Row blocks of kGradBlockRows, each summing its columns into its own row of partial [blocks, cols] (the same
+// blocks and order for any thread count).
+template <typename T>
+void gelu_grad_rows(const T* g, const T* dgelu, T* dz, float* partial, int64_t rows, int64_t cols, bool simd) {
+  if (simd && !core::cpu_has_avx2_fma()) throw std::logic_error("gelu_grad: this CPU has no AVX2 + FMA");
+  const int64_t blocks = (rows + kGradBlockRows - 1) / kGradBlockRows;
+  // ~1 flop per element: tasks of whole blocks, at least 64k elements.
+  core::parallel_for(blocks, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, kGradBlockRows * cols)),
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t b = begin; b < end; ++b) {
+                         float* db = partial + b * cols;
+                         std::fill(db, db + cols, 0.0f);
+                         for (int64_t r = b * kGradBlockRows; r < std::min(rows, (b + 1) * kGradBlockRows); ++r) {
+                           const int64_t i = r * cols;
+#ifdef DBOT_GELU_AVX2
+                           if (simd) {
+                             gelu_grad_avx2(g + i, dgelu + i, dz + i, db, cols);
+                             continue;
+                           }
+#endif
+                           gelu_grad_plain(g + i, dgelu + i, dz + i, db, cols);
+                         }
+                       }
+                     });
+}
 }  // namespace
+
+std::pair<at::Tensor, at::Tensor> gelu_grad(const at::Tensor& g, const at::Tensor& dgelu, bool simd) {
+  const bool bf16 = g.scalar_type() == at::kBFloat16;
+  if (g.dim() != 2 || !g.is_cpu() || !g.is_contiguous() || !dgelu.is_contiguous() || dgelu.sizes() != g.sizes() ||
+      dgelu.scalar_type() != g.scalar_type() || (!bf16 && g.scalar_type() != at::kFloat)) {
+    throw std::invalid_argument(
+        "gelu_grad: g and dgelu must be contiguous [rows, cols] CPU tensors, both fp32 or bf16");
+  }
+  RECORD_FUNCTION("dbot::gelu_grad", std::vector<c10::IValue>());  // named in `dbot bench step --profile`
+  const int64_t rows = g.size(0), cols = g.size(1);
+  auto dz = at::empty_like(g);
+  auto partial = at::empty({(rows + kGradBlockRows - 1) / kGradBlockRows, cols}, g.options().dtype(at::kFloat));
+  if (bf16) {
+    gelu_grad_rows(g.data_ptr<c10::BFloat16>(), dgelu.data_ptr<c10::BFloat16>(), dz.data_ptr<c10::BFloat16>(),
+                   partial.data_ptr<float>(), rows, cols, simd);
+  } else {
+    gelu_grad_rows(g.data_ptr<float>(), dgelu.data_ptr<float>(), dz.data_ptr<float>(), partial.data_ptr<float>(), rows,
+                   cols, simd);
+  }
+  return {dz, partial.sum(0)};
+}
 
 void bias_gelu(const float* h, const float* bias, float* out, float* dgelu, int64_t rows, int64_t cols, bool simd) {
   bias_gelu_rows(h, bias, out, dgelu, rows, cols, simd);
@@ -203,14 +271,17 @@ struct LinearGelu : torch::autograd::Function<LinearGelu> {
     const auto& x2d = saved[0];
     const auto& weight = saved[1];
     const auto dtype = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
-    const auto dz = (grad_out[0].reshape({-1, weight.size(0)}) * saved[2]).to(x2d.scalar_type());  // [M, hidden]
-    at::Tensor dx, dw, db;
+    // dz = g GELU'(z) [M, hidden] and db = sum over rows of dz in fp32, in one pass (g has the output's dtype, which
+    // is GELU''s and the products' one: the compute dtype).
+    const auto g = grad_out[0].reshape({-1, weight.size(0)}).contiguous();
+    auto [dz, db] = detail::gelu_grad(g, saved[2], true);
+    at::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {
       auto input_shape = out_shape(grad_out[0], x2d.size(1));
       dx = dz.mm(weight).view(input_shape).to(dtype("x_dtype"));
     }
     if (ctx->needs_input_grad(1)) dw = dz.t().mm(x2d).to(dtype("w_dtype"));
-    if (ctx->needs_input_grad(2)) db = dz.sum(0, /*keepdim=*/false, at::kFloat);
+    if (!ctx->needs_input_grad(2)) db = at::Tensor();
     return {dx, dw, db};
   }
 };

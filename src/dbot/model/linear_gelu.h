@@ -1,15 +1,17 @@
 // linear_gelu: the MLP's first half, GELU(x W^T + b) with the exact (erf) GELU, as one autograd function on the
 // CPU in fp32 (outside autocast) and in bf16 (under CPU bf16 autocast), on both LibTorch builds. LibTorch runs it
 // as addmm (which first copies the bias into its output), a GELU pass, and in backward a GELU-backward pass that
-// evaluates erf and exp a second time. Here the product runs without the bias, and one pass adds the (fp32) bias
-// and writes GELU(z) and, where autograd will need it, GELU'(z) = Phi(z) + z phi(z) into the product's own buffer
-// (one exp serves both: erf's and phi's; in bf16 each computed in fp32 and rounded once). Backward is then a
-// multiply and the three products. The pass is AVX2 + FMA, on CPUs that have them (checked at run time), split
-// over LibTorch's threads (core::parallel_for). Everything else (no AVX2, CUDA, fp16 autocast, no bias) takes
-// at::gelu(at::linear(x, w, b)).
+// evaluates erf and exp a second time, then a pass summing the bias gradient. Here the product runs without the
+// bias, and one pass adds the (fp32) bias and writes GELU(z) and, where autograd will need it, GELU'(z) = Phi(z) +
+// z phi(z) into the product's own buffer (one exp serves both: erf's and phi's; in bf16 each computed in fp32 and
+// rounded once). Backward is then one pass (dz = g GELU'(z) and the bias gradient's column sums) and two products. The
+// pass is AVX2 + FMA, on CPUs that have them (checked at run time), split over LibTorch's threads (core::parallel_for).
+// Everything else (no AVX2, CUDA, fp16 autocast, no bias) takes at::gelu(at::linear(x, w, b)).
 #pragma once
 
 #include <ATen/ATen.h>
+
+#include <utility>
 
 namespace dbot::model {
 
@@ -27,6 +29,12 @@ namespace detail {
 void bias_gelu(const float* h, const float* bias, float* out, float* dgelu, int64_t rows, int64_t cols, bool simd);
 void bias_gelu(const c10::BFloat16* h, const float* bias, c10::BFloat16* out, c10::BFloat16* dgelu, int64_t rows,
                int64_t cols, bool simd);
+
+// Backward's pass: g and dgelu [rows, cols], contiguous, both fp32 or both bf16 -> {dz, db}: dz = g dgelu in their
+// dtype (rounded once, as LibTorch's multiply rounds) and db [cols] fp32, the column sums of dz, in one read of g and
+// dgelu (blocks of kGradBlockRows rows summed in order in fp32, then the blocks' sums). simd as for bias_gelu.
+constexpr int64_t kGradBlockRows = 64;
+std::pair<at::Tensor, at::Tensor> gelu_grad(const at::Tensor& g, const at::Tensor& dgelu, bool simd);
 }  // namespace detail
 
 }  // namespace dbot::model
