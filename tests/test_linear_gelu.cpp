@@ -172,6 +172,13 @@ TEST(LinearGelu, GradPassIsTheProductAndItsColumnSums) {
         const auto err = (db.to(at::kDouble) - dz.to(at::kDouble).sum(0)).abs();
         EXPECT_TRUE(err.le(dz.to(at::kDouble).abs().sum(0) * 1e-5).all().item<bool>())
             << rows << "x" << cols << " " << dtype << " simd " << simd << " worst " << err.max().item<double>();
+        const auto sums = model::detail::column_sums(g, simd);  // the pass without the multiply
+        EXPECT_TRUE((sums.to(at::kDouble) - g.to(at::kDouble).sum(0))
+                        .abs()
+                        .le(g.to(at::kDouble).abs().sum(0) * 1e-5)
+                        .all()
+                        .item<bool>())
+            << rows << "x" << cols << " " << dtype << " simd " << simd;
       }
     }
     // By hand: 130 rows (two full blocks and a row) of 0.5 * 1 sum to 65 in every column.
@@ -245,4 +252,40 @@ TEST(LinearGelu, PathChoiceAndNoSecondDerivative) {
   EXPECT_TRUE(close_to_scale(gx, torch::autograd::grad({at::gelu(at::linear(xr, w, b)).sum()}, {xr})[0], 1e-5));
   if (model::fused_linear_gelu(x, w, b))
     EXPECT_THROW(torch::autograd::grad({out.sum()}, {xr}, {}, true, /*create_graph=*/true), std::exception);
+}
+
+// model::linear (every other Linear): under bf16 autocast and autograd on the CPU its own function, whose forward
+// and dx, dW are autocast's linear and whose bias gradient is the fp32 column sums of the bf16 output gradient (the
+// composition rounds its sum to bf16); in fp32 and without autograd at::linear itself.
+TEST(LinearGelu, LinearIsAtLinearWithTheBiasGradientInFp32) {
+  const auto [x, w, b, g] = operands(3, 5, 12, 20);
+  const auto out = model::linear(x, w, b);
+  const auto expected = at::linear(x, w, b);
+  EXPECT_TRUE(at::equal(out, expected));
+  const auto grads = torch::autograd::grad({out}, {x, w, b}, {g});
+  const auto plain = torch::autograd::grad({expected}, {x, w, b}, {g});
+  for (size_t i = 0; i < grads.size(); ++i) EXPECT_TRUE(at::equal(grads[i], plain[i])) << "input " << i;
+  {
+    compat::AutocastGuard autocast(c10::kCPU, at::kBFloat16);
+    const auto out16 = model::linear(x, w, b);
+    const auto expected16 = at::linear(x, w, b);
+    ASSERT_EQ(out16.scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(close_to_scale(out16.to(at::kFloat), expected16.to(at::kFloat), 1e-2));
+    const auto g16 = g.to(at::kBFloat16);
+    const auto grads16 = torch::autograd::grad({out16}, {x, w, b}, {g16});
+    const auto plain16 = torch::autograd::grad({expected16}, {x, w, b}, {g16});
+    for (size_t i = 0; i < grads16.size(); ++i) {
+      EXPECT_EQ(grads16[i].scalar_type(), at::kFloat) << "input " << i;
+      EXPECT_TRUE(close_to_scale(grads16[i], plain16[i], 2e-2)) << "input " << i;
+      EXPECT_TRUE(close_to_scale(grads16[i], plain[i], 2e-2)) << "input " << i;
+    }
+    if (model::fused_linear_gelu(x, w, b)) {  // the bias gradient: g16's column sums in fp32; then no 2nd derivative
+      EXPECT_TRUE(close_to_scale(grads16[2], g16.to(at::kFloat).reshape({-1, 20}).sum(0), 1e-6));
+      const auto again = model::linear(x, w, b);
+      EXPECT_THROW(torch::autograd::grad({again.sum()}, {b}, {}, true, /*create_graph=*/true), std::exception);
+    }
+  }
+  at::NoGradGuard no_grad;  // the teacher's path: at::linear's own numbers
+  EXPECT_TRUE(at::equal(model::linear(x, w, b), at::linear(x, w, b)));
+  EXPECT_TRUE(at::equal(model::linear(x, w, at::Tensor()), at::linear(x, w, at::Tensor())));
 }

@@ -1,5 +1,5 @@
-// linear_gelu: GELU(x W^T + b) with the bias and GELU' fused into one pass after the product. Contract:
-// linear_gelu.h.
+// linear_gelu: GELU(x W^T + b) with the bias and GELU' fused into one pass after the product, and model::linear's
+// bf16 autograd function. Contract: linear_gelu.h.
 #include "dbot/model/linear_gelu.h"
 
 #include <ATen/record_function.h>
@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 
 #include "dbot/compat.h"
 #include "dbot/core/parallel.h"
@@ -51,6 +52,10 @@ void bias_gelu_plain(const T* h, const float* bias, T* out, T* dgelu, int64_t n)
 // Backward's row segment: dz = g dgelu rounded to T, and dz (as rounded) added to the block's column sums db.
 template <typename T>
 void gelu_grad_plain(const T* g, const T* dgelu, T* dz, float* db, int64_t n) {
+  if (!dgelu) {  // column sums of g alone
+    for (int64_t i = 0; i < n; ++i) db[i] += static_cast<float>(g[i]);
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const T d = static_cast<T>(static_cast<float>(g[i]) * static_cast<float>(dgelu[i]));
     dz[i] = d;
@@ -127,6 +132,11 @@ __attribute__((target("avx2,fma"))) void bias_gelu_avx2(const T* h, const float*
 template <typename T>
 __attribute__((target("avx2,fma"))) void gelu_grad_avx2(const T* g, const T* dgelu, T* dz, float* db, int64_t n) {
   int64_t i = 0;
+  if (!dgelu) {
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(db + i, _mm256_add_ps(_mm256_loadu_ps(db + i), load8(g + i)));
+    gelu_grad_plain(g + i, dgelu, dz, db + i, n - i);
+    return;
+  }
   for (; i + 8 <= n; i += 8) {
     store8(dz + i, _mm256_mul_ps(load8(g + i), load8(dgelu + i)));
     _mm256_storeu_ps(db + i, _mm256_add_ps(_mm256_loadu_ps(db + i), load8(dz + i)));
@@ -171,38 +181,54 @@ void gelu_grad_rows(const T* g, const T* dgelu, T* dz, float* partial, int64_t r
                          std::fill(db, db + cols, 0.0f);
                          for (int64_t r = b * kGradBlockRows; r < std::min(rows, (b + 1) * kGradBlockRows); ++r) {
                            const int64_t i = r * cols;
+                           const T* d = dgelu ? dgelu + i : nullptr;
 #ifdef DBOT_GELU_AVX2
                            if (simd) {
-                             gelu_grad_avx2(g + i, dgelu + i, dz + i, db, cols);
+                             gelu_grad_avx2(g + i, d, dz + i, db, cols);
                              continue;
                            }
 #endif
-                           gelu_grad_plain(g + i, dgelu + i, dz + i, db, cols);
+                           gelu_grad_plain(g + i, d, dz + i, db, cols);
                          }
                        }
                      });
 }
 }  // namespace
 
-std::pair<at::Tensor, at::Tensor> gelu_grad(const at::Tensor& g, const at::Tensor& dgelu, bool simd) {
+namespace {
+// gelu_grad, or with dgelu undefined column_sums: {dz (undefined then), db}.
+std::pair<at::Tensor, at::Tensor> grad_pass(const char* what, const at::Tensor& g, const at::Tensor& dgelu, bool simd) {
   const bool bf16 = g.scalar_type() == at::kBFloat16;
-  if (g.dim() != 2 || !g.is_cpu() || !g.is_contiguous() || !dgelu.is_contiguous() || dgelu.sizes() != g.sizes() ||
-      dgelu.scalar_type() != g.scalar_type() || (!bf16 && g.scalar_type() != at::kFloat)) {
-    throw std::invalid_argument(
-        "gelu_grad: g and dgelu must be contiguous [rows, cols] CPU tensors, both fp32 or bf16");
+  if (g.dim() != 2 || !g.is_cpu() || !g.is_contiguous() || (!bf16 && g.scalar_type() != at::kFloat) ||
+      (dgelu.defined() &&
+       (!dgelu.is_contiguous() || dgelu.sizes() != g.sizes() || dgelu.scalar_type() != g.scalar_type()))) {
+    throw std::invalid_argument(std::string(what) +
+                                ": the operands must be contiguous [rows, cols] CPU tensors, all fp32 or all bf16");
   }
-  RECORD_FUNCTION("dbot::gelu_grad", std::vector<c10::IValue>());  // named in `dbot bench step --profile`
   const int64_t rows = g.size(0), cols = g.size(1);
-  auto dz = at::empty_like(g);
+  auto dz = dgelu.defined() ? at::empty_like(g) : at::Tensor();
   auto partial = at::empty({(rows + kGradBlockRows - 1) / kGradBlockRows, cols}, g.options().dtype(at::kFloat));
   if (bf16) {
-    gelu_grad_rows(g.data_ptr<c10::BFloat16>(), dgelu.data_ptr<c10::BFloat16>(), dz.data_ptr<c10::BFloat16>(),
-                   partial.data_ptr<float>(), rows, cols, simd);
+    using T = c10::BFloat16;
+    gelu_grad_rows(g.data_ptr<T>(), dgelu.defined() ? dgelu.data_ptr<T>() : nullptr,
+                   dz.defined() ? dz.data_ptr<T>() : nullptr, partial.data_ptr<float>(), rows, cols, simd);
   } else {
-    gelu_grad_rows(g.data_ptr<float>(), dgelu.data_ptr<float>(), dz.data_ptr<float>(), partial.data_ptr<float>(), rows,
-                   cols, simd);
+    gelu_grad_rows(g.data_ptr<float>(), dgelu.defined() ? dgelu.data_ptr<float>() : nullptr,
+                   dz.defined() ? dz.data_ptr<float>() : nullptr, partial.data_ptr<float>(), rows, cols, simd);
   }
   return {dz, partial.sum(0)};
+}
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> gelu_grad(const at::Tensor& g, const at::Tensor& dgelu, bool simd) {
+  RECORD_FUNCTION("dbot::gelu_grad", std::vector<c10::IValue>());  // named in `dbot bench step --profile`
+  if (!dgelu.defined()) throw std::invalid_argument("gelu_grad: no GELU'");
+  return grad_pass("gelu_grad", g, dgelu, simd);
+}
+
+at::Tensor column_sums(const at::Tensor& g, bool simd) {
+  RECORD_FUNCTION("dbot::column_sums", std::vector<c10::IValue>());
+  return grad_pass("column_sums", g, at::Tensor(), simd).second;
 }
 
 void bias_gelu(const float* h, const float* bias, float* out, float* dgelu, int64_t rows, int64_t cols, bool simd) {
@@ -245,21 +271,47 @@ void fused_pass(const at::Tensor& h, const at::Tensor& bias, at::Tensor& out, at
   fused_pass_as<float>(h, bias, out, dgelu);
 }
 
+// x as [M, in] and W, both in the compute dtype.
+std::pair<at::Tensor, at::Tensor> product_inputs(const at::Tensor& x, const at::Tensor& weight) {
+  const auto dtype = compute_dtype();
+  return {x.reshape({-1, x.size(-1)}).to(dtype), weight.to(dtype)};
+}
+
+// Saves x2d and W in the compute dtype (saved[0], saved[1]), extra after them, and x's and W's own dtypes.
+void save_product_inputs(torch::autograd::AutogradContext* ctx, const at::Tensor& x2d, const at::Tensor& w,
+                         const at::Tensor& x, const at::Tensor& weight, const at::Tensor& extra = {}) {
+  ctx->save_for_backward(extra.defined() ? torch::autograd::variable_list{x2d, w, extra}
+                                         : torch::autograd::variable_list{x2d, w});
+  ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
+  ctx->saved_data["w_dtype"] = static_cast<int64_t>(weight.scalar_type());
+}
+
+// From the product's output gradient dz [M, out] and the bias gradient db (fp32): dx = dz W and dW = dz^T x, each in
+// its input's own dtype (fp32 master weights under autocast), for the inputs that need one. grad_out: the output's
+// gradient as given (its shape gives dx's).
+torch::autograd::variable_list product_grads(torch::autograd::AutogradContext* ctx,
+                                             const torch::autograd::variable_list& saved, const at::Tensor& dz,
+                                             const at::Tensor& db, const at::Tensor& grad_out) {
+  const auto& x2d = saved[0];
+  const auto& weight = saved[1];
+  const auto dtype = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
+  at::Tensor dx, dw;
+  if (ctx->needs_input_grad(0)) dx = dz.mm(weight).view(out_shape(grad_out, x2d.size(1))).to(dtype("x_dtype"));
+  if (ctx->needs_input_grad(1)) dw = dz.t().mm(x2d).to(dtype("w_dtype"));
+  return {dx, dw, ctx->needs_input_grad(2) ? db : at::Tensor()};
+}
+
 // Forward saves x and W in the compute dtype (what autocast's linear would save) and GELU'(z) (written over the
 // product); backward: dz = g GELU'(z), dx = dz W, dW = dz^T x, db = sum dz (in fp32), each gradient returned in its
 // input's own dtype (fp32 master weights under autocast).
 struct LinearGelu : torch::autograd::Function<LinearGelu> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& bias) {
-    const auto dtype = compute_dtype();
-    const auto x2d = x.reshape({-1, x.size(-1)}).to(dtype);
-    const auto w = weight.to(dtype);
+    const auto [x2d, w] = product_inputs(x, weight);
     auto h = product(x2d, w);  // [M, hidden], becomes GELU'(z)
     auto out = at::empty_like(h);
     fused_pass(h, bias.contiguous(), out, &h);
-    ctx->save_for_backward({x2d, w, h});
-    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
-    ctx->saved_data["w_dtype"] = static_cast<int64_t>(weight.scalar_type());
+    save_product_inputs(ctx, x2d, w, x, weight, h);
     return out.view(out_shape(x, weight.size(0)));
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -268,21 +320,32 @@ struct LinearGelu : torch::autograd::Function<LinearGelu> {
     if (at::GradMode::is_enabled())
       throw std::runtime_error("linear_gelu: no second derivative through the fused GELU");
     const auto saved = ctx->get_saved_variables();
-    const auto& x2d = saved[0];
     const auto& weight = saved[1];
-    const auto dtype = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
     // dz = g GELU'(z) [M, hidden] and db = sum over rows of dz in fp32, in one pass (g has the output's dtype, which
     // is GELU''s and the products' one: the compute dtype).
     const auto g = grad_out[0].reshape({-1, weight.size(0)}).contiguous();
-    auto [dz, db] = detail::gelu_grad(g, saved[2], true);
-    at::Tensor dx, dw;
-    if (ctx->needs_input_grad(0)) {
-      auto input_shape = out_shape(grad_out[0], x2d.size(1));
-      dx = dz.mm(weight).view(input_shape).to(dtype("x_dtype"));
-    }
-    if (ctx->needs_input_grad(1)) dw = dz.t().mm(x2d).to(dtype("w_dtype"));
-    if (!ctx->needs_input_grad(2)) db = at::Tensor();
-    return {dx, dw, db};
+    const auto [dz, db] = detail::gelu_grad(g, saved[2], true);
+    return product_grads(ctx, saved, dz, db, grad_out[0]);
+  }
+};
+
+// x W^T + b as autocast's linear computes it (x, W and b in the compute dtype, addmm), saving what autocast's would
+// save; backward: dx = g W, dW = g^T x and db = the column sums of g in fp32 in one pass (autocast's composition
+// sums in bf16, then casts to the fp32 bias in another pass).
+struct Linear : torch::autograd::Function<Linear> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& bias) {
+    const auto [x2d, w] = product_inputs(x, weight);
+    const auto out = at::addmm(bias.to(w.scalar_type()), x2d, w.t());  // [M, out]
+    save_product_inputs(ctx, x2d, w, x, weight);
+    return out.view(out_shape(x, weight.size(0)));
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    if (at::GradMode::is_enabled()) throw std::runtime_error("model::linear: no second derivative on the CPU path");
+    const auto saved = ctx->get_saved_variables();
+    const auto g = grad_out[0].reshape({-1, saved[1].size(0)}).contiguous();
+    return product_grads(ctx, saved, g, detail::column_sums(g, true), grad_out[0]);
   }
 };
 
@@ -291,6 +354,14 @@ bool cpu_strided(const at::Tensor& t, bool bf16_too) {
          (t.scalar_type() == at::kFloat || (bf16_too && t.scalar_type() == at::kBFloat16));
 }
 }  // namespace
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  // Only under bf16 autocast: in fp32 LibTorch's sum is as fast as the one pass in the step (docs/PERFORMANCE.md).
+  const bool recorded = at::GradMode::is_enabled() && compat::autocast_enabled(c10::kCPU) &&
+                        fused_linear_gelu(x, weight, bias) &&
+                        (x.requires_grad() || weight.requires_grad() || bias.requires_grad());
+  return recorded ? Linear::apply(x, weight, bias) : at::linear(x, weight, bias);
+}
 
 bool fused_linear_gelu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   // Outside autocast all fp32; under bf16 autocast x and W may also be bf16 (the teacher keeps bf16 matrices) and
@@ -307,8 +378,8 @@ at::Tensor linear_gelu(const at::Tensor& x, const at::Tensor& weight, const at::
   const bool recorded =
       at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || bias.requires_grad());
   if (recorded) return LinearGelu::apply(x, weight, bias);
-  const auto dtype = compute_dtype();
-  auto h = product(x.reshape({-1, x.size(-1)}).to(dtype), weight.to(dtype));
+  const auto [x2d, w] = product_inputs(x, weight);
+  auto h = product(x2d, w);
   fused_pass(h, bias.contiguous(), h, nullptr);  // in place: nothing to keep for backward
   return h.view(out_shape(x, weight.size(0)));
 }

@@ -70,7 +70,7 @@ at::Tensor attend(const at::Tensor& qkv_out, int64_t num_heads) {  // [N, T, 3D]
 }
 }  // namespace
 
-at::Tensor linear(const nn::Linear& l, const at::Tensor& x) { return at::linear(x, l->weight, l->bias); }
+at::Tensor linear(const nn::Linear& l, const at::Tensor& x) { return linear(x, l->weight, l->bias); }
 
 at::Tensor take_rows(const at::Tensor& x, const at::Tensor& rows) {
   // index_select on the flattened [N*T, D] rows, not gather with rows expanded over D: the same values, but it copies

@@ -57,7 +57,9 @@ at::Tensor drop_path(const at::Tensor& x, double rate, at::Generator* gen);
 
 // y = x W^T + b for x [..., in] -> [..., out] by ATen's linear, which folds the bias into one GEMM (addmm) on
 // the flattened rows. LibTorch's nn::Linear::forward (torch/nn/functional/linear.h) instead runs matmul and
-// then += bias for inputs of more than 2 dimensions: one more pass over the output, forward and backward.
+// then += bias for inputs of more than 2 dimensions: one more pass over the output, forward and backward. On the
+// CPU under bf16 autocast and autograd, model::linear (linear_gelu.h): the same forward, the bias gradient summed in
+// one fp32 pass.
 at::Tensor linear(const torch::nn::Linear& l, const at::Tensor& x);
 
 // x [N, T, D] at the tokens rows [N, R] (int64 indices into T): [N, R, D].
