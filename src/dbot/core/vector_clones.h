@@ -3,8 +3,11 @@
 // vectorised 256 bits wide where the CPU allows (clang has target_clones since 14; without it the
 // function is built for the baseline only: SSE2, about 2x the instructions, docs/PERFORMANCE.md).
 // cpu_has_avx2_fma() is the run-time check for hand-written AVX2 + FMA loops (linear_gelu, adamw_cpu), which
-// keep a plain loop beside them for other CPUs.
+// keep a plain loop beside them for other CPUs; require_avx2_fma_if refuses their AVX2 loop where it cannot run.
 #pragma once
+
+#include <stdexcept>
+#include <string>
 
 #if defined(__x86_64__) && (defined(__clang__) ? __clang_major__ >= 14 : defined(__GNUC__))
 #define DBOT_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
@@ -22,6 +25,11 @@ inline bool cpu_has_avx2_fma() {
 #else
   return false;
 #endif
+}
+
+// For kernels that take a simd flag: asking for the AVX2 loop on a CPU without it is a caller's bug.
+inline void require_avx2_fma_if(bool simd, const char* who) {
+  if (simd && !cpu_has_avx2_fma()) throw std::logic_error(std::string(who) + ": this CPU has no AVX2 + FMA");
 }
 
 }  // namespace dbot::core

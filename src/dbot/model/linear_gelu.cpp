@@ -149,7 +149,7 @@ __attribute__((target("avx2,fma"))) void gelu_grad_avx2(const T* g, const T* dge
 namespace {
 template <typename T>
 void bias_gelu_rows(const T* h, const float* bias, T* out, T* dgelu, int64_t rows, int64_t cols, bool simd) {
-  if (simd && !core::cpu_has_avx2_fma()) throw std::logic_error("bias_gelu: this CPU has no AVX2 + FMA");
+  core::require_avx2_fma_if(simd, "bias_gelu");
   // ~40 flops per element: tasks of whole rows, at least 32k elements.
   core::parallel_for(rows, std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, cols)),
                      [&](int64_t begin, int64_t end) {
@@ -171,7 +171,7 @@ void bias_gelu_rows(const T* h, const float* bias, T* out, T* dgelu, int64_t row
 // blocks and order for any thread count).
 template <typename T>
 void gelu_grad_rows(const T* g, const T* dgelu, T* dz, float* partial, int64_t rows, int64_t cols, bool simd) {
-  if (simd && !core::cpu_has_avx2_fma()) throw std::logic_error("gelu_grad: this CPU has no AVX2 + FMA");
+  core::require_avx2_fma_if(simd, "gelu_grad");
   const int64_t blocks = (rows + kGradBlockRows - 1) / kGradBlockRows;
   // ~1 flop per element: tasks of whole blocks, at least 64k elements.
   core::parallel_for(blocks, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, kGradBlockRows * cols)),
@@ -193,9 +193,12 @@ void gelu_grad_rows(const T* g, const T* dgelu, T* dz, float* partial, int64_t r
                        }
                      });
 }
-}  // namespace
 
-namespace {
+template <typename T>
+T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
 // gelu_grad, or with dgelu undefined column_sums: {dz (undefined then), db}.
 std::pair<at::Tensor, at::Tensor> grad_pass(const char* what, const at::Tensor& g, const at::Tensor& dgelu, bool simd) {
   const bool bf16 = g.scalar_type() == at::kBFloat16;
@@ -208,13 +211,15 @@ std::pair<at::Tensor, at::Tensor> grad_pass(const char* what, const at::Tensor& 
   const int64_t rows = g.size(0), cols = g.size(1);
   auto dz = dgelu.defined() ? at::empty_like(g) : at::Tensor();
   auto partial = at::empty({(rows + kGradBlockRows - 1) / kGradBlockRows, cols}, g.options().dtype(at::kFloat));
+  const auto run = [&](auto zero) {
+    using T = decltype(zero);
+    gelu_grad_rows(g.data_ptr<T>(), data_or_null<T>(dgelu), data_or_null<T>(dz), partial.data_ptr<float>(), rows, cols,
+                   simd);
+  };
   if (bf16) {
-    using T = c10::BFloat16;
-    gelu_grad_rows(g.data_ptr<T>(), dgelu.defined() ? dgelu.data_ptr<T>() : nullptr,
-                   dz.defined() ? dz.data_ptr<T>() : nullptr, partial.data_ptr<float>(), rows, cols, simd);
+    run(c10::BFloat16());
   } else {
-    gelu_grad_rows(g.data_ptr<float>(), dgelu.defined() ? dgelu.data_ptr<float>() : nullptr,
-                   dz.defined() ? dz.data_ptr<float>() : nullptr, partial.data_ptr<float>(), rows, cols, simd);
+    run(0.0f);
   }
   return {dz, partial.sum(0)};
 }

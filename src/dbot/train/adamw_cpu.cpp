@@ -75,8 +75,7 @@ __attribute__((target("avx2,fma"))) void update_avx2(float* p, const float* g, f
 
 void check(at::TensorList list, const char* what, size_t i, int64_t numel) {
   const auto& t = list[i];
-  if (!t.defined() || !t.device().is_cpu() || t.scalar_type() != at::kFloat || !t.is_contiguous() ||
-      t.numel() != numel) {
+  if (!t.defined() || !adamw_cpu_supports(t) || t.numel() != numel) {
     throw std::invalid_argument("adamw_cpu: " + std::string(what) + " " + std::to_string(i) +
                                 " is not a contiguous fp32 CPU tensor of its parameter's size");
   }
@@ -92,7 +91,7 @@ void adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_a
   if (grads.size() != params.size() || exp_avg.size() != params.size() || exp_avg_sq.size() != params.size()) {
     throw std::invalid_argument("adamw_cpu: unequal numbers of parameters, gradients and moments");
   }
-  if (simd && !core::cpu_has_avx2_fma()) throw std::logic_error("adamw_cpu: this CPU has no AVX2 + FMA");
+  core::require_avx2_fma_if(simd, "adamw_cpu");
   std::vector<int64_t> offset{0};  // tensor t holds elements [offset[t], offset[t + 1]) of the whole
   for (size_t i = 0; i < params.size(); ++i) {
     const int64_t numel = params[i].numel();
