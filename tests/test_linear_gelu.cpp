@@ -20,11 +20,6 @@ double gelu64(double z) { return 0.5 * z * (1.0 + std::erf(z / std::sqrt(2.0)));
 double dgelu64(double z) {
   return 0.5 * (1.0 + std::erf(z / std::sqrt(2.0))) + z * std::exp(-0.5 * z * z) / std::sqrt(2.0 * M_PI);
 }
-std::vector<bool> kernels() {
-  std::vector<bool> simd{false};
-  if (core::cpu_has_avx2_fma()) simd.push_back(true);
-  return simd;
-}
 
 // Pre-activations across GELU's whole range, in 3 rows of 19 (a row tail after two 8-wide blocks), bias included.
 struct Grid {
@@ -56,7 +51,7 @@ Operands operands(int64_t N, int64_t T, int64_t in, int64_t hidden) {
 // GELU(-1) = -0.1586553, GELU'(-1) = Phi(-1) - phi(-1) = -0.0833155.
 TEST(LinearGelu, HandCheckedValues) {
   const std::vector<float> h{0.0f, 1.0f, -1.0f, 0.5f, 0.0f, 1.0f, -1.0f, 0.5f, 0.0f, 1.0f}, bias(10, 0.0f);
-  for (const bool simd : kernels()) {
+  for (const bool simd : test::simd_choices()) {
     std::vector<float> out(10), d(10);
     model::detail::bias_gelu(h.data(), bias.data(), out.data(), d.data(), 1, 10, simd);
     for (const int i : {0, 4, 8}) {  // lanes of the vector block and the tail
@@ -76,7 +71,7 @@ TEST(LinearGelu, HandCheckedValues) {
 // errors scale with |z|. A wrong coefficient, a missed bias column or a wrong branch is off by 1e-3 or more.
 TEST(LinearGelu, PassMatchesExactGeluInFp64) {
   const auto g = grid();
-  for (const bool simd : kernels()) {
+  for (const bool simd : test::simd_choices()) {
     std::vector<float> out(g.h.size()), d(g.h.size());
     model::detail::bias_gelu(g.h.data(), g.bias.data(), out.data(), d.data(), g.rows, g.cols, simd);
     for (size_t i = 0; i < g.h.size(); ++i) {
@@ -98,7 +93,7 @@ TEST(LinearGelu, TailsAndNonFiniteValues) {
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   const std::vector<float> h{-5.0f, -8.0f, -13.0f, -14.0f, 14.0f, 1e30f, -1e30f, 3.0f, inf, nan};
   const std::vector<float> bias(h.size(), 0.0f);
-  for (const bool simd : kernels()) {
+  for (const bool simd : test::simd_choices()) {
     std::vector<float> out(h.size()), d(h.size());
     model::detail::bias_gelu(h.data(), bias.data(), out.data(), d.data(), 1, static_cast<int64_t>(h.size()), simd);
     for (const int i : {0, 1, 2, 7}) {
@@ -136,7 +131,7 @@ TEST(LinearGelu, Bf16PassIsTheFp32PassRoundedToNearestEven) {
   std::vector<c10::BFloat16> h16;
   for (const float v : g.h) h16.emplace_back(v);
   std::vector<float> widened(h16.begin(), h16.end());
-  for (const bool simd : kernels()) {
+  for (const bool simd : test::simd_choices()) {
     std::vector<float> out(g.h.size()), d(g.h.size());
     model::detail::bias_gelu(widened.data(), g.bias.data(), out.data(), d.data(), g.rows, g.cols, simd);
     std::vector<c10::BFloat16> out16(g.h.size()), d16(g.h.size());
@@ -160,7 +155,7 @@ TEST(LinearGelu, Bf16PassIsTheFp32PassRoundedToNearestEven) {
 // of 200 left out or counted twice is ~5e-3), at sizes across the 8-lane tails and the 64-row blocks, both loops.
 TEST(LinearGelu, GradPassIsTheProductAndItsColumnSums) {
   const std::vector<std::pair<int64_t, int64_t>> sizes{{1, 1}, {3, 13}, {64, 8}, {65, 7}, {200, 520}};
-  for (const bool simd : kernels()) {
+  for (const bool simd : test::simd_choices()) {
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {
       at::manual_seed(3);
       for (const auto& [rows, cols] : sizes) {

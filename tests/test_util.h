@@ -15,6 +15,7 @@
 #include <string>
 
 #include "dbot/core/rng.h"
+#include "dbot/core/vector_clones.h"
 #include "dbot/mkd/distiller.h"
 #include "tiny_config.h"
 
@@ -156,6 +157,13 @@ struct TempDir {
     return c;
   }
 };
+
+// The loops a kernel with a simd flag can run here: the plain one, and the AVX2 one where the CPU has it.
+inline std::vector<bool> simd_choices() {
+  std::vector<bool> simd{false};
+  if (core::cpu_has_avx2_fma()) simd.push_back(true);
+  return simd;
+}
 
 }  // namespace dbot::test
 
