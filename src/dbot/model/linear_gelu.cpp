@@ -11,13 +11,9 @@
 #include <string>
 
 #include "dbot/compat.h"
+#include "dbot/core/avx2_math.h"
 #include "dbot/core/parallel.h"
 #include "dbot/core/vector_clones.h"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define DBOT_GELU_AVX2 1
-#include <immintrin.h>
-#endif
 
 namespace dbot::model::detail {
 
@@ -63,41 +59,10 @@ void gelu_grad_plain(const T* g, const T* dgelu, T* dz, float* db, int64_t n) {
   }
 }
 
-#ifdef DBOT_GELU_AVX2
-// exp(y) for y in [-87, 0]: y = n ln2 + r, |r| <= ln2 / 2, exp(r) by Cephes' degree-5 polynomial, 2^n in the
-// exponent bits (n >= -126: a normal float).
-__attribute__((target("avx2,fma"))) inline __m256 exp_nonpositive(__m256 y) {
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), y);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-}
-
-// 8 floats from fp32 or bf16 (a bf16 is the upper half of its fp32), and back (bf16: round to nearest even, NaN to
-// 0x7fc0, the bits c10::BFloat16 gives).
-__attribute__((target("avx2,fma"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-__attribute__((target("avx2,fma"))) inline __m256 load8(const c10::BFloat16* p) {
-  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
-}
-__attribute__((target("avx2,fma"))) inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-__attribute__((target("avx2,fma"))) inline void store8(c10::BFloat16* p, __m256 v) {
-  const __m256i bits = _mm256_castps_si256(v);
-  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff))), 16);
-  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
-}
+#ifdef DBOT_AVX2
+using core::avx2::exp_nonpositive;
+using core::avx2::load8;
+using core::avx2::store8;
 
 // The plain loop's formula, 8 lanes at a time (1 / (1 + p a) by a reciprocal estimate and one Newton step).
 template <typename T>
@@ -156,7 +121,7 @@ void bias_gelu_rows(const T* h, const float* bias, T* out, T* dgelu, int64_t row
                        for (int64_t r = begin; r < end; ++r) {
                          const int64_t i = r * cols;
                          T* d = dgelu ? dgelu + i : nullptr;
-#ifdef DBOT_GELU_AVX2
+#ifdef DBOT_AVX2
                          if (simd) {
                            bias_gelu_avx2(h + i, bias, out + i, d, cols);
                            continue;
@@ -182,7 +147,7 @@ void gelu_grad_rows(const T* g, const T* dgelu, T* dz, float* partial, int64_t r
                          for (int64_t r = b * kGradBlockRows; r < std::min(rows, (b + 1) * kGradBlockRows); ++r) {
                            const int64_t i = r * cols;
                            const T* d = dgelu ? dgelu + i : nullptr;
-#ifdef DBOT_GELU_AVX2
+#ifdef DBOT_AVX2
                            if (simd) {
                              gelu_grad_avx2(g + i, d, dz + i, db, cols);
                              continue;

@@ -7,13 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "dbot/core/avx2_math.h"
 #include "dbot/core/parallel.h"
 #include "dbot/core/vector_clones.h"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define DBOT_ADAMW_AVX2 1
-#include <immintrin.h>
-#endif
 
 namespace dbot::train {
 
@@ -49,7 +45,7 @@ void update_plain(float* p, const float* g, float* m, float* v, int64_t n, const
   }
 }
 
-#ifdef DBOT_ADAMW_AVX2
+#ifdef DBOT_AVX2
 // The plain loop's operations in the same order, 8 lanes at a time (the loop is memory-bound: FMA would not pay).
 __attribute__((target("avx2,fma"))) void update_avx2(float* p, const float* g, float* m, float* v, int64_t n,
                                                      const Coefficients& c) {
@@ -116,7 +112,7 @@ void adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_a
       const float* g = grads[t].data_ptr<float>() + from;
       float* m = exp_avg[t].data_ptr<float>() + from;
       float* v = exp_avg_sq[t].data_ptr<float>() + from;
-#ifdef DBOT_ADAMW_AVX2
+#ifdef DBOT_AVX2
       if (simd) {
         update_avx2(p, g, m, v, n, c);
         at += n;
