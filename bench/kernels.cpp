@@ -8,6 +8,8 @@
 //   composition in LibTorch's operations (reshape, permute, matmul, softmax, matmul, transpose, reshape);
 // - the MLP's fc1 + GELU, model::linear_gelu against at::gelu(at::linear(x, W, b)) (timm's Mlp), in fp32 and, where
 //   the CPU has native bf16 or the third argument is "bf16", under bf16 autocast;
+// - the attention maps' softmax and its backward, LibTorch's softmax and _softmax_backward_data against
+//   model::softmax_rows_ and softmax_backward_rows_ (in place, as explicit_attention runs them), fp32;
 // - fc1 + GELU's backward pass (dz = g GELU'(z) and the bias gradient), LibTorch's multiply and sum against
 //   model::detail::gelu_grad, in fp32 and bf16 (hot operands: the step reads them cold, see docs/PERFORMANCE.md);
 // - one AdamW update of a student's parameters (the demo's and ViT-S/16's with MAE's decoder): train::AdamW's
@@ -31,6 +33,7 @@
 #include "dbot/model/explicit_attention.h"
 #include "dbot/model/linear_gelu.h"
 #include "dbot/model/registry.h"
+#include "dbot/model/softmax_rows.h"
 #include "dbot/train/optim.h"
 
 namespace {
@@ -133,6 +136,32 @@ void attention(int reps) {
                   kHeader);
     row(std::string(s.what) + ": " + sizes({s.N, s.T, s.D, s.h}), libtorch, dbot, {at::randn({s.N, s.T, 3 * s.D})},
         at::randn({s.N, s.T, s.D}), reps);
+  }
+}
+
+// The maps [N h T, T] of the demo's student (9 tokens) and teacher (17), ViT-Tiny/4's teacher (65, 3 heads) and
+// ViT-S/16's student (50 of 197, 6 heads, batch 32). dbot's run in place, repeatedly on the same buffer.
+void softmax(int reps) {
+  struct Maps {
+    const char* what;
+    int64_t rows, T;
+  };
+  const Maps shapes[] = {{"demo student", 128 * 4 * 9, 9},
+                         {"demo teacher", 128 * 4 * 17, 17},
+                         {"ViT-Tiny/4 teacher", 128 * 3 * 65, 65},
+                         {"ViT-S/16 student", 32 * 6 * 50, 50}};
+  std::printf(
+      "\nthe attention maps' softmax, fp32\n\n| maps [rows, T] | LibTorch softmax ms | dbot softmax_rows_ ms | ratio | "
+      "LibTorch backward ms | dbot backward ms | ratio |\n|---|---|---|---|---|---|---|\n");
+  for (const auto& s : shapes) {
+    auto scores = at::randn({s.rows, s.T}) * 3.0, grad = at::randn({s.rows, s.T});
+    const auto probs = scores.softmax(-1);
+    const double lf = best_ms([&] { scores.softmax(-1); }, reps);
+    const double df = best_ms([&] { dbot::model::softmax_rows_(scores); }, reps);
+    const double lb = best_ms([&] { at::_softmax_backward_data(grad, probs, -1, at::kFloat); }, reps);
+    const double db = best_ms([&] { dbot::model::softmax_backward_rows_(grad, probs); }, reps);
+    std::printf("| %s: %s | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f |\n", s.what, sizes({s.rows, s.T}).c_str(), lf, df,
+                lf / df, lb, db, lb / db);
   }
 }
 
@@ -255,6 +284,7 @@ int main(int argc, char** argv) {
   std::printf("LibTorch %s, %d threads, best of %d\n\n", dbot::compat::torch_version().c_str(), threads, reps);
   batched_products(reps);
   attention(reps);
+  softmax(reps);
   fc1_gelu(reps, at::kFloat);
   if (dbot::compat::cpu_has_bf16() || (argc > 3 && std::string(argv[3]) == "bf16")) fc1_gelu(reps, at::kBFloat16);
   gelu_grad(reps, at::kFloat);

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "dbot/model/batched_product.h"
+#include "dbot/model/softmax_rows.h"
 
 namespace dbot::model {
 
@@ -43,16 +44,18 @@ MatrixBatch heads_in(const at::Tensor& x, int64_t h) {
   return matrix_batch(x.view({x.size(0), x.size(1), h, x.size(2) / h}).transpose(1, 2));
 }
 
-// Forward: P = softmax(scale q k^T) [N, h, T, T], out [N, T, D] = P v, heads side by side.
+// Forward: P = softmax(scale q k^T) [N, h, T, T] (the softmax in place over the scores), out [N, T, D] = P v, heads
+// side by side.
 struct Forward {
   at::Tensor probs, out;
 };
 Forward blas_forward(const at::Tensor& packed, int64_t h) {
   const int64_t N = packed.size(0), T = packed.size(1), D = packed.size(2) / 3;
   const auto in = heads_of(packed, h);
-  auto scores = at::empty({N, h, T, T}, packed.options());
-  blas_gemm(in.q, in.k.t(), matrix_batch(scores), head_scale(D / h));
-  Forward f{scores.softmax(-1), at::empty({N, T, D}, packed.options())};
+  auto probs = at::empty({N, h, T, T}, packed.options());
+  blas_gemm(in.q, in.k.t(), matrix_batch(probs), head_scale(D / h));
+  softmax_rows_(probs);
+  Forward f{probs, at::empty({N, T, D}, packed.options())};
   blas_gemm(matrix_batch(f.probs), in.v, heads_in(f.out, h), 1.0);
   return f;
 }
@@ -70,8 +73,8 @@ at::Tensor blas_backward(const at::Tensor& packed, const at::Tensor& probs, cons
   blas_gemm(p.t(), g, out.v, 1.0);
   auto grad_probs = at::empty({N, h, T, T}, packed.options());
   blas_gemm(g, in.v.t(), matrix_batch(grad_probs), 1.0);
-  const auto grad_scores = at::_softmax_backward_data(grad_probs, probs, -1, at::kFloat);
-  const auto s = matrix_batch(grad_scores);
+  softmax_backward_rows_(grad_probs, probs);  // now the scores' gradient
+  const auto s = matrix_batch(grad_probs);
   blas_gemm(s, in.k, out.q, scale);
   blas_gemm(s.t(), in.q, out.k, scale);
   return grad_packed;
