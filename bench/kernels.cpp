@@ -10,6 +10,8 @@
 //   the CPU has native bf16 or the third argument is "bf16", under bf16 autocast;
 // - the attention maps' softmax and its backward, LibTorch's softmax and _softmax_backward_data against
 //   model::softmax_rows_ and softmax_backward_rows_ (in place, as explicit_attention runs them), fp32;
+// - LayerNorm over [rows, D], model::layer_norm's kernel against at::layer_norm (dbot takes it on 1.x only), forward
+// and forward + backward, fp32;
 // - fc1 + GELU's backward pass (dz = g GELU'(z) and the bias gradient), LibTorch's multiply and sum against
 //   model::detail::gelu_grad, in fp32 and bf16 (hot operands: the step reads them cold, see docs/PERFORMANCE.md);
 // - one AdamW update of a student's parameters (the demo's and ViT-S/16's with MAE's decoder): train::AdamW's
@@ -31,6 +33,7 @@
 #include "dbot/mkd/distiller.h"
 #include "dbot/model/batched_product.h"
 #include "dbot/model/explicit_attention.h"
+#include "dbot/model/layer_norm.h"
 #include "dbot/model/linear_gelu.h"
 #include "dbot/model/registry.h"
 #include "dbot/model/softmax_rows.h"
@@ -41,6 +44,12 @@ struct Shape {
   const char* what;
   int64_t batch, n, k, m;
   bool trans_b;  // the scores' k^T: b is a transposed view
+};
+
+// A [rows, cols] operand of a row-wise pass, and which layer it stands for.
+struct Matrix {
+  const char* what;
+  int64_t rows, cols;
 };
 
 double best_ms(const std::function<void()>& f, int reps) {
@@ -142,27 +151,43 @@ void attention(int reps) {
 // The maps [N h T, T] of the demo's student (9 tokens) and teacher (17), ViT-Tiny/4's teacher (65, 3 heads) and
 // ViT-S/16's student (50 of 197, 6 heads, batch 32). dbot's run in place, repeatedly on the same buffer.
 void softmax(int reps) {
-  struct Maps {
-    const char* what;
-    int64_t rows, T;
-  };
-  const Maps shapes[] = {{"demo student", 128 * 4 * 9, 9},
-                         {"demo teacher", 128 * 4 * 17, 17},
-                         {"ViT-Tiny/4 teacher", 128 * 3 * 65, 65},
-                         {"ViT-S/16 student", 32 * 6 * 50, 50}};
+  const Matrix shapes[] = {{"demo student", 128 * 4 * 9, 9},
+                           {"demo teacher", 128 * 4 * 17, 17},
+                           {"ViT-Tiny/4 teacher", 128 * 3 * 65, 65},
+                           {"ViT-S/16 student", 32 * 6 * 50, 50}};
   std::printf(
       "\nthe attention maps' softmax, fp32\n\n| maps [rows, T] | LibTorch softmax ms | dbot softmax_rows_ ms | ratio | "
       "LibTorch backward ms | dbot backward ms | ratio |\n|---|---|---|---|---|---|---|\n");
   for (const auto& s : shapes) {
-    auto scores = at::randn({s.rows, s.T}) * 3.0, grad = at::randn({s.rows, s.T});
+    auto scores = at::randn({s.rows, s.cols}) * 3.0, grad = at::randn({s.rows, s.cols});
     const auto probs = scores.softmax(-1);
     const double lf = best_ms([&] { scores.softmax(-1); }, reps);
     const double df = best_ms([&] { dbot::model::softmax_rows_(scores); }, reps);
     const double lb = best_ms([&] { at::_softmax_backward_data(grad, probs, -1, at::kFloat); }, reps);
     const double db = best_ms([&] { dbot::model::softmax_backward_rows_(grad, probs); }, reps);
-    std::printf("| %s: %s | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f |\n", s.what, sizes({s.rows, s.T}).c_str(), lf, df,
-                lf / df, lb, db, lb / db);
+    std::printf("| %s: %s | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f |\n", s.what, sizes({s.rows, s.cols}).c_str(), lf,
+                df, lf / df, lb, db, lb / db);
   }
+}
+
+// The blocks' norm1 / norm2 inputs [N T, D]: the demo's student (9 tokens) and teacher (17), ViT-Tiny/4's teacher
+// (65, 192 wide), ViT-S/16's student (50 of 197, 384 wide, batch 32).
+void layer_norm(int reps) {
+  const Matrix shapes[] = {{"demo student", 128 * 9, 128},
+                           {"demo teacher", 128 * 17, 128},
+                           {"ViT-Tiny/4 teacher", 128 * 65, 192},
+                           {"ViT-S/16 student", 32 * 50, 384}};
+  const Op libtorch = [](const std::vector<at::Tensor>& x) {
+    return at::layer_norm(x[0], {x[0].size(1)}, x[1], x[2], 1e-6);
+  };
+  const Op dbot = [](const std::vector<at::Tensor>& x) {
+    return dbot::model::detail::layer_norm_kernel(x[0], x[1], x[2], 1e-6);
+  };
+  std::printf("\nLayerNorm, fp32\n\n| [M, D]%s", kHeader);
+  for (const auto& s : shapes)
+    row(std::string(s.what) + ": " + sizes({s.rows, s.cols}), libtorch, dbot,
+        {at::randn({s.rows, s.cols}) + 3.0, 1.0 + 0.1 * at::randn({s.cols}), 0.1 * at::randn({s.cols})},
+        at::randn({s.rows, s.cols}), reps);
 }
 
 // fc1 + GELU at [N, T, D] -> [N, T, 4D]: the demo's teacher (17 tokens) and student (9), ViT-Tiny/4's teacher
@@ -199,23 +224,19 @@ void fc1_gelu(int reps, at::ScalarType amp) {
 // fc1 + GELU's backward pass: dz = g GELU'(z) and the bias gradient, LibTorch's multiply and sum against
 // model::detail::gelu_grad, at the demo's and ViT-Tiny/4's [M, hidden].
 void gelu_grad(int reps, at::ScalarType dtype) {
-  struct Rows {
-    const char* what;
-    int64_t M, hidden;
-  };
-  const Rows shapes[] = {{"demo student", 128 * 9, 512},
-                         {"demo decoder", 128 * 17, 256},
-                         {"ViT-Tiny/4 student", 128 * 17, 768},
-                         {"ViT-Tiny/4 decoder", 128 * 65, 512}};
+  const Matrix shapes[] = {{"demo student", 128 * 9, 512},
+                           {"demo decoder", 128 * 17, 256},
+                           {"ViT-Tiny/4 student", 128 * 17, 768},
+                           {"ViT-Tiny/4 decoder", 128 * 65, 512}};
   std::printf(
       "\nfc1 + GELU backward's pass, %s\n\n| [M, hidden] | LibTorch mul + sum ms | dbot gelu_grad ms | ratio "
       "|\n|---|---|---|---|\n",
       dtype == at::kBFloat16 ? "bf16" : "fp32");
   for (const auto& s : shapes) {
-    const auto g = at::randn({s.M, s.hidden}).to(dtype), d = at::rand({s.M, s.hidden}).to(dtype);
+    const auto g = at::randn({s.rows, s.cols}).to(dtype), d = at::rand({s.rows, s.cols}).to(dtype);
     const double lt = best_ms([&] { (g * d).sum(0, false, at::kFloat); }, reps);
     const double db = best_ms([&] { dbot::model::detail::gelu_grad(g, d, dbot::core::cpu_has_avx2_fma()); }, reps);
-    std::printf("| %s: %s | %.3f | %.3f | %.2f |\n", s.what, sizes({s.M, s.hidden}).c_str(), lt, db, lt / db);
+    std::printf("| %s: %s | %.3f | %.3f | %.2f |\n", s.what, sizes({s.rows, s.cols}).c_str(), lt, db, lt / db);
   }
 }
 
@@ -285,6 +306,7 @@ int main(int argc, char** argv) {
   batched_products(reps);
   attention(reps);
   softmax(reps);
+  layer_norm(reps);
   fc1_gelu(reps, at::kFloat);
   if (dbot::compat::cpu_has_bf16() || (argc > 3 && std::string(argv[3]) == "bf16")) fc1_gelu(reps, at::kBFloat16);
   gelu_grad(reps, at::kFloat);

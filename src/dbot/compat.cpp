@@ -136,6 +136,8 @@ AutocastGuard::~AutocastGuard() {
   set_autocast(device_, previous_, previous_dtype_);
 }
 
+bool has_fast_cpu_layer_norm() { return DBOT_TORCH_AT_LEAST(2, 0); }
+
 bool has_fused_attention() { return DBOT_TORCH_AT_LEAST(2, 0); }
 
 at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {

@@ -56,6 +56,9 @@ class AutocastGuard {
   at::ScalarType previous_dtype_ = at::kBFloat16;
 };
 
+// Whether LibTorch's own CPU LayerNorm (forward and backward) is as fast as model::layer_norm's one-pass kernel: on
+// 2.x it is (0.83-1.18x of dbot's at the models' shapes, docs/PERFORMANCE.md), on 1.13 it is 1.1-1.8x slower.
+bool has_fast_cpu_layer_norm();
 // Whether this LibTorch has the fused attention kernel (at::scaled_dot_product_attention, 2.x).
 bool has_fused_attention();
 // softmax(q k^T * head_dim^-0.5) v for q, k, v: [N, H, T, Dh] by the fused kernel. Only where has_fused_attention().

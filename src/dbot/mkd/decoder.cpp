@@ -1,5 +1,6 @@
 #include "dbot/mkd/decoder.h"
 
+#include "dbot/model/layer_norm.h"
 #include "dbot/model/pos_embed.h"
 
 namespace dbot::mkd {
@@ -32,7 +33,7 @@ at::Tensor Decoder::forward(const at::Tensor& latent, const at::Tensor& ids_rest
                             const at::Tensor& rows) {
   auto x = insert_mask_tokens(model::linear(decoder_embed, latent), ids_restore) + decoder_pos_embed;  // [N, 1+L, Dd]
   x = decoder_blocks.forward(x, gen, rows);              // [N, 1+L or R, Dd]
-  return model::linear(decoder_predp, decoder_norm(x));  // [N, 1+L or R, D_teacher]
+  return model::linear(decoder_predp, model::layer_norm(decoder_norm, x));  // [N, 1+L or R, D_teacher]
 }
 
 void Decoder::initialize_weights(at::Generator& gen) {

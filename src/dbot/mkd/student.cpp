@@ -1,5 +1,7 @@
 #include "dbot/mkd/student.h"
 
+#include "dbot/model/layer_norm.h"
+
 namespace dbot::mkd {
 
 Masking random_masking(const at::Tensor& x, const at::Tensor& noise, double mask_ratio) {
@@ -30,7 +32,7 @@ EncoderOutput MaskedStudentImpl::forward_encoder(const at::Tensor& imgs, const a
   auto m = random_masking(x, noise, mask_ratio);
   auto cls = cls_with_pos().expand({x.size(0), -1, -1});
   x = at::cat({cls.to(m.x_masked.scalar_type()), m.x_masked}, 1);  // [N, 1+K, D]
-  x = norm(forward_blocks(x, gen));
+  x = model::layer_norm(norm, forward_blocks(x, gen));
   return {x, m.mask, m.ids_restore, m.ids_masked};
 }
 

@@ -9,6 +9,7 @@
 #include "dbot/compat.h"
 #include "dbot/core/runtime.h"
 #include "dbot/model/explicit_attention.h"
+#include "dbot/model/layer_norm.h"
 #include "dbot/model/linear_gelu.h"
 #include "dbot/model/pos_embed.h"
 
@@ -113,14 +114,14 @@ BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, double dpr, c
 }
 
 at::Tensor BlockImpl::forward(const at::Tensor& x, at::Generator* gen) {
-  auto y = x + drop_path(attn(norm1(x)), drop_path_rate, gen);
-  return y + drop_path(mlp(norm2(y)), drop_path_rate, gen);
+  auto y = x + drop_path(attn(layer_norm(norm1, x)), drop_path_rate, gen);
+  return y + drop_path(mlp(layer_norm(norm2, y)), drop_path_rate, gen);
 }
 
 at::Tensor BlockImpl::forward_rows(const at::Tensor& x, const at::Tensor& rows, at::Generator* gen) {
-  const auto context = attn->context(norm1(x));  // [N, T, D]: every token attends to every token
+  const auto context = attn->context(layer_norm(norm1, x));  // [N, T, D]: every token attends to every token
   auto y = take_rows(x, rows) + drop_path(linear(attn->proj, take_rows(context, rows)), drop_path_rate, gen);
-  return y + drop_path(mlp(norm2(y)), drop_path_rate, gen);  // [N, R, D]
+  return y + drop_path(mlp(layer_norm(norm2, y)), drop_path_rate, gen);  // [N, R, D]
 }
 
 BlockStack::BlockStack(nn::Module& owner, const std::string& prefix, int64_t depth, int64_t dim, int64_t heads,
@@ -198,13 +199,13 @@ at::Tensor VisionTransformerImpl::forward_blocks(const at::Tensor& x, at::Genera
 at::Tensor VisionTransformerImpl::embed_tokens(const at::Tensor& imgs) {
   auto x = embed_patches(imgs);
   x = at::cat({cls_with_pos().expand({x.size(0), -1, -1}), x}, 1);  // [N, 1+L, D]
-  return norm_pre ? norm_pre(x) : x;
+  return norm_pre ? layer_norm(norm_pre, x) : x;
 }
 
 at::Tensor VisionTransformerImpl::forward_features(const at::Tensor& imgs, bool final_norm, const at::Tensor& rows) {
   auto x = forward_blocks(embed_tokens(imgs), nullptr, rows);
   TORCH_CHECK(!final_norm || norm, "model '", cfg.name, "' has no final norm");
-  return final_norm ? norm(x) : x;
+  return final_norm ? layer_norm(norm, x) : x;
 }
 
 at::Tensor VisionTransformerImpl::forward_projected(const at::Tensor& imgs, const at::Tensor& rows) {
