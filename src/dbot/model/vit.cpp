@@ -96,11 +96,13 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, bool quick)
       fc2(register_module("fc2", nn::Linear(hidden, dim))),
       quick_gelu(quick) {}
 
-at::Tensor MlpImpl::forward(const at::Tensor& x) {
-  if (!quick_gelu) return linear(fc2, linear_gelu(x, fc1->weight, fc1->bias));
+at::Tensor MlpImpl::hidden(const at::Tensor& x) {
+  if (!quick_gelu) return linear_gelu(x, fc1->weight, fc1->bias);
   const auto h = linear(fc1, x);
-  return linear(fc2, h * at::sigmoid(1.702 * h));  // QuickGELU: OpenAI CLIP's
+  return h * at::sigmoid(1.702 * h);  // QuickGELU: OpenAI CLIP's
 }
+
+at::Tensor MlpImpl::forward(const at::Tensor& x) { return linear(fc2, hidden(x)); }
 
 BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, double dpr, const BlockOptions& opts)
     : norm1(register_module("norm1", nn::LayerNorm(nn::LayerNormOptions({dim}).eps(opts.norm_eps)))),
@@ -113,15 +115,27 @@ BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, double dpr, c
   mlp = register_module("mlp", Mlp(dim, static_cast<int64_t>(dim * mlp_ratio), opts.quick_gelu));
 }
 
+at::Tensor BlockImpl::residual(const at::Tensor& x, const nn::Linear& l, const at::Tensor& h, at::Generator* gen) {
+  const bool dropped = gen != nullptr && drop_path_rate > 0.0;
+  if (dropped || compat::autocast_enabled(x.device().type()) || x.scalar_type() != h.scalar_type())
+    return x + drop_path(linear(l, h), drop_path_rate, gen);
+  // x + (h W^T + b) as one addmm into x + b: the product accumulates into the residual sum (beta = 1), where
+  // addmm(b, h, W^T) then add would write the branch and read it back. Autograd: AddBackward, AddmmBackward.
+  const int64_t D = x.size(-1);
+  auto out = at::add(x.reshape({-1, D}), l->bias);  // [N T, D], fresh
+  out.addmm_(h.reshape({-1, h.size(-1)}), l->weight.t());
+  return out.view(x.sizes());
+}
+
 at::Tensor BlockImpl::forward(const at::Tensor& x, at::Generator* gen) {
-  auto y = x + drop_path(attn(layer_norm(norm1, x)), drop_path_rate, gen);
-  return y + drop_path(mlp(layer_norm(norm2, y)), drop_path_rate, gen);
+  const auto y = residual(x, attn->proj, attn->context(layer_norm(norm1, x)), gen);
+  return residual(y, mlp->fc2, mlp->hidden(layer_norm(norm2, y)), gen);
 }
 
 at::Tensor BlockImpl::forward_rows(const at::Tensor& x, const at::Tensor& rows, at::Generator* gen) {
   const auto context = attn->context(layer_norm(norm1, x));  // [N, T, D]: every token attends to every token
-  auto y = take_rows(x, rows) + drop_path(linear(attn->proj, take_rows(context, rows)), drop_path_rate, gen);
-  return y + drop_path(mlp(layer_norm(norm2, y)), drop_path_rate, gen);  // [N, R, D]
+  const auto y = residual(take_rows(x, rows), attn->proj, take_rows(context, rows), gen);
+  return residual(y, mlp->fc2, mlp->hidden(layer_norm(norm2, y)), gen);  // [N, R, D]
 }
 
 BlockStack::BlockStack(nn::Module& owner, const std::string& prefix, int64_t depth, int64_t dim, int64_t heads,

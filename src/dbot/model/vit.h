@@ -83,6 +83,7 @@ class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(int64_t dim, int64_t hidden, bool quick_gelu = false);
   at::Tensor forward(const at::Tensor& x);  // fc1 -> exact (erf) GELU or QuickGELU -> fc2
+  at::Tensor hidden(const at::Tensor& x);   // fc1 -> GELU: fc2's input
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   bool quick_gelu;
 };
@@ -103,6 +104,9 @@ class BlockImpl : public torch::nn::Module {
   // keys and values; after it each token goes on alone, so proj, the MLP and both residuals run on R rows. Drop
   // path draws the same numbers as forward.
   at::Tensor forward_rows(const at::Tensor& x, const at::Tensor& rows, at::Generator* gen = nullptr);
+  // x + dp(l(h)): a residual branch ending in the Linear l, from l's input h. Without drop path or autocast one
+  // addmm of h W^T into x + b.
+  at::Tensor residual(const at::Tensor& x, const torch::nn::Linear& l, const at::Tensor& h, at::Generator* gen);
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   Attention attn{nullptr};
   Mlp mlp{nullptr};
