@@ -3,6 +3,7 @@
 // inputs, LibTorch's at::softmax and at::_softmax_backward_data on an attention-shaped tensor, and bad tensors.
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "dbot/model/softmax_rows.h"
@@ -48,38 +49,40 @@ TEST(SoftmaxRows, HandCheckedRows) {
   }
 }
 
-// Every length from 1 to 33 (a 1-8 element masked tail after 0-3 full blocks) and the attention's 65 and 197, each
-// row against fp64: the exp is within 2 ulp and the sum rounds in fp32, so within 4e-6 of each probability.
+// Every length from 1 to 33 (a 1-8 element masked tail after 0-3 full blocks) and the attention's 65 and 197 (300 rows
+// of 65: more than one task of rows), each row against fp64: the exp is within 2 ulp and the sum rounds in fp32, so
+// within 4e-6 of each probability.
 TEST(SoftmaxRows, MatchesFp64AtEveryTailLength) {
-  std::vector<int64_t> lengths{65, 197};
-  for (int64_t n = 1; n <= 33; ++n) lengths.push_back(n);
+  std::vector<std::pair<int64_t, int64_t>> shapes{{7, 65}, {7, 197}, {300, 65}};  // 300 x 65: tasks on two threads
+  for (int64_t n = 1; n <= 33; ++n) shapes.push_back({7, n});
   for (const bool simd : test::simd_choices()) {
-    for (const int64_t cols : lengths) {
-      const auto s = scores(7, cols);
+    for (const auto& [rows, cols] : shapes) {
+      const auto s = scores(rows, cols);
       auto out = s.clone();
-      model::detail::softmax_rows(out.data_ptr<float>(), 7, cols, simd);
-      EXPECT_TRUE(all_close(out, softmax64(s), 4e-6, 1e-9)) << "cols " << cols << " simd " << simd;
-      EXPECT_TRUE(all_close(out.sum(-1), at::ones({7}), 0.0, 2e-6)) << "cols " << cols << " simd " << simd;
+      model::detail::softmax_rows(out.data_ptr<float>(), rows, cols, simd);
+      EXPECT_TRUE(all_close(out, softmax64(s), 4e-6, 1e-9)) << rows << "x" << cols << " simd " << simd;
+      EXPECT_TRUE(all_close(out.sum(-1), at::ones({rows}), 0.0, 2e-6)) << rows << "x" << cols << " simd " << simd;
     }
   }
 }
 
-// A NaN or a +inf anywhere makes its row NaN, and a row of -inf is NaN, as in LibTorch (exp(inf - inf)); the other
-// rows are untouched by them.
+// A NaN (in a full 8-lane block or in the masked tail) or a +inf anywhere makes its row NaN, and a row of -inf is
+// NaN, as in LibTorch (exp(inf - inf)); the other rows are untouched by them.
 TEST(SoftmaxRows, NonFiniteRowsAreNaNAsInLibTorch) {
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   for (const bool simd : test::simd_choices()) {
     for (const int64_t cols : {3, 9, 17}) {
-      auto s = scores(4, cols);
+      auto s = scores(5, cols);
       auto a = s.accessor<float, 2>();
-      a[0][cols - 1] = nan;
+      a[0][0] = nan;  // the first block for 9 and 17 columns, the tail for 3
       a[1][cols / 2] = inf;
       for (int64_t c = 0; c < cols; ++c) a[2][c] = -inf;
+      a[3][cols - 1] = nan;  // the masked tail
       const auto expected = at::softmax(s, -1);
-      model::detail::softmax_rows(s.data_ptr<float>(), 4, cols, simd);
-      for (int64_t r = 0; r < 3; ++r) EXPECT_TRUE(s[r].isnan().all().item<bool>()) << r << " " << cols << " " << simd;
-      EXPECT_TRUE(expected.slice(0, 0, 3).isnan().all().item<bool>());
-      EXPECT_TRUE(all_close(s[3], softmax64(scores(4, cols)[3]), 4e-6, 1e-9)) << cols << " " << simd;
+      model::detail::softmax_rows(s.data_ptr<float>(), 5, cols, simd);
+      for (int64_t r = 0; r < 4; ++r) EXPECT_TRUE(s[r].isnan().all().item<bool>()) << r << " " << cols << " " << simd;
+      EXPECT_TRUE(expected.slice(0, 0, 4).isnan().all().item<bool>());
+      EXPECT_TRUE(all_close(s[4], softmax64(scores(5, cols)[4]), 4e-6, 1e-9)) << cols << " " << simd;
     }
   }
 }

@@ -1,7 +1,8 @@
 // avx2_math: the 8-lane building blocks that dbot's hand-written AVX2 + FMA loops share (linear_gelu's GELU pass,
-// softmax_rows, adamw_cpu): DBOT_AVX2 where the compiler can emit them (x86-64, GCC or clang; each function carries
-// its own target attribute, so the rest of the binary stays baseline x86-64 and the loops run only where
-// core::cpu_has_avx2_fma() said yes), exp on [-87, 0], and 8 floats loaded from / stored to fp32 or bf16.
+// softmax_rows, layer_norm; adamw_cpu takes the guard): DBOT_AVX2 where the compiler can emit them (x86-64, GCC or
+// clang; each function carries its own target attribute, so the rest of the binary stays baseline x86-64 and the loops
+// run only where core::cpu_has_avx2_fma() said yes), exp on [-87, 0], and 8 floats loaded from / stored to fp32 or
+// bf16.
 #pragma once
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

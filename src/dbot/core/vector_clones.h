@@ -2,8 +2,9 @@
 // x86-64 one and picks between them at load time, so that a portable binary still runs its plain loops
 // vectorised 256 bits wide where the CPU allows (clang has target_clones since 14; without it the
 // function is built for the baseline only: SSE2, about 2x the instructions, docs/PERFORMANCE.md).
-// cpu_has_avx2_fma() is the run-time check for hand-written AVX2 + FMA loops (linear_gelu, adamw_cpu), which
-// keep a plain loop beside them for other CPUs; require_avx2_fma_if refuses their AVX2 loop where it cannot run.
+// cpu_has_avx2_fma() is the run-time check for hand-written AVX2 + FMA loops (linear_gelu, softmax_rows, layer_norm,
+// adamw_cpu), which keep a plain loop beside them for other CPUs; require_avx2_fma_if refuses their AVX2 loop where it
+// cannot run.
 #pragma once
 
 #include <stdexcept>

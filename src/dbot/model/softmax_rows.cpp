@@ -8,6 +8,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "dbot/core/avx2_math.h"
 #include "dbot/core/parallel.h"
@@ -17,7 +18,7 @@ namespace dbot::model::detail {
 
 namespace {
 // exp(y) is below fp32's smallest normal under this: such terms are 0 (LibTorch gives a denormal, < 1.2e-38).
-constexpr float kMinExponent = -87.0f;
+constexpr float kMinExpArg = -87.0f;
 
 // One row: m = max, e = exp(x - m), x = e / sum(e). A NaN anywhere makes the row NaN, as in LibTorch.
 void softmax_plain(float* x, int64_t n) {
@@ -26,7 +27,7 @@ void softmax_plain(float* x, int64_t n) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
     const float y = x[i] - m;
-    x[i] = y < kMinExponent ? 0.0f : std::exp(y);
+    x[i] = y < kMinExpArg ? 0.0f : std::exp(y);
     sum += x[i];
   }
   const float scale = 1.0f / sum;
@@ -45,10 +46,10 @@ using core::avx2::exp_nonpositive;
 using core::avx2::first_lanes;
 using core::avx2::sum8;
 
-// exp(v - m) where v - m >= kMinExponent, else 0; NaN stays NaN (max_ps returns its second operand on a NaN).
+// exp(v - m) where v - m >= kMinExpArg, else 0; NaN stays NaN (max_ps returns its second operand on a NaN).
 __attribute__((target("avx2,fma"))) inline __m256 shifted_exp(__m256 v, __m256 m) {
   const __m256 y = _mm256_sub_ps(v, m);
-  const __m256 floor = _mm256_set1_ps(kMinExponent);
+  const __m256 floor = _mm256_set1_ps(kMinExpArg);
   const __m256 e = exp_nonpositive(_mm256_max_ps(floor, y));
   return _mm256_andnot_ps(_mm256_cmp_ps(y, floor, _CMP_LT_OQ), e);
 }

@@ -118,7 +118,7 @@ BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, double dpr, c
 at::Tensor BlockImpl::residual(const at::Tensor& x, const nn::Linear& l, const at::Tensor& h, at::Generator* gen) {
   const bool dropped = gen != nullptr && drop_path_rate > 0.0;
   if (dropped || compat::autocast_enabled(x.device().type()) || x.scalar_type() != h.scalar_type() ||
-      !l->bias.defined())
+      l->weight.scalar_type() != x.scalar_type() || !l->bias.defined())
     return x + drop_path(linear(l, h), drop_path_rate, gen);
   // x + (h W^T + b) as one addmm into x + b: the product accumulates into the residual sum (beta = 1), where
   // addmm(b, h, W^T) then add would write the branch and read it back. Autograd: AddBackward, AddmmBackward.
