@@ -39,3 +39,26 @@ TEST(Parallel, CoversEveryIndexOnceOnLibTorchsThreads) {
                std::runtime_error);
   at::set_num_threads(threads_before);
 }
+
+// parallel_for_rows: tasks of whole rows holding at least the given elements (1000 rows of 10, at least 100 per task:
+// 10 rows or more, so no more than 100 tasks). parallel_for_row_blocks: 130 rows in blocks of 64 are the blocks
+// (0, 0, 64), (1, 64, 64), (2, 128, 2), each once.
+TEST(Parallel, RowsAndRowBlocks) {
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(2);
+  std::mutex mutex;
+  std::vector<int> hits(1000, 0);
+  core::parallel_for_rows(1000, 10, 100, [&](int64_t begin, int64_t end) {
+    const std::lock_guard<std::mutex> lock(mutex);
+    EXPECT_TRUE(end - begin >= 10 || end == 1000) << begin << "-" << end;
+    for (int64_t i = begin; i < end; ++i) ++hits[static_cast<size_t>(i)];
+  });
+  for (size_t i = 0; i < hits.size(); ++i) EXPECT_EQ(hits[i], 1) << "row " << i;
+  std::set<std::vector<int64_t>> blocks;
+  core::parallel_for_row_blocks(130, 64, 8, 1, [&](int64_t block, int64_t first, int64_t count) {
+    const std::lock_guard<std::mutex> lock(mutex);
+    EXPECT_TRUE(blocks.insert({block, first, count}).second) << "block " << block << " twice";
+  });
+  EXPECT_EQ(blocks, (std::set<std::vector<int64_t>>{{0, 0, 64}, {1, 64, 64}, {2, 128, 2}}));
+  at::set_num_threads(threads_before);
+}

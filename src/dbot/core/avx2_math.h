@@ -62,5 +62,18 @@ __attribute__((target("avx2,fma"))) inline __m256i first_lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// A row of n >= 1 elements as the 8-lane blocks before `full` and one masked vector of the last n - full (1-8, so
+// a row of 8 is one masked vector of all lanes): full, and the mask as integers and as floats.
+struct RowTail {
+  int64_t full;
+  __m256i mask;
+  __m256 mask_ps;
+};
+__attribute__((target("avx2,fma"))) inline RowTail row_tail(int64_t n) {
+  const int64_t full = (n - 1) / 8 * 8;
+  const __m256i mask = first_lanes(n - full);
+  return {full, mask, _mm256_castsi256_ps(mask)};
+}
+
 }  // namespace dbot::core::avx2
 #endif

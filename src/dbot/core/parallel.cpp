@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <ATen/TensorIterator.h>
 
+#include <algorithm>
+
 namespace dbot::core {
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f) {
@@ -21,6 +23,19 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
         }
       },
       grain);
+}
+
+void parallel_for_rows(int64_t rows, int64_t row_elements, int64_t min_task_elements,
+                       const std::function<void(int64_t, int64_t)>& f) {
+  parallel_for(rows, std::max<int64_t>(1, min_task_elements / std::max<int64_t>(1, row_elements)), f);
+}
+
+void parallel_for_row_blocks(int64_t rows, int64_t block_rows, int64_t row_elements, int64_t min_task_elements,
+                             const std::function<void(int64_t, int64_t, int64_t)>& f) {
+  const int64_t blocks = (rows + block_rows - 1) / block_rows;
+  parallel_for_rows(blocks, block_rows * row_elements, min_task_elements, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) f(b, b * block_rows, std::min(rows, (b + 1) * block_rows) - b * block_rows);
+  });
 }
 
 }  // namespace dbot::core

@@ -15,4 +15,15 @@ namespace dbot::core {
 // `grain` (below that, or on one thread, f(0, n) on the caller). Exceptions from f reach the caller.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f);
 
+// parallel_for over `rows` rows of `row_elements` elements each, in tasks of whole rows holding at least
+// `min_task_elements` elements (the row-wise passes: fewer flops per element, larger tasks).
+void parallel_for_rows(int64_t rows, int64_t row_elements, int64_t min_task_elements,
+                       const std::function<void(int64_t, int64_t)>& f);
+
+// The rows in blocks of `block_rows` (the last one partial), each block whole in one task:
+// f(block, first row, rows in it). For passes that sum columns per block into their own partial sums, so that the
+// blocks and the order of their sums are the same for any thread count.
+void parallel_for_row_blocks(int64_t rows, int64_t block_rows, int64_t row_elements, int64_t min_task_elements,
+                             const std::function<void(int64_t, int64_t, int64_t)>& f);
+
 }  // namespace dbot::core

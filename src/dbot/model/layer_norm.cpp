@@ -64,15 +64,13 @@ void backward_plain(const float* g, const float* x, const float* w, float m, flo
 }
 
 #ifdef DBOT_AVX2
-using core::avx2::first_lanes;
+using core::avx2::row_tail;
 using core::avx2::sum8;
 
 // forward_plain, 8 lanes at a time; each row's last 1-8 elements by masked loads and stores (masked lanes load 0).
 __attribute__((target("avx2,fma"))) void forward_avx2(const float* x, const float* w, const float* b, float eps,
                                                       float* y, float* mean, float* rstd, int64_t rows, int64_t n) {
-  const int64_t full = (n - 1) / 8 * 8;
-  const __m256i tail = first_lanes(n - full);
-  const __m256 tail_ps = _mm256_castsi256_ps(tail);
+  const auto [full, tail, tail_ps] = row_tail(n);
   const __m256 w_tail = _mm256_maskload_ps(w + full, tail), b_tail = _mm256_maskload_ps(b + full, tail);
   for (int64_t row = 0; row < rows; ++row, x += n, y += n) {
     const __m256 x_tail = _mm256_maskload_ps(x + full, tail);
@@ -104,9 +102,7 @@ __attribute__((target("avx2,fma"))) void forward_avx2(const float* x, const floa
 __attribute__((target("avx2,fma"))) void backward_avx2(const float* g, const float* x, const float* w,
                                                        const float* mean, const float* rstd, float* dx, float* dw,
                                                        float* db, int64_t rows, int64_t n) {
-  const int64_t full = (n - 1) / 8 * 8;
-  const __m256i tail = first_lanes(n - full);
-  const __m256 tail_ps = _mm256_castsi256_ps(tail);
+  const auto [full, tail, tail_ps] = row_tail(n);
   const __m256 w_tail = _mm256_maskload_ps(w + full, tail);
   for (int64_t row = 0; row < rows; ++row, g += n, x += n, dx += n) {
     const __m256 vm = _mm256_set1_ps(mean[row]), vr = _mm256_set1_ps(rstd[row]);
@@ -158,8 +154,8 @@ NormForward layer_norm_forward(const at::Tensor& x, const at::Tensor& weight, co
   const float *px = x.data_ptr<float>(), *w = weight.data_ptr<float>(), *b = bias.data_ptr<float>();
   float *y = f.y.data_ptr<float>(), *mean = f.mean.data_ptr<float>(), *rstd = f.rstd.data_ptr<float>();
   const auto e = static_cast<float>(eps);
-  // ~5 flops per element: tasks of whole rows, at least 16k elements.
-  core::parallel_for(rows, std::max<int64_t>(1, (int64_t{1} << 14) / n), [&](int64_t begin, int64_t end) {
+  // ~5 flops per element: tasks of at least 16k elements.
+  core::parallel_for_rows(rows, n, int64_t{1} << 14, [&](int64_t begin, int64_t end) {
 #ifdef DBOT_AVX2
     if (simd) return forward_avx2(px + begin * n, w, b, e, y + begin * n, mean + begin, rstd + begin, end - begin, n);
 #endif
@@ -185,22 +181,15 @@ NormGrads layer_norm_backward(const at::Tensor& g, const at::Tensor& x, const at
   const float *pg = g.data_ptr<float>(), *px = x.data_ptr<float>(), *w = weight.data_ptr<float>(),
               *m = mean.data_ptr<float>(), *r = rstd.data_ptr<float>();
   float *pdx = dx.data_ptr<float>(), *dw = partial.data_ptr<float>(), *db = dw + blocks * n;
-  core::parallel_for(blocks, std::max<int64_t>(1, (int64_t{1} << 14) / (kNormBlockRows * n)),
-                     [&](int64_t begin, int64_t end) {
-                       for (int64_t k = begin; k < end; ++k) {
-                         const int64_t r0 = k * kNormBlockRows, count = std::min(rows, r0 + kNormBlockRows) - r0;
-                         const int64_t i = r0 * n;
+  core::parallel_for_row_blocks(rows, kNormBlockRows, n, int64_t{1} << 14, [&](int64_t k, int64_t r0, int64_t count) {
+    const int64_t i = r0 * n;
 #ifdef DBOT_AVX2
-                         if (simd) {
-                           backward_avx2(pg + i, px + i, w, m + r0, r + r0, pdx + i, dw + k * n, db + k * n, count, n);
-                           continue;
-                         }
+    if (simd) return backward_avx2(pg + i, px + i, w, m + r0, r + r0, pdx + i, dw + k * n, db + k * n, count, n);
 #endif
-                         for (int64_t j = 0; j < count; ++j)
-                           backward_plain(pg + i + j * n, px + i + j * n, w, m[r0 + j], r[r0 + j], pdx + i + j * n,
-                                          dw + k * n, db + k * n, n);
-                       }
-                     });
+    for (int64_t j = 0; j < count; ++j)
+      backward_plain(pg + i + j * n, px + i + j * n, w, m[r0 + j], r[r0 + j], pdx + i + j * n, dw + k * n, db + k * n,
+                     n);
+  });
   const auto sums = partial.sum(1);  // [2, n]
   return {dx, sums[0], sums[1]};
 }

@@ -115,48 +115,43 @@ namespace {
 template <typename T>
 void bias_gelu_rows(const T* h, const float* bias, T* out, T* dgelu, int64_t rows, int64_t cols, bool simd) {
   core::require_avx2_fma_if(simd, "bias_gelu");
-  // ~40 flops per element: tasks of whole rows, at least 32k elements.
-  core::parallel_for(rows, std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, cols)),
-                     [&](int64_t begin, int64_t end) {
-                       for (int64_t r = begin; r < end; ++r) {
-                         const int64_t i = r * cols;
-                         T* d = dgelu ? dgelu + i : nullptr;
+  // ~40 flops per element: tasks of at least 32k elements.
+  core::parallel_for_rows(rows, cols, int64_t{1} << 15, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t i = r * cols;
+      T* d = dgelu ? dgelu + i : nullptr;
 #ifdef DBOT_AVX2
-                         if (simd) {
-                           bias_gelu_avx2(h + i, bias, out + i, d, cols);
-                           continue;
-                         }
+      if (simd) {
+        bias_gelu_avx2(h + i, bias, out + i, d, cols);
+        continue;
+      }
 #endif
-                         bias_gelu_plain(h + i, bias, out + i, d, cols);
-                       }
-                     });
+      bias_gelu_plain(h + i, bias, out + i, d, cols);
+    }
+  });
 }
 
-// Row blocks of kGradBlockRows, each summing its columns into its own row of partial [blocks, cols] (the same
-// blocks and order for any thread count).
+// Row blocks of kGradBlockRows, each summing its columns into its own row of partial [blocks, cols].
 template <typename T>
 void gelu_grad_rows(const T* g, const T* dgelu, T* dz, float* partial, int64_t rows, int64_t cols, bool simd) {
   core::require_avx2_fma_if(simd, "gelu_grad");
-  const int64_t blocks = (rows + kGradBlockRows - 1) / kGradBlockRows;
-  // ~1 flop per element: tasks of whole blocks, at least 64k elements.
-  core::parallel_for(blocks, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, kGradBlockRows * cols)),
-                     [&](int64_t begin, int64_t end) {
-                       for (int64_t b = begin; b < end; ++b) {
-                         float* db = partial + b * cols;
-                         std::fill(db, db + cols, 0.0f);
-                         for (int64_t r = b * kGradBlockRows; r < std::min(rows, (b + 1) * kGradBlockRows); ++r) {
-                           const int64_t i = r * cols;
-                           const T* d = dgelu ? dgelu + i : nullptr;
+  // ~1 flop per element: tasks of at least 64k elements.
+  core::parallel_for_row_blocks(rows, kGradBlockRows, cols, int64_t{1} << 16,
+                                [&](int64_t b, int64_t r0, int64_t count) {
+                                  float* db = partial + b * cols;
+                                  std::fill(db, db + cols, 0.0f);
+                                  for (int64_t r = r0; r < r0 + count; ++r) {
+                                    const int64_t i = r * cols;
+                                    const T* d = dgelu ? dgelu + i : nullptr;
 #ifdef DBOT_AVX2
-                           if (simd) {
-                             gelu_grad_avx2(g + i, d, dz + i, db, cols);
-                             continue;
-                           }
+                                    if (simd) {
+                                      gelu_grad_avx2(g + i, d, dz + i, db, cols);
+                                      continue;
+                                    }
 #endif
-                           gelu_grad_plain(g + i, d, dz + i, db, cols);
-                         }
-                       }
-                     });
+                                    gelu_grad_plain(g + i, d, dz + i, db, cols);
+                                  }
+                                });
 }
 
 template <typename T>

@@ -43,7 +43,7 @@ void softmax_backward_plain(float* dp, const float* p, int64_t n) {
 
 #ifdef DBOT_AVX2
 using core::avx2::exp_nonpositive;
-using core::avx2::first_lanes;
+using core::avx2::row_tail;
 using core::avx2::sum8;
 
 // exp(v - m) where v - m >= kMinExpArg, else 0; NaN stays NaN (max_ps returns its second operand on a NaN).
@@ -57,9 +57,7 @@ __attribute__((target("avx2,fma"))) inline __m256 shifted_exp(__m256 v, __m256 m
 // softmax_plain over rows of n, 8 lanes at a time; each row's last 1-8 elements by masked loads and stores.
 __attribute__((target("avx2,fma"))) void softmax_avx2(float* x, int64_t rows, int64_t n) {
   if (n <= 0) return;
-  const int64_t full = (n - 1) / 8 * 8;  // the lanes before the masked last vector
-  const __m256i tail = first_lanes(n - full);
-  const __m256 tail_ps = _mm256_castsi256_ps(tail);
+  const auto [full, tail, tail_ps] = row_tail(n);
   const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   for (int64_t r = 0; r < rows; ++r, x += n) {
     // A NaN may drop out of the max (max_ps returns its second operand on a NaN), but not out of the sum below.
@@ -85,8 +83,7 @@ __attribute__((target("avx2,fma"))) void softmax_avx2(float* x, int64_t rows, in
 // softmax_backward_plain over rows of n, 8 lanes at a time, the same masked tail.
 __attribute__((target("avx2,fma"))) void softmax_backward_avx2(float* dp, const float* p, int64_t rows, int64_t n) {
   if (n <= 0) return;
-  const int64_t full = (n - 1) / 8 * 8;
-  const __m256i tail = first_lanes(n - full);
+  const auto [full, tail, tail_ps] = row_tail(n);  // tail_ps: unused here
   for (int64_t r = 0; r < rows; ++r, dp += n, p += n) {
     const __m256 dp_tail = _mm256_maskload_ps(dp + full, tail), p_tail = _mm256_maskload_ps(p + full, tail);
     __m256 vdot = _mm256_mul_ps(dp_tail, p_tail);  // masked lanes load as 0
@@ -101,33 +98,28 @@ __attribute__((target("avx2,fma"))) void softmax_backward_avx2(float* dp, const 
 }
 #endif
 
-// Tasks of whole rows, at least 16k elements (~2-10 flops each): f(first row, rows).
-template <typename F>
-void over_rows(int64_t rows, int64_t cols, const F& f) {
-  core::parallel_for(rows, std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, cols)),
-                     [&](int64_t begin, int64_t end) { f(begin, end - begin); });
-}
+// ~2-10 flops per element: tasks of at least 16k elements.
+constexpr int64_t kMinTaskElements = int64_t{1} << 14;
 }  // namespace
 
 void softmax_rows(float* s, int64_t rows, int64_t cols, bool simd) {
   core::require_avx2_fma_if(simd, "softmax_rows");
-  over_rows(rows, cols, [&](int64_t first, int64_t count) {
-    float* x = s + first * cols;
+  core::parallel_for_rows(rows, cols, kMinTaskElements, [&](int64_t begin, int64_t end) {
+    float* x = s + begin * cols;
 #ifdef DBOT_AVX2
-    if (simd) return softmax_avx2(x, count, cols);
+    if (simd) return softmax_avx2(x, end - begin, cols);
 #endif
-    for (int64_t r = 0; r < count; ++r) softmax_plain(x + r * cols, cols);
+    for (int64_t r = begin; r < end; ++r) softmax_plain(s + r * cols, cols);
   });
 }
 
 void softmax_backward_rows(float* dp, const float* p, int64_t rows, int64_t cols, bool simd) {
   core::require_avx2_fma_if(simd, "softmax_backward_rows");
-  over_rows(rows, cols, [&](int64_t first, int64_t count) {
-    const int64_t i = first * cols;
+  core::parallel_for_rows(rows, cols, kMinTaskElements, [&](int64_t begin, int64_t end) {
 #ifdef DBOT_AVX2
-    if (simd) return softmax_backward_avx2(dp + i, p + i, count, cols);
+    if (simd) return softmax_backward_avx2(dp + begin * cols, p + begin * cols, end - begin, cols);
 #endif
-    for (int64_t r = 0; r < count; ++r) softmax_backward_plain(dp + i + r * cols, p + i + r * cols, cols);
+    for (int64_t r = begin; r < end; ++r) softmax_backward_plain(dp + r * cols, p + r * cols, cols);
   });
 }
 
