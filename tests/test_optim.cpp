@@ -144,3 +144,19 @@ TEST(AdamW, FusedKernelMatchesForeach) {
   }
   EXPECT_EQ(fused_opt.state().step, 3);
 }
+
+// The optimizer training builds: the fused form wherever it applies (fp32 CPU parameters: dbot's kernel on every
+// LibTorch), the recipe's hyper-parameters otherwise unchanged, and the _foreach form where the fused one cannot take
+// the parameters (a non-contiguous one).
+TEST(AdamW, TrainingBuildsTheFusedFormWhereItApplies) {
+  mkd::Distiller d(test::tiny_vit(), test::tiny_mkd(), 0);
+  train::AdamWConfig cfg;
+  cfg.weight_decay = 0.1;
+  const auto params = d.named_student_parameters();
+  const auto opt = train::make_training_adamw(params, cfg);
+  EXPECT_EQ(opt->config().fused, train::fused_adamw_available(params));
+  EXPECT_TRUE(opt->config().fused);  // fp32, contiguous, on the CPU
+  EXPECT_EQ(opt->config().weight_decay, 0.1);
+  const auto strided = at::zeros({4, 3}).t();
+  EXPECT_FALSE(train::make_training_adamw({{"w", strided}}, cfg)->config().fused);
+}

@@ -125,10 +125,8 @@ Run::Run(const FinetuneSetup& s, const FinetuneOptions& o)
     load_encoder(c_, s.encoder, s.encoder_what, cfg_.head_init_std, gen);
   }
   c_->to(s.runtime.device);
-  auto params = named_parameters(*c_);
-  auto adamw = cfg_.adamw;
-  adamw.fused = train::fused_adamw_available(params);  // as the Trainer: one pass per element where it can
-  opt_ = std::make_unique<train::AdamW>(std::move(params), adamw, layer_decay_rule(s.arch.depth, cfg_.layer_decay));
+  opt_ =
+      train::make_training_adamw(named_parameters(*c_), cfg_.adamw, layer_decay_rule(s.arch.depth, cfg_.layer_decay));
   train_data_ = s.data;
   train_data_.crop_scale = cfg_.crop_scale;
   auto transform = data::transform_config(train_data_, s.arch.img_size, s.arch.in_chans);

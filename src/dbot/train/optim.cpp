@@ -59,7 +59,17 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, AdamW
 
 bool fused_adamw_available(const std::vector<std::pair<std::string, at::Tensor>>& named_params) {
   if (named_params.empty()) return false;
-  return adamw_cpu_supports_all(named_params) || compat::has_fused_adamw(named_params.front().second.device());
+  if (adamw_cpu_supports_all(named_params)) return true;
+  // LibTorch's kernel walks raw data too (the constructor refuses a non-contiguous parameter).
+  const bool contiguous = std::all_of(named_params.begin(), named_params.end(),
+                                      [](const auto& item) { return item.second.is_contiguous(); });
+  return contiguous && compat::has_fused_adamw(named_params.front().second.device());
+}
+
+std::unique_ptr<AdamW> make_training_adamw(std::vector<std::pair<std::string, at::Tensor>> named_params,
+                                           AdamWConfig cfg, const ParamGroupRule& rule) {
+  cfg.fused = fused_adamw_available(named_params);
+  return std::make_unique<AdamW>(std::move(named_params), cfg, rule);
 }
 
 void AdamW::zero_grad() {

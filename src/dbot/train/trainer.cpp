@@ -80,12 +80,7 @@ Trainer::Trainer(const PretrainConfig& cfg, const core::Runtime& runtime, int64_
     throw std::logic_error("Trainer: the runtime's rank/world size differ from the process group's");
   }
   distiller_.to(runtime_.device, runtime_.amp_dtype());  // before the optimizer takes the parameters
-  AdamWConfig adamw = cfg.optim.adamw;
-  // One pass per element instead of ten (dbot's kernel on the CPU, LibTorch's fused kernel on CUDA): the demo's
-  // update 2.0-3.2 -> 0.2 ms on the CPU (docs/PERFORMANCE.md); AdamW.FusedKernelMatchesForeach.
-  auto params = distiller_.named_student_parameters();
-  adamw.fused = fused_adamw_available(params);
-  optimizer_ = std::make_unique<AdamW>(std::move(params), adamw);
+  optimizer_ = make_training_adamw(distiller_.named_student_parameters(), cfg.optim.adamw);
   const auto acc = at::TensorOptions().dtype(at::kDouble).device(runtime_.device);
   unchecked_loss_sum_ = at::zeros({}, acc);
   epoch_loss_sum_ = at::zeros({}, acc);
