@@ -248,7 +248,7 @@ at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::T
 }
 
 at::Tensor layer_norm(const torch::nn::LayerNorm& ln, const at::Tensor& x) {
-  if (ln->options.normalized_shape().size() != 1 || !ln->weight.defined())  // LayerNormImpl::forward
+  if (ln->options.normalized_shape().size() != 1)  // LayerNormImpl::forward
     return at::layer_norm(x, ln->options.normalized_shape(), ln->weight, ln->bias, ln->options.eps());
   return layer_norm(x, ln->weight, ln->bias, ln->options.eps());
 }
